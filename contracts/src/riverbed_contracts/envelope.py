@@ -1,0 +1,122 @@
+"""The CloudEvents 1.0 envelope and its exact form in a Redis stream entry.
+
+A stream entry has exactly one field, ``event``, whose value is the event as a
+CloudEvents 1.0 JSON document (structured content mode, UTF-8). Any language
+with a Redis client and a JSON parser can read it; see ``contracts/README.md``.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any, Final, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+
+#: the one field of a stream entry; its value is the CloudEvents JSON document
+ENTRY_FIELD: Final = "event"
+SPECVERSION: Final = "1.0"
+DEFAULT_SOURCE: Final = "urn:riverbed"
+
+# CloudEvents 1.0: attribute names MUST be lowercase ASCII letters or digits.
+_ATTRIBUTE_NAME = re.compile(r"^[a-z0-9]+$")
+
+
+def new_event_id() -> str:
+    """A fresh event id: a UUID4 in canonical text form."""
+    return str(uuid.uuid4())
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class CloudEvent(BaseModel):
+    """One event in CloudEvents 1.0 attribute names, with ``data`` as a JSON object.
+
+    ``data`` is kept as a plain dict here; the registry validates it against the
+    payload model of ``type``. Extension attributes are lowercase alphanumerics
+    as CloudEvents requires (``correlationid``, ``causationid``, ``traceparent``).
+    """
+
+    # Unknown extension attributes are kept, not rejected: a producer that adds
+    # one (say ``tracestate``) must not break consumers deployed before it, and
+    # CloudEvents asks intermediaries to pass extensions on.
+    model_config = ConfigDict(
+        extra="allow",
+        frozen=True,
+        json_schema_extra={"propertyNames": {"pattern": _ATTRIBUTE_NAME.pattern}},
+    )
+
+    id: str = Field(default_factory=new_event_id, min_length=1, max_length=255)
+    source: str = Field(default=DEFAULT_SOURCE, min_length=1)
+    type: str = Field(min_length=1)
+    specversion: Literal["1.0"] = SPECVERSION
+    # RFC 3339 needs an offset, so a naive datetime is refused rather than guessed.
+    time: AwareDatetime = Field(default_factory=utc_now)
+    subject: str | None = None
+    datacontenttype: Literal["application/json"] = "application/json"
+    data: dict[str, Any]
+    correlationid: str | None = None
+    causationid: str | None = None
+    traceparent: str | None = None
+
+    @model_validator(mode="after")
+    def _extension_names_are_lowercase_alphanumeric(self) -> CloudEvent:
+        bad = sorted(name for name in self.model_extra or {} if not _ATTRIBUTE_NAME.match(name))
+        if bad:
+            raise ValueError(
+                f"invalid CloudEvents attribute name(s) {bad}: "
+                "extension attributes are lowercase ASCII letters and digits only"
+            )
+        return self
+
+    def to_json(self) -> str:
+        """The structured-mode JSON document (absent optional attributes are omitted)."""
+        return self.model_dump_json(exclude_none=True)
+
+    def to_entry(self) -> dict[str, str]:
+        """The field/value pairs of the Redis stream entry that carries this event."""
+        return {ENTRY_FIELD: self.to_json()}
+
+    def caused(self, type: str, data: dict[str, Any], **attributes: Any) -> CloudEvent:
+        """A follow-up event: same correlation id, this event as its cause."""
+        return CloudEvent(
+            type=type,
+            data=data,
+            correlationid=self.correlationid or self.id,
+            causationid=self.id,
+            traceparent=self.traceparent,
+            **attributes,
+        )
+
+
+class EntryDecodeError(ValueError):
+    """A stream entry that is not a Riverbed event (permanent: retrying cannot help)."""
+
+
+def event_from_entry(fields: Mapping[str, str | bytes] | Mapping[bytes, bytes | str]) -> CloudEvent:
+    """Parse a stream entry's fields (str or bytes keys, as redis-py returns them).
+
+    Fields other than ``event`` are ignored, so that a later writer may add one.
+    """
+    raw: str | bytes | None = None
+    names: list[str] = []
+    for key, value in fields.items():
+        name = key.decode(errors="replace") if isinstance(key, bytes) else key
+        names.append(name)
+        if name == ENTRY_FIELD:
+            raw = value
+    if raw is None:
+        raise EntryDecodeError(
+            f"stream entry has no {ENTRY_FIELD!r} field (fields: {sorted(names)}); "
+            f"Riverbed entries carry one field {ENTRY_FIELD!r} holding a CloudEvents JSON document"
+        )
+    try:
+        return CloudEvent.model_validate_json(raw)
+    except ValueError as error:  # pydantic.ValidationError, also for malformed JSON
+        raise EntryDecodeError(
+            f"entry field {ENTRY_FIELD!r} is not a CloudEvents 1.0 JSON document: {error}"
+        ) from error

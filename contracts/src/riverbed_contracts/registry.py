@@ -1,0 +1,163 @@
+"""Every event type Riverbed knows: its payload model, its stream, what it means.
+
+Type names are ``<stream>.v<N>``: ``email.requested.v1`` travels on the logical
+stream ``email.requested``. A new version of a type goes on the same stream, so
+consumers dispatch on ``type`` and can handle v1 and v2 side by side.
+"""
+
+from __future__ import annotations
+
+import builtins
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Final, Literal
+
+from riverbed_contracts.email import EmailFailed, EmailSent, SendEmail
+from riverbed_contracts.envelope import CloudEvent
+from riverbed_contracts.payload import Payload
+from riverbed_contracts.payments import PaymentFailed, PaymentRefunded, PaymentSucceeded
+from riverbed_contracts.webhooks import DeliverWebhook, WebhookDelivered, WebhookDeliveryExhausted
+
+TYPE_NAME: Final = re.compile(
+    r"^(?P<stream>[a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*)+)\.v(?P<version>[1-9][0-9]*)$"
+)
+
+
+@dataclass(frozen=True)
+class EventSpec:
+    """One versioned event type. ``kind``: a command asks for work, an event reports a fact."""
+
+    type: str
+    model: builtins.type[Payload]  # `type` is the attribute above
+    kind: Literal["command", "event"]
+    description: str
+
+    def __post_init__(self) -> None:
+        if not TYPE_NAME.match(self.type):
+            raise ValueError(
+                f"invalid event type name {self.type!r}: use '<stream>.v<N>', "
+                "e.g. 'email.requested.v1' (lowercase dotted stream name, version from 1)"
+            )
+
+    @property
+    def stream(self) -> str:
+        """The logical stream this type travels on (``email.requested``)."""
+        return self.type.rsplit(".", 1)[0]
+
+    @property
+    def version(self) -> int:
+        return int(self.type.rsplit(".v", 1)[1])
+
+
+class UnknownEventType(ValueError):
+    """An event type no spec is registered for (permanent: retrying cannot help)."""
+
+    def __init__(self, type: str) -> None:
+        self.type = type
+        super().__init__(f"unknown event type {type!r}; known types: {', '.join(REGISTRY)}")
+
+
+_SPECS = (
+    EventSpec(
+        "email.requested.v1",
+        SendEmail,
+        "command",
+        "Send one email, from a template or as raw subject and text.",
+    ),
+    EventSpec("email.sent.v1", EmailSent, "event", "The SMTP server accepted an email."),
+    EventSpec(
+        "email.failed.v1",
+        EmailFailed,
+        "event",
+        "An email will not be sent: refused, or out of retries.",
+    ),
+    EventSpec(
+        "webhook.delivery.requested.v1",
+        DeliverWebhook,
+        "command",
+        "Deliver one event to one subscriber endpoint (signed HTTP POST).",
+    ),
+    EventSpec(
+        "webhook.delivery.succeeded.v1",
+        WebhookDelivered,
+        "event",
+        "A subscriber endpoint answered 2xx to a delivery.",
+    ),
+    EventSpec(
+        "webhook.delivery.exhausted.v1",
+        WebhookDeliveryExhausted,
+        "event",
+        "Every attempt of a delivery failed; no more will be made.",
+    ),
+    EventSpec(
+        "payment.succeeded.v1",
+        PaymentSucceeded,
+        "event",
+        "A payment provider captured a payment.",
+    ),
+    EventSpec(
+        "payment.failed.v1",
+        PaymentFailed,
+        "event",
+        "A payment provider declined or could not complete a payment.",
+    ),
+    EventSpec(
+        "payment.refunded.v1",
+        PaymentRefunded,
+        "event",
+        "A payment provider refunded (part of) a payment.",
+    ),
+)
+
+#: event type -> its spec, in a stable order (sorted by type)
+REGISTRY: Final[Mapping[str, EventSpec]] = MappingProxyType(
+    {spec.type: spec for spec in sorted(_SPECS, key=lambda spec: spec.type)}
+)
+#: every logical stream, sorted
+STREAMS: Final[tuple[str, ...]] = tuple(sorted({spec.stream for spec in _SPECS}))
+_BY_MODEL: Final[Mapping[type[Payload], EventSpec]] = MappingProxyType(
+    {spec.model: spec for spec in _SPECS}
+)
+if not len(REGISTRY) == len(_BY_MODEL) == len(_SPECS):
+    raise RuntimeError("an event type or payload model is registered twice")
+
+
+def get_spec(type: str) -> EventSpec:
+    """The spec of ``type``; :class:`UnknownEventType` names the known types otherwise."""
+    try:
+        return REGISTRY[type]
+    except KeyError:
+        raise UnknownEventType(type) from None
+
+
+get = get_spec
+
+
+def spec_for(model: type[Payload]) -> EventSpec:
+    """The spec whose payload model is ``model``."""
+    try:
+        return _BY_MODEL[model]
+    except KeyError:
+        raise LookupError(f"{model.__name__} is not a registered payload model") from None
+
+
+def validate_data(event: CloudEvent) -> Payload:
+    """The typed payload of ``event``; raises ``pydantic.ValidationError`` when it does not fit."""
+    return get_spec(event.type).model.model_validate(event.data)
+
+
+def new_event(
+    payload: Payload, *, cause: CloudEvent | None = None, **attributes: Any
+) -> CloudEvent:
+    """The event carrying ``payload`` (its type from the registry).
+
+    With ``cause``, it continues the cause's correlation (see ``CloudEvent.caused``).
+    Absent optional fields are left out of ``data`` rather than sent as null.
+    """
+    spec = spec_for(type(payload))
+    data = payload.model_dump(mode="json", exclude_none=True)
+    if cause is not None:
+        return cause.caused(spec.type, data, **attributes)
+    return CloudEvent(type=spec.type, data=data, **attributes)

@@ -1,0 +1,57 @@
+"""The Redis connection: created from a URL at start-up, closed at shutdown.
+
+Never at import time. ``redis://``, ``rediss://`` (TLS) and ``unix://`` URLs are
+accepted, with an ACL user and password in the URL (``redis://user:pass@host``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import redis.asyncio as redis_async
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from riverbed.settings import RedisSettings
+
+#: the binary client type used throughout: keys and values stay bytes on the hot path
+Redis = redis_async.Redis
+
+
+def connect(settings: RedisSettings, *, decode_responses: bool = False) -> Redis:
+    """A client pool for ``settings.url``; the first command opens the connection."""
+    client: Redis = redis_async.Redis.from_url(
+        settings.url.get_secret_value(),
+        decode_responses=decode_responses,
+        socket_timeout=settings.socket_timeout,
+        socket_connect_timeout=settings.connect_timeout,
+        max_connections=settings.max_connections,
+        health_check_interval=30,  # s: ping a connection idle this long before reuse
+        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+    )
+    return client
+
+
+@asynccontextmanager
+async def redis_connection(settings: RedisSettings) -> AsyncIterator[Redis]:
+    """Open at entry (a PING proves the URL works), close at exit."""
+    client = connect(settings)
+    try:
+        await client.ping()
+        yield client
+    finally:
+        await client.aclose()
+
+
+def redacted_url(url: str) -> str:
+    """The URL with any password replaced, fit for logs."""
+    scheme, sep, rest = url.partition("://")
+    if "@" not in rest:
+        return url
+    credentials, _, host = rest.rpartition("@")
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}{sep}{user + ':' if user else ''}***@{host}"

@@ -1,0 +1,626 @@
+"""The reliable consumer: one consumer-group member on one stream.
+
+The hot path reads batches (``XREADGROUP COUNT/BLOCK``) and gives every entry
+its own outcome; handlers run concurrently up to a bound, and outcomes are
+applied to Redis together (one script call acknowledges every success of a
+flush). What each row of DESIGN.md's delivery table becomes here:
+
+- retries are driven by the pending list's delivery count and scheduled in a
+  sorted set (entry id -> due time), so a failing entry never blocks the stream;
+- past ``max_deliveries`` (or at once for a permanent error) an entry is copied
+  to the dead-letter stream and acknowledged in one script;
+- held entries are kept alive with ``XCLAIM … JUSTID`` so the visibility timeout
+  measures liveness, not handler time; entries idle past it are reclaimed;
+- on start the consumer re-reads its own pending entries first;
+- entries trimmed while pending are dropped from the pending list and counted;
+- ``NOGROUP`` (Redis restarted or flushed) recreates the group, with backoff;
+- idle consumers with nothing pending are removed from the group;
+- ``stop()`` stops reading, lets in-flight handlers finish within a timeout, and
+  applies their outcomes before returning.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import structlog
+from pydantic import BaseModel, ValidationError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from riverbed import keys, metrics, scripts
+from riverbed.backoff import Backoff
+from riverbed.connection import Redis
+from riverbed.errors import PermanentError, RetryLater
+from riverbed.logging import bind_message_context
+from riverbed.publisher import Publisher
+from riverbed.settings import ConsumerSettings
+from riverbed_contracts import CloudEvent, EntryDecodeError, event_from_entry
+from riverbed_contracts.registry import UnknownEventType, get_spec
+
+log = structlog.get_logger(__name__)
+
+PayloadT = TypeVar("PayloadT", bound=BaseModel)
+
+#: errors that mean "Redis is unreachable right now": wait and try again
+REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+@dataclass(frozen=True)
+class Message(Generic[PayloadT]):
+    """One delivered event, as a handler sees it."""
+
+    event: CloudEvent
+    payload: PayloadT
+    entry_id: str
+    stream: str
+    attempt: int  # delivery count from the pending list: 1 on first delivery
+
+
+#: a handler gets a message and returns the events it wants published (or None);
+#: they are published before the entry is acknowledged.
+Handler = Callable[[Message[Any]], Awaitable[Sequence[CloudEvent] | None]]
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """What a service consumes: one stream, one group, one handler."""
+
+    stream: str
+    group: str
+    handler: Handler
+    idempotent: bool = True  # skip events whose id this group already handled
+    backoff: Backoff | None = None  # None: exponential, from ConsumerSettings
+    start_id: str = "0"  # where a newly created group starts: "0" = everything retained
+
+
+@dataclass
+class _Outcome:
+    entry_id: str
+    event_type: str
+    event_id: str | None
+    kind: str  # "ack" | "retry" | "dead"
+    delay_ms: int = 0
+    error: BaseException | None = None
+    raw: dict[bytes, bytes] = field(default_factory=dict)
+    attempt: int = 1
+    reason: str = ""
+
+
+def default_consumer_name() -> str:
+    """Host and pid: unique per process; deployments pass a stable pod name instead."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class StreamConsumer:
+    """Runs one :class:`Subscription` until :meth:`stop` is called."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        subscription: Subscription,
+        *,
+        settings: ConsumerSettings,
+        consumer_name: str,
+        service: str,
+        publisher: Publisher | None = None,
+    ) -> None:
+        self.redis = redis
+        self.subscription = subscription
+        self.settings = settings
+        self.name = consumer_name
+        self.service = service
+        self.publisher = publisher or Publisher(redis)
+        self.stream = subscription.stream
+        self.group = subscription.group
+        self.stream_key = keys.stream_key(self.stream)
+        self.dead_letter_key = keys.dead_letter_key(self.stream)
+        self.schedule_key = keys.retry_schedule_key(self.stream, self.group)
+        self.backoff = subscription.backoff or Backoff(
+            base_ms=settings.retry_base_ms, max_ms=settings.retry_max_ms, jitter=settings.retry_jitter
+        )
+        self._claim = redis.register_script(scripts.CLAIM)
+        self._keepalive = redis.register_script(scripts.KEEPALIVE)
+        self._ack_done = redis.register_script(scripts.ACK_DONE)
+        self._dead_letter = redis.register_script(scripts.DEAD_LETTER)
+        self._in_flight: dict[str, asyncio.Task[None]] = {}
+        self._outcomes: list[_Outcome] = []
+        self._outcome_ready = asyncio.Event()
+        self._slot_free = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._retry_soon = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._main: asyncio.Task[None] | None = None
+        labels = (self.stream, self.group)
+        self._m_in_flight = metrics.IN_FLIGHT.labels(*labels)
+        self._m_handler = metrics.HANDLER_SECONDS
+        self.running = False
+
+    # -- lifecycle ---------------------------------------------------------
+
+    async def run(self) -> None:
+        """Consume until stopped; returns after the drain."""
+        self.running = True
+        log.info("consumer starting", stream=self.stream, group=self.group, consumer=self.name)
+        try:
+            await self._ensure_group()
+            self._tasks = [
+                asyncio.create_task(self._flush_loop(), name=f"flush:{self.stream}"),
+                asyncio.create_task(self._keepalive_loop(), name=f"keepalive:{self.stream}"),
+                asyncio.create_task(self._reclaim_loop(), name=f"reclaim:{self.stream}"),
+            ]
+            await self._recover_own_pending()
+            await self._read_loop()
+        finally:
+            await self._drain()
+            self.running = False
+            log.info("consumer stopped", stream=self.stream, group=self.group, consumer=self.name)
+
+    def start(self) -> asyncio.Task[None]:
+        self._main = asyncio.create_task(self.run(), name=f"consumer:{self.stream}:{self.group}")
+        return self._main
+
+    def stop(self) -> None:
+        """Stop reading; ``run()`` then drains in-flight work and returns."""
+        self._stopping.set()
+        self._slot_free.set()
+
+    @property
+    def healthy(self) -> bool:
+        return self._main is not None and not self._main.done() and not self._stopping.is_set()
+
+    async def _drain(self) -> None:
+        pending = list(self._in_flight.values())
+        if pending:
+            log.info("draining in-flight handlers", count=len(pending), stream=self.stream)
+            _, unfinished = await asyncio.wait(pending, timeout=self.settings.shutdown_timeout_s)
+            for task in unfinished:
+                task.cancel()
+            if unfinished:
+                # their entries stay pending and are redelivered: nothing is lost
+                log.warning("handlers cut off at shutdown", count=len(unfinished))
+                await asyncio.gather(*unfinished, return_exceptions=True)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        with contextlib.suppress(*REDIS_DOWN):
+            await self._apply_outcomes()
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep, but wake at once when stopping."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+
+    # -- group management --------------------------------------------------
+
+    async def _ensure_group(self) -> None:
+        try:
+            await self.redis.xgroup_create(
+                self.stream_key, self.group, id=self.subscription.start_id, mkstream=True
+            )
+            log.info("consumer group created", stream=self.stream, group=self.group)
+        except ResponseError as error:
+            if "BUSYGROUP" not in str(error):
+                raise
+
+    async def _recreate_group(self, error: ResponseError) -> None:
+        metrics.GROUP_RECREATED.labels(self.stream, self.group).inc()
+        log.warning(
+            "consumer group missing (Redis restarted or flushed?); recreating",
+            stream=self.stream,
+            group=self.group,
+            error=str(error),
+        )
+        await self._ensure_group()
+
+    async def _guarded(self, what: str, call: Callable[[], Awaitable[Any]]) -> Any:
+        """Run a Redis call; on NOGROUP recreate the group, on Redis down wait. None on failure."""
+        try:
+            return await call()
+        except ResponseError as error:
+            if "NOGROUP" in str(error):
+                with contextlib.suppress(*REDIS_DOWN, ResponseError):
+                    await self._recreate_group(error)
+            else:
+                log.error(f"{what} failed", error=str(error), stream=self.stream)
+                metrics.REDIS_ERRORS.labels(self.stream, self.group, what).inc()
+            await self._pause(0.5)
+        except REDIS_DOWN as error:
+            log.warning(f"{what}: Redis unavailable", error=str(error), stream=self.stream)
+            metrics.REDIS_ERRORS.labels(self.stream, self.group, what).inc()
+            await self._pause(1.0)
+        return None
+
+    # -- reading -----------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        streams = {self.stream_key: ">"}
+        while not self._stopping.is_set():
+            free = self.settings.concurrency - len(self._in_flight)
+            if free <= 0:
+                self._slot_free.clear()
+                await self._slot_free.wait()
+                continue
+            count = min(self.settings.batch_size, free)
+            read = asyncio.ensure_future(
+                self._guarded(
+                    "read",
+                    lambda: self.redis.xreadgroup(
+                        self.group, self.name, streams, count=count, block=self.settings.block_ms
+                    ),
+                )
+            )
+            stop = asyncio.ensure_future(self._stopping.wait())
+            await asyncio.wait({read, stop}, return_when=asyncio.FIRST_COMPLETED)
+            stop.cancel()
+            if not read.done():
+                # entries Redis handed us in this cancelled read stay in our pending
+                # list and are re-read after a restart or reclaimed by a sibling
+                read.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await read
+                return
+            reply = read.result()
+            if reply:
+                await self._dispatch_batch(reply[0][1], deliveries=None)
+
+    async def _recover_own_pending(self) -> None:
+        """Page through our own pending list once, in id order, before reading new entries."""
+        start = "-"
+        while not self._stopping.is_set():
+            seen = await self._claim_entries("own", min_idle_ms=0, start=start)
+            if not seen:
+                return
+            start = "(" + max(seen, key=lambda i: tuple(int(p) for p in i.split("-")))
+            if len(self._in_flight) >= self.settings.concurrency:
+                self._slot_free.clear()
+                await self._slot_free.wait()
+
+    async def _claim_entries(self, mode: str, *, min_idle_ms: int, start: str = "-") -> list[str]:
+        """Claim entries by ``mode`` (see scripts.CLAIM) and dispatch them; returns their ids."""
+        count = max(min(self.settings.batch_size, self.settings.concurrency - len(self._in_flight)), 0)
+        if count == 0:
+            return []
+        now_ms = int(time.time() * 1000)
+        reply = await self._guarded(
+            f"claim-{mode}",
+            lambda: self._claim(
+                keys=[self.stream_key, self.schedule_key],
+                args=[mode, self.group, self.name, min_idle_ms, count, now_ms, start],
+            ),
+        )
+        if not reply:
+            return []
+        claimed, flat_counts, deleted = reply
+        if deleted:
+            metrics.DELETED_WHILE_PENDING.labels(self.stream, self.group).inc(len(deleted))
+            log.warning(
+                "pending entries were trimmed before they were handled",
+                stream=self.stream,
+                count=len(deleted),
+                entry_ids=[_text(i) for i in deleted[:10]],
+            )
+        seen = [_text(i) for i in deleted] + [_text(entry[0]) for entry in claimed]
+        if not claimed:
+            return seen
+        deliveries = {
+            _text(flat_counts[i]): int(flat_counts[i + 1]) for i in range(0, len(flat_counts), 2)
+        }
+        if mode == "stale":
+            metrics.RECLAIMED.labels(self.stream, self.group).inc(len(claimed))
+            log.info("reclaimed idle entries", stream=self.stream, count=len(claimed))
+        await self._dispatch_batch(claimed, deliveries=deliveries)
+        return seen
+
+    async def _dispatch_batch(
+        self, entries: list[Any], *, deliveries: dict[str, int] | None
+    ) -> None:
+        """Start a handler task per entry; deliveries=None means first delivery."""
+        decoded: list[tuple[str, dict[bytes, bytes], int, CloudEvent | Exception]] = []
+        for raw_id, raw_fields in entries:
+            entry_id = _text(raw_id)
+            # XREADGROUP replies carry a dict; a script's XCLAIM reply a flat list
+            fields = (
+                raw_fields
+                if isinstance(raw_fields, dict)
+                else dict(zip(raw_fields[::2], raw_fields[1::2], strict=True))
+            )
+            attempt = 1 if deliveries is None else deliveries.get(entry_id, 1)
+            parsed: CloudEvent | Exception
+            try:
+                parsed = event_from_entry(fields)
+            except EntryDecodeError as error:
+                parsed = error
+            decoded.append((entry_id, fields, attempt, parsed))
+        already_done: set[str] = set()
+        if self.subscription.idempotent:
+            already_done = await self._already_handled(
+                [d[3].id for d in decoded if isinstance(d[3], CloudEvent)]
+            )
+        for entry_id, fields, attempt, parsed in decoded:
+            if entry_id in self._in_flight:
+                continue  # claimed back while still running here: it is already in hand
+            if isinstance(parsed, CloudEvent) and parsed.id in already_done:
+                metrics.DUPLICATES_SKIPPED.labels(self.stream, self.group).inc()
+                self._record(_Outcome(entry_id, parsed.type, parsed.id, "ack", attempt=attempt))
+                continue
+            task = asyncio.create_task(self._handle(entry_id, fields, attempt, parsed))
+            self._in_flight[entry_id] = task
+            task.add_done_callback(lambda _t, eid=entry_id: self._release(eid))
+        self._m_in_flight.set(len(self._in_flight))
+
+    async def _already_handled(self, event_ids: list[str]) -> set[str]:
+        if not event_ids:
+            return set()
+        done_keys = [keys.idempotency_key(self.stream, self.group, i) for i in event_ids]
+        try:
+            found = await self.redis.mget(done_keys)
+        except REDIS_DOWN:
+            return set()  # handling again is safe: effects are idempotent downstream
+        return {event_id for event_id, hit in zip(event_ids, found, strict=True) if hit}
+
+    def _release(self, entry_id: str) -> None:
+        self._in_flight.pop(entry_id, None)
+        self._m_in_flight.set(len(self._in_flight))
+        self._slot_free.set()
+
+    # -- handling ----------------------------------------------------------
+
+    async def _handle(
+        self,
+        entry_id: str,
+        fields: dict[bytes, bytes],
+        attempt: int,
+        parsed: CloudEvent | Exception,
+    ) -> None:
+        event_type = parsed.type if isinstance(parsed, CloudEvent) else "unknown"
+        event_id = parsed.id if isinstance(parsed, CloudEvent) else None
+        outcome = _Outcome(entry_id, event_type, event_id, "ack", raw=fields, attempt=attempt)
+        with bind_message_context(
+            event_id=event_id,
+            event_type=event_type,
+            stream=self.stream,
+            entry_id=entry_id,
+            attempt=attempt,
+            correlation_id=parsed.correlationid if isinstance(parsed, CloudEvent) else None,
+        ):
+            if isinstance(parsed, Exception):
+                self._fail(outcome, parsed, permanent=True, reason="undecodable")
+            elif attempt > self.settings.max_deliveries:
+                # it was delivered that often without an outcome: it keeps killing its consumer
+                self._fail(
+                    outcome,
+                    RuntimeError(f"delivered {attempt - 1} times without completing"),
+                    permanent=True,
+                    reason="max_deliveries",
+                )
+            else:
+                await self._run_handler(outcome, parsed)
+        self._record(outcome)
+
+    async def _run_handler(self, outcome: _Outcome, event: CloudEvent) -> None:
+        metric_type = outcome.event_type
+        try:
+            spec = get_spec(event.type)
+            payload = spec.model.model_validate(event.data)
+        except (UnknownEventType, ValidationError) as error:
+            metric_type = "unknown" if isinstance(error, UnknownEventType) else metric_type
+            outcome.event_type = metric_type
+            self._fail(outcome, error, permanent=True, reason="invalid")
+            return
+        metrics.CONSUMED.labels(self.stream, self.group, metric_type).inc()
+        message: Message[Any] = Message(event, payload, outcome.entry_id, self.stream, outcome.attempt)
+        started = time.perf_counter()
+        try:
+            emitted = await self.subscription.handler(message)
+            if emitted:
+                await self.publisher.publish_many(emitted)
+        except PermanentError as error:
+            self._fail(outcome, error, permanent=True, reason="permanent")
+        except RetryLater as error:
+            self._fail(outcome, error, permanent=False, reason="retry_later", delay_ms=error.delay_ms)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # noqa: BLE001 - any other failure is transient by contract
+            self._fail(outcome, error, permanent=False, reason="error")
+        finally:
+            self._m_handler.labels(self.stream, self.group, metric_type).observe(
+                time.perf_counter() - started
+            )
+
+    def _fail(
+        self,
+        outcome: _Outcome,
+        error: BaseException,
+        *,
+        permanent: bool,
+        reason: str,
+        delay_ms: int | None = None,
+    ) -> None:
+        outcome.error = error
+        outcome.reason = reason
+        metrics.FAILED.labels(self.stream, self.group, outcome.event_type).inc()
+        if permanent or outcome.attempt >= self.settings.max_deliveries:
+            outcome.kind = "dead"
+            if not permanent:
+                outcome.reason = "exhausted"
+            log.warning(
+                "dead-lettering entry",
+                reason=outcome.reason,
+                error_type=type(error).__name__,
+                error=str(error),
+            )
+        else:
+            outcome.kind = "retry"
+            outcome.delay_ms = (
+                delay_ms if delay_ms is not None else self.backoff.delay_ms(outcome.attempt)
+            )
+            log.info(
+                "handler failed; retry scheduled",
+                delay_ms=outcome.delay_ms,
+                error_type=type(error).__name__,
+                error=str(error),
+            )
+
+    def _record(self, outcome: _Outcome) -> None:
+        self._outcomes.append(outcome)
+        self._outcome_ready.set()
+
+    # -- applying outcomes ---------------------------------------------------
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await self._outcome_ready.wait()
+            if self.settings.ack_flush_ms:
+                await asyncio.sleep(self.settings.ack_flush_ms / 1000)
+            self._outcome_ready.clear()
+            while self._outcomes:
+                try:
+                    await self._apply_outcomes()
+                except REDIS_DOWN as error:
+                    log.warning("could not apply outcomes; will retry", error=str(error))
+                    await asyncio.sleep(1.0)  # s; outcomes are kept until applied
+
+    async def _apply_outcomes(self) -> None:
+        """Apply what handlers decided; outcomes stay queued if Redis fails midway."""
+        while self._outcomes:
+            batch = self._outcomes[:1000]  # bounded script arguments
+            acks = [o for o in batch if o.kind == "ack"]
+            retries = [o for o in batch if o.kind == "retry"]
+            dead = [o for o in batch if o.kind == "dead"]
+            if acks:
+                await self._acknowledge(acks)
+            if retries:
+                now_ms = int(time.time() * 1000)
+                await self.redis.zadd(
+                    self.schedule_key, {o.entry_id: now_ms + o.delay_ms for o in retries}
+                )
+                for o in retries:
+                    metrics.RETRIED.labels(self.stream, self.group, o.event_type).inc()
+                self._retry_soon.set()
+            for o in dead:
+                await self._dead_letter(
+                    keys=[self.stream_key, self.dead_letter_key],
+                    args=[self.group, o.entry_id, *self._dead_letter_fields(o)],
+                )
+                metrics.DEAD_LETTERED.labels(self.stream, self.group, o.event_type, o.reason).inc()
+            del self._outcomes[: len(batch)]
+
+    async def _acknowledge(self, acks: list[_Outcome]) -> None:
+        entry_ids = [o.entry_id for o in acks]
+        if self.subscription.idempotent:
+            done_keys = [
+                keys.idempotency_key(self.stream, self.group, o.event_id)
+                for o in acks
+                if o.event_id is not None
+            ]
+            await self._ack_done(
+                keys=[self.stream_key, *done_keys],
+                args=[self.group, self.settings.idempotency_ttl_s, *entry_ids],
+            )
+        else:
+            await self.redis.xack(self.stream_key, self.group, *entry_ids)
+        by_type: dict[str, int] = {}
+        for o in acks:
+            by_type[o.event_type] = by_type.get(o.event_type, 0) + 1
+        for event_type, count in by_type.items():
+            metrics.ACKNOWLEDGED.labels(self.stream, self.group, event_type).inc(count)
+
+    def _dead_letter_fields(self, outcome: _Outcome) -> list[str | bytes | int]:
+        error = outcome.error
+        original: bytes | str = outcome.raw.get(b"event") or json.dumps(
+            {_text(k): v.decode(errors="replace") for k, v in outcome.raw.items()}
+        )
+        return [
+            "event", original,
+            "error_type", type(error).__name__ if error else "",
+            "error_message", str(error)[:2000] if error else "",
+            "reason", outcome.reason,
+            "attempts", outcome.attempt,
+            "original_id", outcome.entry_id,
+            "stream", self.stream,
+            "group", self.group,
+            "service", self.service,
+            "failed_at_ms", int(time.time() * 1000),
+        ]  # fmt: skip
+
+    # -- keep-alive, reclaim, retries, housekeeping --------------------------
+
+    async def _keepalive_loop(self) -> None:
+        interval = self.settings.keepalive_interval_ms / 1000
+        while True:
+            await asyncio.sleep(interval)
+            held = list(self._in_flight)
+            if not held:
+                continue
+            lost = await self._guarded(
+                "keepalive",
+                lambda: self._keepalive(keys=[self.stream_key], args=[self.group, self.name, *held]),
+            )
+            if lost:
+                still_running = [i for i in map(_text, lost) if i in self._in_flight]
+                if still_running:
+                    log.warning(
+                        "entries in hand were claimed by a sibling or removed",
+                        count=len(still_running),
+                        stream=self.stream,
+                    )
+
+    async def _reclaim_loop(self) -> None:
+        interval = self.settings.reclaim_interval_ms / 1000
+        next_housekeeping = time.monotonic()
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._retry_soon.wait(), timeout=interval)
+            self._retry_soon.clear()
+            if self._stopping.is_set():
+                return
+            while await self._claim_entries("due", min_idle_ms=0):
+                pass
+            while await self._claim_entries(
+                "stale", min_idle_ms=self.settings.visibility_timeout_ms
+            ):
+                pass
+            if time.monotonic() >= next_housekeeping:
+                await self._guarded("remove-idle-consumers", self._remove_idle_consumers)
+                # s: often enough to honour the idle limit, rarely enough to be free
+                next_housekeeping = time.monotonic() + min(
+                    60.0, self.settings.consumer_idle_remove_ms / 2000
+                )
+            await self._wake_for_next_retry()
+
+    async def _wake_for_next_retry(self) -> None:
+        """If a scheduled retry falls due before the next scan, wake up for it."""
+        nearest = await self._guarded(
+            "retry-peek", lambda: self.redis.zrange(self.schedule_key, 0, 0, withscores=True)
+        )
+        if not nearest:
+            return
+        wait_s = (nearest[0][1] - time.time() * 1000) / 1000
+        if wait_s < self.settings.reclaim_interval_ms / 1000:
+            asyncio.get_running_loop().call_later(max(wait_s, 0.0), self._retry_soon.set)
+
+    async def _remove_idle_consumers(self) -> None:
+        for consumer in await self.redis.xinfo_consumers(self.stream_key, self.group):
+            name = _text(consumer["name"])
+            if (
+                name != self.name
+                and consumer["pending"] == 0
+                and consumer["idle"] > self.settings.consumer_idle_remove_ms
+            ):
+                await self.redis.xgroup_delconsumer(self.stream_key, self.group, name)
+                metrics.CONSUMERS_REMOVED.labels(self.stream, self.group).inc()
+                log.info("removed idle consumer", consumer=name, idle_ms=consumer["idle"])

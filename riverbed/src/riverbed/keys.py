@@ -1,0 +1,77 @@
+"""Every Redis key Riverbed uses, built in this one module.
+
+All keys of one logical stream share the hash tag ``{<stream>}`` so that the
+stream, its dead-letter stream, its retry schedule and its idempotency keys
+live in one Redis Cluster slot and can be used together in one Lua script or
+MULTI. Cache keys carry their namespace as their hash tag instead.
+
+Layout (``<s>`` is a logical stream name such as ``email.requested``):
+
+- ``rb:{<s>}:stream``                 the stream itself (no TTL, ever)
+- ``rb:{<s>}:dlq``                    its dead-letter stream (no TTL)
+- ``rb:{<s>}:retry:<group>``          sorted set: entry id -> due time (ms since epoch)
+- ``rb:{<s>}:done:<group>:<event-id>`` idempotency marker (TTL: settings, seconds)
+- ``rb:cache:{<ns>}:v``               namespace version counter (no TTL: tiny, bounded by namespaces)
+- ``rb:cache:{<ns>}:<version>:<key>`` cache entry (always a TTL)
+"""
+
+from __future__ import annotations
+
+PREFIX = "rb"
+
+
+def _tag(stream: str) -> str:
+    if not stream or any(c in stream for c in "{}: \t\n"):
+        raise ValueError(
+            f"invalid logical stream name {stream!r}: use dotted lowercase names "
+            "such as 'email.requested' (no braces, colons or whitespace)"
+        )
+    return f"{PREFIX}:{{{stream}}}"
+
+
+def stream_key(stream: str) -> str:
+    return f"{_tag(stream)}:stream"
+
+
+def dead_letter_key(stream: str) -> str:
+    return f"{_tag(stream)}:dlq"
+
+
+def retry_schedule_key(stream: str, group: str) -> str:
+    return f"{_tag(stream)}:retry:{group}"
+
+
+def idempotency_key(stream: str, group: str, event_id: str) -> str:
+    return f"{_tag(stream)}:done:{group}:{event_id}"
+
+
+def logical_stream_of(key: str) -> str:
+    """The logical stream name inside a stream-family key (``rb:{x}:stream`` -> ``x``)."""
+    start, end = key.find("{"), key.find("}")
+    if not key.startswith(f"{PREFIX}:{{") or end < start:
+        raise ValueError(f"{key!r} is not a Riverbed stream key")
+    return key[start + 1 : end]
+
+
+def cache_version_key(namespace: str) -> str:
+    return f"{PREFIX}:cache:{{{namespace}}}:v"
+
+
+def cache_entry_key(namespace: str, version: int, key: str) -> str:
+    return f"{PREFIX}:cache:{{{namespace}}}:{version}:{key}"
+
+
+def stream_key_pattern() -> str:
+    """SCAN pattern matching every Riverbed stream (not dead-letter) key."""
+    return f"{PREFIX}:{{*}}:stream"
+
+
+def cache_lease_key(namespace: str, version: int, key: str) -> str:
+    """Fill lease of a cache entry: ``rb:cache:{<ns>}:lease:<version>:<key>`` (always a TTL).
+
+    Set by a lookup that missed, checked and removed when the loaded value is
+    written; a delete or set in between removes it, so a load that raced a
+    change never writes its stale value. ``lease`` cannot be a version (those
+    are integers), so it never collides with an entry key.
+    """
+    return f"{PREFIX}:cache:{{{namespace}}}:lease:{version}:{key}"

@@ -1,0 +1,265 @@
+"""Logging, configured once per process: structlog for our code, the same output for stdlib.
+
+Every line is one JSON object on stdout (or a readable console line when stdout is a
+terminal) with an ISO-8601 UTC ``timestamp``, ``level``, ``logger``, ``event``, the
+``service`` name, whatever :mod:`structlog.contextvars` holds (see
+:func:`bind_message_context`) and, for errors, the formatted ``exception``.
+
+Records from stdlib loggers (uvicorn, redis, asyncio…) pass through the same
+processors via :class:`structlog.stdlib.ProcessorFormatter`, so they are JSON too and
+are redacted the same way. Run uvicorn with ``log_config=None`` so it keeps this setup.
+
+Secrets never reach the output: values under keys that look secret are replaced by
+``[redacted]``, as are credentials embedded in URLs, ``Bearer`` tokens and secret-looking
+query parameters inside any logged string (including tracebacks).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
+from typing import Any, Final, Literal
+
+import structlog
+from structlog.typing import EventDict, Processor, WrappedLogger
+
+__all__ = [
+    "REDACTED",
+    "bind_message_context",
+    "configure_logging",
+    "get_logger",
+    "redact_secrets",
+]
+
+REDACTED: Final = "[redacted]"
+
+LogFormat = Literal["auto", "json", "console"]
+_FORMATS: Final = ("auto", "json", "console")
+
+# Key names whose values are secrets, matched case-insensitively anywhere in the key,
+# so `smtp_password`, `X-Api-Key`, `access_token` and `Set-Cookie` are all covered.
+_SECRET_KEY = re.compile(
+    r"pass(?:word|wd)|secret|token|api[_-]?key|authori[sz]ation|cookie|signature|credential",
+    re.IGNORECASE,
+)
+# `scheme://user:password@host` and `scheme://:password@host` → keep user and host.
+_URL_CREDENTIALS = re.compile(r"(?P<prefix>[a-z][a-z0-9+.-]*://[^:/?#@\s]*:)[^@/\s]+(?=@)", re.I)
+# `Authorization: Bearer abc…` in free text. The token must hold a digit or symbol and be
+# 8+ characters, so prose such as "basic settings" is left alone.
+_BEARER = re.compile(
+    r"(?P<prefix>\b(?:bearer|basic)\s+)(?=[A-Za-z]*[0-9._~+/=-])[A-Za-z0-9._~+/=-]{8,}",
+    re.IGNORECASE,
+)
+# `?token=abc&…` / `api_key=…` in query strings and free text.
+_SECRET_PARAM = re.compile(
+    r"(?P<prefix>\b[\w-]*(?:pass(?:word|wd)|secret|token|api[_-]?key|signature)[\w-]*=)[^&\s\"']+",
+    re.IGNORECASE,
+)
+# Nested structures (headers, payloads) are walked this deep; deeper values are kept as
+# they are rather than cost time on every line.
+_MAX_DEPTH: Final = 4
+
+# The marker that lets a second `configure_logging` find and replace our handler.
+_HANDLER_NAME: Final = "riverbed"
+# stdlib loggers that install their own handlers; we route them through ours instead.
+_ADOPTED_LOGGERS: Final = ("uvicorn", "uvicorn.error", "uvicorn.access", "faststream")
+
+
+def _redact_text(text: str) -> str:
+    # Cheap pre-checks: most log strings contain none of the markers.
+    if "://" in text:
+        text = _URL_CREDENTIALS.sub(rf"\g<prefix>{REDACTED}", text)
+    if "=" in text:
+        text = _SECRET_PARAM.sub(rf"\g<prefix>{REDACTED}", text)
+    if " " in text:
+        text = _BEARER.sub(rf"\g<prefix>{REDACTED}", text)
+    return text
+
+
+def _is_secret_key(key: object) -> bool:
+    return isinstance(key, str) and _SECRET_KEY.search(key) is not None
+
+
+def _redact_value(value: Any, depth: int) -> Any:
+    if isinstance(value, str):
+        return _redact_text(value)
+    if depth >= _MAX_DEPTH:
+        return value
+    if isinstance(value, Mapping):
+        return {k: _redact_item(k, v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redact_value(v, depth + 1) for v in value]
+    return value
+
+
+def _redact_item(key: object, value: Any, depth: int) -> Any:
+    # A flag such as `signature_valid=False` or an absent `token=None` holds no secret.
+    if _is_secret_key(key) and value is not None and not isinstance(value, bool):
+        return REDACTED
+    return _redact_value(value, depth)
+
+
+def redact_secrets(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
+    """Processor: replace secret values (by key name, and inside strings) with ``[redacted]``."""
+    for key, value in event_dict.items():
+        if key.startswith("_"):  # structlog's own bookkeeping (`_record`, `_from_structlog`)
+            continue
+        event_dict[key] = _redact_item(key, value, 0)
+    return event_dict
+
+
+def _add_service(service: str | None) -> Processor:
+    def add_service(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
+        if service is not None:
+            event_dict.setdefault("service", service)
+        return event_dict
+
+    return add_service
+
+
+class _StdoutHandler(logging.Handler):
+    """Writes to whatever ``sys.stdout`` is at emit time.
+
+    Resolving the stream late keeps working when stdout is swapped (pytest's capture,
+    a redirecting supervisor) instead of writing to a closed file.
+    """
+
+    terminator = "\n"
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            stream = sys.stdout
+            stream.write(self.format(record) + self.terminator)
+            stream.flush()
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
+
+
+def _resolve_level(level: str) -> int:
+    levels = logging.getLevelNamesMapping()
+    name = level.strip().upper()
+    if name not in levels or name == "NOTSET":
+        accepted = ", ".join(("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))
+        raise ValueError(f"log level {level!r} is not known; use one of {accepted}")
+    return levels[name]
+
+
+def _use_console(fmt: str) -> bool:
+    if fmt not in _FORMATS:
+        raise ValueError(f"log format {fmt!r} is not known; use one of {', '.join(_FORMATS)}")
+    if fmt == "auto":
+        isatty = getattr(sys.stdout, "isatty", None)
+        return bool(isatty and isatty())
+    return fmt == "console"
+
+
+def configure_logging(level: str = "INFO", fmt: str = "auto", service: str | None = None) -> None:
+    """Configure structlog and stdlib logging for this process; safe to call again.
+
+    ``fmt`` is ``json`` (one JSON object per line), ``console`` (human-readable), or
+    ``auto`` (console when stdout is a terminal, else JSON). A second call replaces the
+    first one's handler rather than adding another, so nothing is logged twice.
+    """
+    numeric_level = _resolve_level(level)
+    console = _use_console(fmt)
+
+    timestamper = structlog.processors.TimeStamper(fmt="iso", utc=True)
+    # Applied to stdlib records only; structlog events get the same from the chain below.
+    foreign_pre_chain: list[Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.stdlib.ExtraAdder(),
+        timestamper,
+    ]
+    renderer: Processor = (
+        structlog.dev.ConsoleRenderer(colors=True)
+        if console
+        else structlog.processors.JSONRenderer()
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=foreign_pre_chain,
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            _add_service(service),
+            structlog.processors.StackInfoRenderer(),
+            # Formatted to text before redaction, so a URL in a traceback is masked too.
+            structlog.processors.format_exc_info,
+            redact_secrets,
+            renderer,
+        ],
+    )
+
+    handler = _StdoutHandler()
+    handler.set_name(_HANDLER_NAME)
+    handler.setFormatter(formatter)
+
+    root = logging.getLogger()
+    for existing in list(root.handlers):
+        if existing.get_name() == _HANDLER_NAME:
+            root.removeHandler(existing)
+            existing.close()
+    root.addHandler(handler)
+    root.setLevel(numeric_level)
+
+    for name in _ADOPTED_LOGGERS:
+        adopted = logging.getLogger(name)
+        adopted.handlers.clear()
+        adopted.propagate = True
+
+    # This chain does not depend on the arguments (those live in the formatter), so
+    # loggers cached by an earlier call stay correct after a reconfiguration.
+    structlog.configure(
+        processors=[
+            structlog.stdlib.filter_by_level,
+            structlog.contextvars.merge_contextvars,
+            structlog.stdlib.add_log_level,
+            structlog.stdlib.add_logger_name,
+            structlog.stdlib.PositionalArgumentsFormatter(),
+            timestamper,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+
+
+def get_logger(name: str | None = None) -> structlog.stdlib.BoundLogger:
+    """A structlog logger named ``name`` (default: the caller's module)."""
+    logger: structlog.stdlib.BoundLogger = structlog.stdlib.get_logger(name)
+    return logger
+
+
+def bind_message_context(
+    *,
+    event_id: str | None,
+    event_type: str | None,
+    stream: str,
+    entry_id: str,
+    attempt: int,
+    correlation_id: str | None = None,
+) -> AbstractContextManager[None]:
+    """Bind one message's identity to every log line written inside the ``with`` block.
+
+    ``None`` (an entry that could not be decoded has no event id, type or correlation
+    id) leaves that key out rather than logging ``null``. Uses context variables, so
+    concurrent handlers in one event loop each see their own message; on exit the
+    previous values (if any) come back.
+    """
+    context: dict[str, Any] = {
+        "event_id": event_id,
+        "event_type": event_type,
+        "stream": stream,
+        "entry_id": entry_id,
+        "attempt": attempt,
+        "correlation_id": correlation_id,
+    }
+    return structlog.contextvars.bound_contextvars(
+        **{key: value for key, value in context.items() if value is not None}
+    )

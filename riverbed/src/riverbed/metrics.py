@@ -1,0 +1,95 @@
+"""Every Prometheus metric of the runtime, defined once.
+
+Units are in the names (``_seconds``, ``_bytes``). Label values are bounded:
+streams, groups and event types come from the contracts registry, never from
+user input.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+# -- cache -----------------------------------------------------------------
+CACHE_HITS = Counter("riverbed_cache_hits_total", "Cache lookups answered from Redis", ["namespace"])
+CACHE_MISSES = Counter("riverbed_cache_misses_total", "Cache lookups that had to load", ["namespace"])
+CACHE_LOAD_SECONDS = Histogram(
+    "riverbed_cache_load_seconds", "Time spent in cache loaders on a miss", ["namespace"]
+)
+# operation: lookup | fill | decode | set | delete | invalidate (bounded by riverbed.cache)
+CACHE_ERRORS = Counter(
+    "riverbed_cache_errors_total",
+    "Cache operations that failed (Redis error or undecodable entry)",
+    ["namespace", "operation"],
+)
+
+# -- publishing ------------------------------------------------------------
+PUBLISHED = Counter("riverbed_published_total", "Events appended to streams", ["stream", "type"])
+PUBLISH_SECONDS = Histogram(
+    "riverbed_publish_seconds",
+    "Time to append one event or one pipelined batch",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+)
+
+# -- consuming -------------------------------------------------------------
+_MESSAGE = ["stream", "group", "type"]
+CONSUMED = Counter("riverbed_consumed_total", "Entries handed to a handler", _MESSAGE)
+ACKNOWLEDGED = Counter("riverbed_acknowledged_total", "Entries acknowledged after success", _MESSAGE)
+FAILED = Counter("riverbed_failed_total", "Entries whose handling failed", _MESSAGE)
+RETRIED = Counter("riverbed_retried_total", "Entries scheduled for a retry", _MESSAGE)
+DEAD_LETTERED = Counter(
+    "riverbed_dead_lettered_total", "Entries moved to the dead-letter stream", [*_MESSAGE, "reason"]
+)
+HANDLER_SECONDS = Histogram(
+    "riverbed_handler_seconds",
+    "Handler run time per entry",
+    _MESSAGE,
+    buckets=(0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+IN_FLIGHT = Gauge("riverbed_in_flight", "Entries being handled now", ["stream", "group"])
+DUPLICATES_SKIPPED = Counter(
+    "riverbed_duplicates_skipped_total",
+    "Redelivered entries whose event id this group already handled",
+    ["stream", "group"],
+)
+RECLAIMED = Counter(
+    "riverbed_reclaimed_total", "Entries claimed after idling past the visibility timeout",
+    ["stream", "group"],
+)
+DELETED_WHILE_PENDING = Counter(
+    "riverbed_deleted_while_pending_total",
+    "Pending entries found trimmed from the stream before they were handled",
+    ["stream", "group"],
+)
+GROUP_RECREATED = Counter(
+    "riverbed_group_recreated_total", "Consumer groups recreated after NOGROUP", ["stream", "group"]
+)
+CONSUMERS_REMOVED = Counter(
+    "riverbed_consumers_removed_total", "Idle consumers with nothing pending removed",
+    ["stream", "group"],
+)
+REDIS_ERRORS = Counter(
+    "riverbed_redis_errors_total", "Redis calls of the consumer that failed", ["stream", "group", "call"]
+)
+
+# -- streams and Redis, sampled by riverbed.monitor -------------------------
+STREAM_LENGTH = Gauge("riverbed_stream_length", "Entries in the stream (XLEN)", ["stream"])
+GROUP_LAG = Gauge(
+    "riverbed_group_lag",
+    "Entries not yet delivered to the group; absent when Redis cannot tell",
+    ["stream", "group"],
+)
+GROUP_PENDING = Gauge("riverbed_group_pending", "Entries delivered, not acknowledged", ["stream", "group"])
+OLDEST_PENDING_AGE = Gauge(
+    "riverbed_oldest_pending_age_seconds",
+    "Age of the oldest unacknowledged entry (from its id's timestamp); 0 when none pending",
+    ["stream", "group"],
+)
+DEAD_LETTER_DEPTH = Gauge("riverbed_dead_letter_depth", "Entries in the dead-letter stream", ["stream"])
+RETRY_SCHEDULED = Gauge(
+    "riverbed_retry_scheduled", "Entries waiting for their retry time", ["stream", "group"]
+)
+REDIS_USED_MEMORY = Gauge("riverbed_redis_used_memory_bytes", "Redis used_memory")
+REDIS_MAX_MEMORY = Gauge("riverbed_redis_maxmemory_bytes", "Redis maxmemory (0 = no limit)")
+RETENTION_TRIMMED = Counter(
+    "riverbed_retention_trimmed_total", "Entries trimmed after every group acknowledged them", ["stream"]
+)

@@ -1,0 +1,128 @@
+"""Samples what Redis knows about our streams into gauges, and trims what all groups acked.
+
+Sampled on demand (every ``/metrics`` scrape, at most once per ``min_interval``),
+since Prometheus decides the pace. Lag that Redis reports as unknown (nil after
+deletions) is computed by counting the entries past the group's last delivered
+id when that is cheap, and otherwise left without a sample — never exported as 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import structlog
+
+from riverbed import keys, metrics
+from riverbed.connection import Redis
+
+log = structlog.get_logger(__name__)
+
+#: counting entries past last-delivered-id costs O(n); give up beyond this many
+LAG_COUNT_LIMIT = 10_000
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _id_ms(entry_id: str) -> int:
+    return int(entry_id.split("-", 1)[0])
+
+
+def _next_id(entry_id: str) -> str:
+    ms, seq = entry_id.split("-", 1)
+    return f"{ms}-{int(seq) + 1}"
+
+
+class StreamMonitor:
+    def __init__(self, redis: Redis, streams: Iterable[str], *, min_interval: float = 1.0) -> None:
+        self.redis = redis
+        self.streams = sorted(set(streams))
+        self.min_interval = min_interval  # s between two samplings
+        self._last = 0.0
+        self._lock = asyncio.Lock()
+
+    async def refresh(self, *, force: bool = False) -> None:
+        async with self._lock:
+            if not force and time.monotonic() - self._last < self.min_interval:
+                return
+            await self._sample_redis()
+            for stream in self.streams:
+                await self._sample_stream(stream)
+            self._last = time.monotonic()
+
+    async def _sample_redis(self) -> None:
+        info = await self.redis.info("memory")
+        metrics.REDIS_USED_MEMORY.set(int(info.get("used_memory", 0)))
+        metrics.REDIS_MAX_MEMORY.set(int(info.get("maxmemory", 0)))
+
+    async def _sample_stream(self, stream: str) -> None:
+        key = keys.stream_key(stream)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xlen(key)
+            pipe.xlen(keys.dead_letter_key(stream))
+            length, dead = await pipe.execute()
+        metrics.STREAM_LENGTH.labels(stream).set(length)
+        metrics.DEAD_LETTER_DEPTH.labels(stream).set(dead)
+        if not length and not await self.redis.exists(key):
+            return
+        for group in await self.redis.xinfo_groups(key):
+            await self._sample_group(stream, key, group)
+
+    async def _sample_group(self, stream: str, key: str, group: dict[Any, Any]) -> None:
+        name = _text(group["name"])
+        lag = group.get("lag")
+        if lag is None:
+            lag = await self._count_after(key, _text(group["last-delivered-id"]))
+        if lag is None:
+            with contextlib.suppress(KeyError):  # no sample at all: "unknown", not 0
+                metrics.GROUP_LAG.remove(stream, name)
+        else:
+            metrics.GROUP_LAG.labels(stream, name).set(int(lag))
+        metrics.GROUP_PENDING.labels(stream, name).set(int(group["pending"]))
+        age = 0.0
+        if group["pending"]:
+            summary = await self.redis.xpending(key, name)
+            oldest = summary.get("min")
+            if oldest:
+                age = max(time.time() - _id_ms(_text(oldest)) / 1000, 0.0)
+        metrics.OLDEST_PENDING_AGE.labels(stream, name).set(age)
+        scheduled = await self.redis.zcard(keys.retry_schedule_key(stream, name))
+        metrics.RETRY_SCHEDULED.labels(stream, name).set(scheduled)
+
+    async def _count_after(self, key: str, last_delivered: str) -> int | None:
+        """Entries after ``last_delivered``, when there are at most LAG_COUNT_LIMIT of them."""
+        start = _next_id(last_delivered) if last_delivered != "0-0" else "-"
+        entries = await self.redis.xrange(key, min=start, max="+", count=LAG_COUNT_LIMIT + 1)
+        if len(entries) > LAG_COUNT_LIMIT:
+            return None
+        return len(entries)
+
+    async def trim_acknowledged(self, stream: str) -> int:
+        """Trim entries every group has acknowledged (approximate MINID); returns entries removed.
+
+        The safe point is the oldest of, per group: its oldest pending entry and
+        the first entry it has not been delivered. A stream with no group is not
+        trimmed: nobody has read it yet.
+        """
+        key = keys.stream_key(stream)
+        groups = await self.redis.xinfo_groups(key)
+        if not groups:
+            return 0
+        safe: list[str] = []
+        for group in groups:
+            safe.append(_next_id(_text(group["last-delivered-id"])))
+            if group["pending"]:
+                summary = await self.redis.xpending(key, _text(group["name"]))
+                if summary.get("min"):
+                    safe.append(_text(summary["min"]))
+        minid = min(safe, key=lambda i: tuple(int(p) for p in i.split("-")))
+        removed = int(await self.redis.xtrim(key, minid=minid, approximate=True))
+        if removed:
+            metrics.RETENTION_TRIMMED.labels(stream).inc(removed)
+            log.info("trimmed acknowledged entries", stream=stream, removed=removed, minid=minid)
+        return removed

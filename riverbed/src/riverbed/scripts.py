@@ -1,0 +1,102 @@
+"""Lua scripts of the reliable consumer.
+
+Each script touches only keys of one logical stream (one hash tag), so it is
+safe on Redis Cluster, and runs atomically: two consumers can never claim the
+same entry, and a dead-letter copy is never written without its acknowledgement.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+#: Claim entries for this consumer. KEYS: stream, retry schedule.
+#: ARGV: mode, group, consumer, min idle (ms), count, now (ms since epoch),
+#: start (the pending-list id to scan from: '-' or an exclusive '(id').
+#: Modes: ``due`` pops retries whose time has come from the schedule;
+#: ``stale`` takes entries idle past the visibility timeout (a crashed sibling's);
+#: ``own`` takes this consumer's own pending entries (after a restart).
+#: ``stale`` and ``own`` skip entries waiting in the retry schedule.
+#: Returns {claimed entries, {id, delivery count, ...}, deleted ids}; deleted ids
+#: are entries trimmed while pending, which XCLAIM drops from the pending list.
+CLAIM: Final = """
+local stream, schedule = KEYS[1], KEYS[2]
+local mode, group, consumer = ARGV[1], ARGV[2], ARGV[3]
+local min_idle, count, now = ARGV[4], tonumber(ARGV[5]), ARGV[6]
+local ids, deliveries = {}, {}
+if mode == 'due' then
+  local due = redis.call('ZRANGE', schedule, '-inf', now, 'BYSCORE', 'LIMIT', 0, count)
+  if #due == 0 then return {{}, {}, {}} end
+  redis.call('ZREM', schedule, unpack(due))
+  for _, id in ipairs(due) do
+    local entry = redis.call('XPENDING', stream, group, id, id, 1)[1]
+    if entry then
+      ids[#ids + 1] = id
+      deliveries[id] = entry[4]
+    end
+  end
+else
+  local pending
+  if mode == 'own' then
+    pending = redis.call('XPENDING', stream, group, ARGV[7], '+', count, consumer)
+  else
+    pending = redis.call('XPENDING', stream, group, 'IDLE', min_idle, '-', '+', count)
+  end
+  for _, entry in ipairs(pending) do
+    if not redis.call('ZSCORE', schedule, entry[1]) then
+      ids[#ids + 1] = entry[1]
+      deliveries[entry[1]] = entry[4]
+    end
+  end
+end
+if #ids == 0 then return {{}, {}, {}} end
+local args = {'XCLAIM', stream, group, consumer, 0}
+for _, id in ipairs(ids) do args[#args + 1] = id end
+local claimed = redis.call(unpack(args))
+local seen, counts, deleted = {}, {}, {}
+for _, entry in ipairs(claimed) do
+  seen[entry[1]] = true
+  counts[#counts + 1] = entry[1]
+  counts[#counts + 1] = deliveries[entry[1]] + 1
+end
+for _, id in ipairs(ids) do
+  if not seen[id] then deleted[#deleted + 1] = id end
+end
+return {claimed, counts, deleted}
+"""
+
+#: Reset the idle time of entries this consumer still owns (XCLAIM JUSTID does
+#: not count as a delivery). KEYS: stream. ARGV: group, consumer, ids...
+#: Returns the ids no longer owned (claimed by a sibling, acked or deleted).
+KEEPALIVE: Final = """
+local stream, group, consumer = KEYS[1], ARGV[1], ARGV[2]
+local args, lost = {'XCLAIM', stream, group, consumer, 0}, {}
+for i = 3, #ARGV do
+  local entry = redis.call('XPENDING', stream, group, ARGV[i], ARGV[i], 1)[1]
+  if entry and entry[2] == consumer then
+    args[#args + 1] = ARGV[i]
+  else
+    lost[#lost + 1] = ARGV[i]
+  end
+end
+if #args > 5 then
+  args[#args + 1] = 'JUSTID'
+  redis.call(unpack(args))
+end
+return lost
+"""
+
+#: Acknowledge handled entries and remember their event ids, atomically.
+#: KEYS: stream, then one idempotency key per event. ARGV: group, ttl (s), entry ids...
+ACK_DONE: Final = """
+for i = 2, #KEYS do
+  redis.call('SET', KEYS[i], '1', 'EX', ARGV[2])
+end
+return redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, 3))
+"""
+
+#: Copy an entry to the dead-letter stream and acknowledge it, atomically.
+#: KEYS: stream, dead-letter stream. ARGV: group, entry id, field, value, ...
+DEAD_LETTER: Final = """
+redis.call('XADD', KEYS[2], '*', unpack(ARGV, 3))
+return redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+"""

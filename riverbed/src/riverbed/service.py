@@ -1,0 +1,200 @@
+"""The composition root shared by every consumer service.
+
+A service author writes typed handlers and subscribes them; :class:`Service`
+opens Redis at start-up, runs one reliable consumer per subscription, serves
+``/healthz``, ``/readyz`` and ``/metrics`` (plus any routes the service adds to
+``service.app``) and, on SIGTERM or SIGINT, stops reading, drains in-flight
+work within the configured timeout and exits 0 with a one-line summary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from collections.abc import Generator
+from typing import Any
+
+import structlog
+import uvicorn
+from fastapi import FastAPI
+
+from riverbed import metrics
+from riverbed.backoff import Backoff
+from riverbed.connection import Redis, connect, redacted_url
+from riverbed.consumer import Handler, StreamConsumer, Subscription, default_consumer_name
+from riverbed.logging import configure_logging
+from riverbed.monitor import StreamMonitor
+from riverbed.ops import ops_router
+from riverbed.publisher import Publisher
+from riverbed.settings import ConsumerSettings, RedisSettings, ServiceSettings
+
+log = structlog.get_logger(__name__)
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn without its own signal handling: the service owns SIGTERM."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+class Service:
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        *,
+        redis_settings: RedisSettings | None = None,
+        consumer_settings: ConsumerSettings | None = None,
+        app: FastAPI | None = None,
+    ) -> None:
+        self.settings = settings
+        self.redis_settings = redis_settings or RedisSettings()
+        self.consumer_settings = consumer_settings or ConsumerSettings()
+        self.subscriptions: list[Subscription] = []
+        self.consumers: list[StreamConsumer] = []
+        self._redis: Redis | None = None
+        self.monitor: StreamMonitor | None = None
+        self.stopped = asyncio.Event()
+        self.app = app or FastAPI(title=f"riverbed {settings.service_name}")
+        self.app.include_router(
+            ops_router(
+                [("redis", self._redis_ready), ("consumers", self._consumers_ready)],
+                before_scrape=self._sample,
+            )
+        )
+
+    # -- wiring --------------------------------------------------------------
+
+    def subscribe(
+        self,
+        stream: str,
+        handler: Handler,
+        *,
+        group: str | None = None,
+        idempotent: bool = True,
+        backoff: Backoff | None = None,
+    ) -> None:
+        """Consume ``stream`` with ``handler`` in ``group`` (default: the service name)."""
+        self.subscriptions.append(
+            Subscription(
+                stream=stream,
+                group=group or self.settings.service_name,
+                handler=handler,
+                idempotent=idempotent,
+                backoff=backoff,
+            )
+        )
+
+    @property
+    def redis(self) -> Redis:
+        if self._redis is None:
+            raise RuntimeError("the service has not started: Redis is opened by start()")
+        return self._redis
+
+    # -- lifecycle ------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._redis = connect(self.redis_settings)
+        await self._redis.ping()
+        log.info(
+            "connected to Redis", url=redacted_url(self.redis_settings.url.get_secret_value())
+        )
+        publisher = Publisher(self._redis)
+        name = self.settings.consumer_name or default_consumer_name()
+        for subscription in self.subscriptions:
+            consumer = StreamConsumer(
+                self._redis,
+                subscription,
+                settings=self.consumer_settings,
+                consumer_name=name,
+                service=self.settings.service_name,
+                publisher=publisher,
+            )
+            consumer.start()
+            self.consumers.append(consumer)
+        self.monitor = StreamMonitor(self._redis, [s.stream for s in self.subscriptions])
+
+    async def stop(self) -> None:
+        for consumer in self.consumers:
+            consumer.stop()
+        for consumer in self.consumers:
+            if consumer._main is not None:
+                await asyncio.gather(consumer._main, return_exceptions=True)
+        if self._redis is not None:
+            await self._redis.aclose()
+            self._redis = None
+        self.stopped.set()
+
+    async def serve(self) -> None:
+        """Start, serve HTTP, and stop cleanly on SIGTERM/SIGINT."""
+        started = time.monotonic()
+        stop_requested = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop_requested.set)
+        await self.start()
+        server = _EmbeddedServer(
+            uvicorn.Config(
+                self.app,
+                host=self.settings.host,
+                port=self.settings.port,
+                log_config=None,  # our structlog setup handles uvicorn's loggers
+                access_log=False,
+                lifespan="off",
+            )
+        )
+        http = asyncio.create_task(server.serve(), name="http")
+        log.info(
+            "service started",
+            service=self.settings.service_name,
+            url=f"http://{self.settings.host}:{self.settings.port}",
+            subscriptions=[s.stream for s in self.subscriptions],
+        )
+        waiter = asyncio.create_task(stop_requested.wait())
+        await asyncio.wait({waiter, http}, return_when=asyncio.FIRST_COMPLETED)
+        log.info("stopping: no new reads; draining in-flight work")
+        await self.stop()
+        server.should_exit = True
+        await asyncio.gather(http, return_exceptions=True)
+        handled = sum(
+            int(sample.value)
+            for metric in metrics.ACKNOWLEDGED.collect()
+            for sample in metric.samples
+            if sample.name.endswith("_total")
+        )
+        log.info(
+            "service stopped",
+            service=self.settings.service_name,
+            uptime_s=round(time.monotonic() - started, 1),
+            acknowledged=handled,
+        )
+
+    def run(self) -> None:
+        """Entry point for ``main()``: configure logging, serve until a signal."""
+        configure_logging(self.settings.log_level, self.settings.log_format)
+        asyncio.run(self.serve())
+
+    # -- health ---------------------------------------------------------------
+
+    async def _redis_ready(self) -> tuple[bool, str]:
+        if self._redis is None:
+            return False, "not connected"
+        await asyncio.wait_for(self._redis.ping(), timeout=2.0)
+        return True, "PING ok"
+
+    async def _consumers_ready(self) -> tuple[bool, str]:
+        down = [f"{c.stream}/{c.group}" for c in self.consumers if not c.healthy]
+        if down:
+            return False, f"not running: {', '.join(down)}"
+        return True, f"{len(self.consumers)} running"
+
+    async def _sample(self) -> None:
+        if self.monitor is not None:
+            await self.monitor.refresh()
+
+
+def run_service(service: Service, **_: Any) -> None:
+    service.run()

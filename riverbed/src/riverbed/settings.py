@@ -1,0 +1,87 @@
+"""Runtime settings, from the environment, validated at start-up.
+
+Each service subclasses :class:`ServiceSettings` with its own prefix
+(``EMAIL_``, ``WEBHOOKS_``…); the Redis URL is the shared ``REDIS_URL``.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class RedisSettings(BaseSettings):
+    """How to reach Redis: ``REDIS_URL`` (redis://, rediss://, unix://; ACL user:password in it)."""
+
+    model_config = SettingsConfigDict(env_prefix="REDIS_", extra="ignore")
+
+    url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
+    socket_timeout: float = Field(default=10.0, gt=0, description="seconds, per command")
+    connect_timeout: float = Field(default=5.0, gt=0, description="seconds")
+    max_connections: int = Field(default=64, ge=2)
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, url: SecretStr) -> SecretStr:
+        scheme = url.get_secret_value().split("://", 1)[0]
+        if scheme not in {"redis", "rediss", "unix"}:
+            raise ValueError(
+                f"REDIS_URL scheme {scheme!r} is not supported; use redis://, rediss:// or unix://"
+            )
+        return url
+
+
+class ConsumerSettings(BaseSettings):
+    """Knobs of the reliable consumer; all durations in milliseconds unless named otherwise."""
+
+    model_config = SettingsConfigDict(env_prefix="RIVERBED_CONSUMER_", extra="ignore")
+
+    batch_size: int = Field(default=100, ge=1, le=10_000, description="entries per XREADGROUP")
+    block_ms: int = Field(default=2_000, ge=1, description="XREADGROUP BLOCK, ms")
+    concurrency: int = Field(default=100, ge=1, description="handlers running at once")
+    max_deliveries: int = Field(
+        default=5, ge=1, description="deliveries before an entry is dead-lettered"
+    )
+    visibility_timeout_ms: int = Field(
+        default=60_000,
+        ge=100,
+        description="an entry idle this long without keep-alive is presumed abandoned, ms",
+    )
+    reclaim_interval_ms: int = Field(default=5_000, ge=10, description="reclaim/retry scan, ms")
+    retry_base_ms: int = Field(default=1_000, ge=1, description="first retry delay, ms")
+    retry_max_ms: int = Field(default=300_000, ge=1, description="cap on a retry delay, ms")
+    retry_jitter: float = Field(default=0.2, ge=0, le=1, description="± fraction of a delay")
+    ack_flush_ms: int = Field(default=5, ge=0, description="max wait to group acks, ms")
+    idempotency_ttl_s: int = Field(
+        default=7 * 24 * 3600, ge=1, description="how long a handled event id is remembered, s"
+    )
+    consumer_idle_remove_ms: int = Field(
+        default=3_600_000, ge=1_000, description="remove consumers idle this long with nothing pending, ms"
+    )
+    shutdown_timeout_s: float = Field(default=30.0, gt=0, description="drain limit on SIGTERM, s")
+    retention_maxlen: int | None = Field(
+        default=None,
+        ge=1,
+        description="hard cap on stream length (approximate); None trims only what all groups acked",
+    )
+
+    @property
+    def keepalive_interval_ms(self) -> int:
+        """Refresh held entries three times per visibility timeout, so one missed beat is harmless."""
+        return max(self.visibility_timeout_ms // 3, 10)
+
+
+class ServiceSettings(BaseSettings):
+    """Shared shape of a service's settings; subclasses set ``env_prefix``."""
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    service_name: str = "riverbed"
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    consumer_name: str | None = Field(
+        default=None,
+        description="stable consumer name (pod name); default: HOSTNAME, else host-pid",
+    )
+    log_level: str = "INFO"
+    log_format: str = Field(default="auto", pattern="^(auto|json|console)$")

@@ -1,0 +1,276 @@
+"""Pytest plugin: a real Redis for integration tests, provisioned as DESIGN.md says.
+
+Order: ``REDIS_URL`` if set; else a throwaway ``redis-server`` started on a free
+loopback port in a temp dir; else testcontainers when a Docker daemon answers;
+else the test fails with a message that says how to get Redis.
+
+Tests that need to restart, flush or reconfigure Redis use ``own_redis``, which
+always starts a private ``redis-server`` (skipping with a reason where none can
+be started), so that they never touch a Redis they did not start.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import redis.asyncio
+
+from riverbed.consumer import Handler, StreamConsumer, Subscription
+from riverbed.publisher import Publisher
+from riverbed.settings import ConsumerSettings
+from riverbed_contracts import CloudEvent
+
+NO_REDIS_HELP = (
+    "no Redis for the integration tests: set REDIS_URL=redis://host:port/db, or install "
+    "redis-server (Debian/Ubuntu: 'apt-get install redis-server'; macOS: 'brew install redis'), "
+    "or start a Docker daemon so testcontainers can run one"
+)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class RedisServer:
+    """A ``redis-server`` process this test session started and owns."""
+
+    directory: Path
+    port: int = field(default_factory=free_port)
+    extra_config: dict[str, str] = field(default_factory=dict)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError(NO_REDIS_HELP)
+        args = [
+            binary,
+            "--bind", "127.0.0.1",
+            "--port", str(self.port),
+            "--dir", str(self.directory),
+            "--save", "",
+            "--appendonly", "no",
+            "--protected-mode", "yes",
+        ]
+        for name, value in self.extra_config.items():
+            args += [f"--{name}", value]
+        with open(self.directory / "redis.log", "ab") as log:  # the child keeps its own copy
+            self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        self._wait_until_answering()
+
+    def _wait_until_answering(self, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+        try:
+            while True:
+                if self.process is not None and self.process.poll() is not None:
+                    log = (self.directory / "redis.log").read_text(errors="replace")
+                    raise RuntimeError(f"redis-server exited at start:\n{log[-2000:]}")
+                try:
+                    if client.ping():
+                        return
+                except redis.ConnectionError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.02)
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+def _docker_redis_url() -> tuple[str, object] | None:
+    try:
+        from testcontainers.redis import RedisContainer  # type: ignore[import-untyped]
+    except ImportError:
+        return None
+    try:
+        container = RedisContainer("redis:7.0")
+        container.start()
+    except Exception:  # noqa: BLE001 - no daemon, no image: fall through to the error
+        return None
+    host = container.get_container_host_ip()
+    port = container.get_exposed_port(6379)
+    return f"redis://{host}:{port}/0", container
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of a Redis for integration tests; keys written there must be unique to the test."""
+    configured = os.environ.get("REDIS_URL")
+    if configured:
+        yield configured
+        return
+    if shutil.which("redis-server"):
+        server = RedisServer(tmp_path_factory.mktemp("redis"))
+        server.start()
+        try:
+            yield server.url
+        finally:
+            server.stop()
+        return
+    found = _docker_redis_url()
+    if found is not None:
+        url, container = found
+        try:
+            yield url
+        finally:
+            container.stop()  # type: ignore[attr-defined]
+        return
+    pytest.fail(NO_REDIS_HELP, pytrace=False)
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A private redis-server for tests that restart, flush or reconfigure Redis."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("needs the redis-server binary to start a private Redis: " + NO_REDIS_HELP)
+    short_dir = Path(tempfile.mkdtemp(prefix="rb-redis-"))
+    server = RedisServer(short_dir)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(short_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def unique() -> str:
+    """A short random token: tests name their streams and groups with it."""
+    return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+async def redis_client(redis_url: str) -> AsyncIterator[redis.asyncio.Redis]:
+    client: redis.asyncio.Redis = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+# -- helpers for tests of consumers -------------------------------------------
+
+#: the event type the runtime tests publish; any registered type would do
+TEST_TYPE = "payment.succeeded.v1"
+TEST_STREAM = "payment.succeeded"
+
+
+def make_event(n: int, **attributes: Any) -> CloudEvent:
+    data = {
+        "provider": "stripe",
+        "provider_payment_id": f"pi_{n:06d}",
+        "amount": 1000 + n,
+        "currency": "EUR",
+    }
+    return CloudEvent(type=TEST_TYPE, data=data, source="urn:riverbed:test", **attributes)
+
+
+async def wait_for(
+    condition: Callable[[], Awaitable[bool]] | Callable[[], bool],
+    timeout: float = 15.0,
+    what: str = "condition",
+) -> None:
+    """Poll ``condition`` until true; fail after ``timeout`` seconds. Never a fixed sleep."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+def fast_settings(**overrides: Any) -> ConsumerSettings:
+    """Consumer settings with short timers, so behaviours show within a test's time."""
+    values: dict[str, Any] = {
+        "block_ms": 50,
+        "visibility_timeout_ms": 1_000,
+        "reclaim_interval_ms": 100,
+        "retry_base_ms": 50,
+        "retry_max_ms": 200,
+        "retry_jitter": 0.0,
+        "ack_flush_ms": 1,
+        "max_deliveries": 3,
+        "shutdown_timeout_s": 5,
+    }
+    values.update(overrides)
+    return ConsumerSettings(**values)
+
+
+ConsumerFactory = Callable[..., StreamConsumer]
+
+
+@pytest.fixture
+async def start_consumer(
+    redis_client: redis.asyncio.Redis,
+) -> AsyncIterator[ConsumerFactory]:
+    """Start consumers on the test's Redis; all are stopped and drained at teardown."""
+    started: list[StreamConsumer] = []
+
+    def factory(
+        stream: str,
+        handler: Handler,
+        *,
+        group: str = "test",
+        name: str = "c1",
+        settings: ConsumerSettings | None = None,
+        **subscription: Any,
+    ) -> StreamConsumer:
+        consumer = StreamConsumer(
+            redis_client,
+            Subscription(stream=stream, group=group, handler=handler, **subscription),
+            settings=settings or fast_settings(),
+            consumer_name=name,
+            service="test-service",
+        )
+        consumer.start()
+        started.append(consumer)
+        return consumer
+
+    yield factory
+    for consumer in started:
+        consumer.stop()
+    await asyncio.gather(*(c._main for c in started if c._main), return_exceptions=True)
+
+
+@pytest.fixture
+def publisher(redis_client: redis.asyncio.Redis) -> Publisher:
+    return Publisher(redis_client)

@@ -1,0 +1,414 @@
+"""The reliable consumer against a real Redis: every row of DESIGN.md's delivery table."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+from typing import Any
+
+import pytest
+import redis.asyncio
+from prometheus_client import REGISTRY
+
+from riverbed import keys
+from riverbed.consumer import Message, StreamConsumer, Subscription
+from riverbed.errors import PermanentError, RetryLater
+from riverbed.publisher import Publisher
+from riverbed_contracts import CloudEvent
+
+from riverbed.testing import TEST_TYPE, ConsumerFactory, fast_settings, make_event, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def metric(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def pending_count(client: redis.asyncio.Redis, stream: str, group: str = "test") -> int:
+    summary = await client.xpending(keys.stream_key(stream), group)
+    return int(summary["pending"])
+
+
+async def dead_letters(client: redis.asyncio.Redis, stream: str) -> list[dict[str, str]]:
+    entries = await client.xrange(keys.dead_letter_key(stream))
+    return [{k.decode(): v.decode() for k, v in fields.items()} for _, fields in entries]
+
+
+async def test_every_event_is_handled_and_acknowledged(
+    start_consumer: ConsumerFactory, publisher: Publisher, redis_client: redis.asyncio.Redis, unique: str
+) -> None:
+    stream = f"t.{unique}"
+    seen: list[str] = []
+
+    async def handler(message: Message[Any]) -> None:
+        seen.append(message.event.id)
+
+    events = [make_event(i) for i in range(250)]
+    await publisher.publish_many(events, stream=stream)
+    start_consumer(stream, handler)
+
+    await wait_for(lambda: len(seen) == 250, what="250 handled")
+    await wait_for(
+        lambda: _is_zero(pending_count(redis_client, stream)), what="nothing left pending"
+    )
+    assert sorted(seen) == sorted(e.id for e in events)
+    assert metric(
+        "riverbed_acknowledged_total", stream=stream, group="test", type=TEST_TYPE
+    ) == 250
+
+
+async def _is_zero(value: Any) -> bool:
+    return (await value) == 0
+
+
+async def test_handler_sees_typed_payload_and_attempt(
+    start_consumer: ConsumerFactory, publisher: Publisher, unique: str
+) -> None:
+    stream = f"t.{unique}"
+    got: list[Message[Any]] = []
+
+    async def handler(message: Message[Any]) -> None:
+        got.append(message)
+
+    await publisher.publish(make_event(7, correlationid="corr-1"), stream=stream)
+    start_consumer(stream, handler)
+    await wait_for(lambda: len(got) == 1)
+    message = got[0]
+    assert message.payload.amount == 1007
+    assert message.attempt == 1
+    assert message.stream == stream
+    assert message.event.correlationid == "corr-1"
+
+
+async def test_failed_event_is_retried_with_backoff_while_later_events_flow(
+    start_consumer: ConsumerFactory, publisher: Publisher, redis_client: redis.asyncio.Redis, unique: str
+) -> None:
+    stream = f"t.{unique}"
+    order: list[tuple[str, int]] = []
+    first = make_event(0)
+
+    async def handler(message: Message[Any]) -> None:
+        order.append((message.event.id, message.attempt))
+        if message.event.id == first.id and message.attempt == 1:
+            raise ConnectionError("peer unavailable")
+
+    later = [make_event(i) for i in range(1, 6)]
+    await publisher.publish_many([first, *later], stream=stream)
+    start_consumer(stream, handler, settings=fast_settings(retry_base_ms=300))
+
+    await wait_for(lambda: (first.id, 2) in order, what="the retry")
+    retry_position = order.index((first.id, 2))
+    handled_before_retry = {event_id for event_id, _ in order[:retry_position]}
+    assert {e.id for e in later} <= handled_before_retry, "later events waited for the retry"
+    await wait_for(lambda: _is_zero(pending_count(redis_client, stream)), what="all acked")
+    assert metric("riverbed_retried_total", stream=stream, group="test", type=TEST_TYPE) == 1
+    assert await dead_letters(redis_client, stream) == []
+
+
+async def test_poison_message_goes_to_dead_letter_after_3_deliveries_while_others_flow(
+    start_consumer: ConsumerFactory, publisher: Publisher, redis_client: redis.asyncio.Redis, unique: str
+) -> None:
+    stream = f"t.{unique}"
+    poison = make_event(0)
+    attempts: Counter[str] = Counter()
+    healthy_handled: list[str] = []
+
+    async def handler(message: Message[Any]) -> None:
+        attempts[message.event.id] += 1
+        if message.event.id == poison.id:
+            raise ValueError("cannot process this one")
+        healthy_handled.append(message.event.id)
+
+    others = [make_event(i) for i in range(1, 21)]
+    await publisher.publish_many([poison, *others], stream=stream)
+    start_consumer(stream, handler, settings=fast_settings(max_deliveries=3))
+
+    await wait_for(lambda: dead_letters(redis_client, stream), what="a dead letter")
+    assert len(healthy_handled) == 20
+    [dead] = await dead_letters(redis_client, stream)
+    assert attempts[poison.id] == 3
+    assert dead["attempts"] == "3"
+    assert dead["error_type"] == "ValueError"
+    assert dead["error_message"] == "cannot process this one"
+    assert dead["reason"] == "exhausted"
+    assert dead["service"] == "test-service"
+    assert dead["stream"] == stream
+    assert json.loads(dead["event"])["id"] == poison.id
+    original = await redis_client.xrange(keys.stream_key(stream), dead["original_id"], dead["original_id"])
+    assert original, "original_id names the entry in the source stream"
+    await wait_for(lambda: _is_zero(pending_count(redis_client, stream)), what="poison acked")
+
+
+async def test_permanent_error_dead_letters_at_once(
+    start_consumer: ConsumerFactory, publisher: Publisher, redis_client: redis.asyncio.Redis, unique: str
+) -> None:
+    stream = f"t.{unique}"
+    calls = 0
+
+    async def handler(message: Message[Any]) -> None:
+        nonlocal calls
+        calls += 1
+        raise PermanentError("recipient does not exist")
+
+    await publisher.publish(make_event(1), stream=stream)
+    start_consumer(stream, handler)
+    await wait_for(lambda: dead_letters(redis_client, stream), what="a dead letter")
+    [dead] = await dead_letters(redis_client, stream)
+    assert calls == 1
+    assert (dead["attempts"], dead["reason"]) == ("1", "permanent")
+
+
+async def test_payload_failing_validation_is_dead_lettered_without_calling_the_handler(
+    start_consumer: ConsumerFactory, redis_client: redis.asyncio.Redis, unique: str
+) -> None:
+    stream = f"t.{unique}"
+    bad = CloudEvent(type=TEST_TYPE, data={"amount": "lots"})
+    await redis_client.xadd(keys.stream_key(stream), bad.to_entry())  # bypasses the publisher's check
+    await redis_client.xadd(keys.stream_key(stream), {"something": "else"})
+    called = False
+
+    async def handler(message: Message[Any]) -> None:
+        nonlocal called
+        called = True
+
+    start_consumer(stream, handler)
+    await wait_for(lambda: _has_n(dead_letters(redis_client, stream), 2), what="two dead letters")
+    invalid, undecodable = await dead_letters(redis_client, stream)
+    assert invalid["reason"] == "invalid" and invalid["error_type"] == "ValidationError"
+    assert undecodable["reason"] == "undecodable"
+    assert json.loads(undecodable["event"]) == {"something": "else"}
+    assert not called
+
+
+async def _has_n(value: Any, n: int) -> bool:
+    return len(await value) == n
+
+
+async def test_retry_later_overrides_the_backoff(
+    start_consumer: ConsumerFactory, publisher: Publisher, redis_client: redis.asyncio.Redis, unique: str
+) -> None:
+    stream = f"t.{unique}"
+    attempts: list[int] = []
+
+    async def handler(message: Message[Any]) -> None:
+        attempts.append(message.attempt)
+        if message.attempt == 1:
+            raise RetryLater("429 from peer", delay_ms=60_000)
+
+    await publisher.publish(make_event(1), stream=stream)
+    start_consumer(stream, handler)
+    await wait_for(lambda: attempts == [1])
+    schedule = keys.retry_schedule_key(stream, "test")
+    await wait_for(lambda: redis_client.zcard(schedule), what="retry scheduled")
+    [(_, due_ms)] = await redis_client.zrange(schedule, 0, 0, withscores=True)
+    now_ms = (await redis_client.time())[0] * 1000
+    assert due_ms - now_ms > 50_000, "the retry waits for the peer's Retry-After"
+
+
+async def test_entries_of_a_crashed_consumer_are_reclaimed_after_the_visibility_timeout(
+    start_consumer: ConsumerFactory, publisher: Publisher, redis_client: redis.asyncio.Redis, unique: str
+) -> None:
+    stream = f"t.{unique}"
+    key = keys.stream_key(stream)
+    events = [make_event(i) for i in range(5)]
+    await publisher.publish_many(events, stream=stream)
+    await redis_client.xgroup_create(key, "test", id="0")
+    # a consumer reads and dies without acknowledging
+    await redis_client.xreadgroup("test", "crashed", {key: ">"}, count=10)
+    seen: list[tuple[str, int]] = []
+
+    async def handler(message: Message[Any]) -> None:
+        seen.append((message.event.id, message.attempt))
+
+    before = metric("riverbed_reclaimed_total", stream=stream, group="test")
+    start_consumer(stream, handler, name="sibling", settings=fast_settings(visibility_timeout_ms=300))
+    await wait_for(lambda: len(seen) == 5, what="reclaimed entries handled")
+    assert {attempt for _, attempt in seen} == {2}, "a reclaim is the second delivery"
+    assert metric("riverbed_reclaimed_total", stream=stream, group="test") - before == 5
+    await wait_for(lambda: _is_zero(pending_count(redis_client, stream)), what="all acked")
+
+
+async def test_slow_handler_keeps_its_entry_so_no_sibling_runs_it_twice(
+    start_consumer: ConsumerFactory, publisher: Publisher, redis_client: redis.asyncio.Redis, unique: str
+) -> None:
+    stream = f"t.{unique}"
+    runs: Counter[str] = Counter()
+    release = asyncio.Event()
+
+    async def slow(message: Message[Any]) -> None:
+        runs[message.event.id] += 1
+        await release.wait()
+
+    settings = fast_settings(visibility_timeout_ms=300)  # keep-alive every 100 ms
+    await publisher.publish(make_event(1), stream=stream)
+    start_consumer(stream, slow, name="a", settings=settings)
+    await wait_for(lambda: sum(runs.values()) == 1, what="handler started")
+    start_consumer(stream, slow, name="b", settings=settings)
+    # let the sibling scan many times over a span of three visibility timeouts
+    for _ in range(9):
+        before = metric("riverbed_reclaimed_total", stream=stream, group="test")
+        await asyncio.sleep(0.1)  # real time must pass for idle time to grow
+        assert metric("riverbed_reclaimed_total", stream=stream, group="test") == before
+    release.set()
+    await wait_for(lambda: _is_zero(pending_count(redis_client, stream)), what="acked")
+    assert list(runs.values()) == [1]
+
+
+async def test_restarted_consumer_rereads_its_own_pending_entries_first(
+    start_consumer: ConsumerFactory, publisher: Publisher, redis_client: redis.asyncio.Redis, unique: str
+) -> None:
+    stream = f"t.{unique}"
+    key = keys.stream_key(stream)
+    events = [make_event(i) for i in range(3)]
+    await publisher.publish_many(events, stream=stream)
+    await redis_client.xgroup_create(key, "test", id="0")
+    await redis_client.xreadgroup("test", "pod-0", {key: ">"}, count=10)  # then "crashed"
+    seen: list[str] = []
+
+    async def handler(message: Message[Any]) -> None:
+        seen.append(message.event.id)
+
+    # a visibility timeout of an hour: only the re-read of its own entries can explain success
+    start_consumer(stream, handler, name="pod-0", settings=fast_settings(visibility_timeout_ms=3_600_000))
+    await wait_for(lambda: len(seen) == 3, what="own pending re-read")
+    assert sorted(seen) == sorted(e.id for e in events)
+
+
+async def test_entries_trimmed_while_pending_are_acknowledged_and_counted(
+    start_consumer: ConsumerFactory, publisher: Publisher, redis_client: redis.asyncio.Redis, unique: str
+) -> None:
+    stream = f"t.{unique}"
+    key = keys.stream_key(stream)
+    await publisher.publish_many([make_event(i) for i in range(4)], stream=stream)
+    await redis_client.xgroup_create(key, "test", id="0")
+    await redis_client.xreadgroup("test", "crashed", {key: ">"}, count=10)
+    await redis_client.xtrim(key, maxlen=0)
+
+    async def handler(message: Message[Any]) -> None:
+        raise AssertionError("nothing is left to handle")
+
+    start_consumer(stream, handler, settings=fast_settings(visibility_timeout_ms=200))
+    await wait_for(lambda: _is_zero(pending_count(redis_client, stream)), what="pending cleared")
+    assert metric("riverbed_deleted_while_pending_total", stream=stream, group="test") == 4
+
+
+async def test_same_event_id_is_handled_once_per_group(
+    start_consumer: ConsumerFactory, publisher: Publisher, redis_client: redis.asyncio.Redis, unique: str
+) -> None:
+    stream = f"t.{unique}"
+    event = make_event(1)
+    calls: Counter[str] = Counter()
+
+    async def handler(message: Message[Any]) -> None:
+        calls[message.event.id] += 1
+
+    await publisher.publish(event, stream=stream)
+    start_consumer(stream, handler)
+    await wait_for(lambda: calls[event.id] == 1)
+    await wait_for(lambda: _is_zero(pending_count(redis_client, stream)), what="acked")
+    await publisher.publish(event, stream=stream)  # a producer's retry: same id, new entry
+    await wait_for(
+        lambda: metric("riverbed_duplicates_skipped_total", stream=stream, group="test") == 1,
+        what="duplicate skipped",
+    )
+    await wait_for(lambda: _is_zero(pending_count(redis_client, stream)), what="duplicate acked")
+    assert calls[event.id] == 1
+    done = keys.idempotency_key(stream, "test", event.id)
+    assert 0 < await redis_client.ttl(done) <= fast_settings().idempotency_ttl_s
+
+
+async def test_stop_drains_in_flight_handlers_and_acknowledges_them(
+    start_consumer: ConsumerFactory, publisher: Publisher, redis_client: redis.asyncio.Redis, unique: str
+) -> None:
+    stream = f"t.{unique}"
+    started = asyncio.Event()
+    finished: list[str] = []
+
+    async def handler(message: Message[Any]) -> None:
+        started.set()
+        await asyncio.sleep(0.3)  # a handler still busy when the stop comes
+        finished.append(message.event.id)
+
+    await publisher.publish_many([make_event(i) for i in range(5)], stream=stream)
+    consumer = start_consumer(stream, handler)
+    await asyncio.wait_for(started.wait(), 10)
+    consumer.stop()
+    assert consumer._main is not None
+    await asyncio.wait_for(consumer._main, 10)
+    assert len(finished) == 5
+    assert await pending_count(redis_client, stream) == 0
+
+
+async def test_concurrency_is_bounded(
+    start_consumer: ConsumerFactory, publisher: Publisher, unique: str
+) -> None:
+    stream = f"t.{unique}"
+    running = 0
+    peak = 0
+    done = 0
+
+    async def handler(message: Message[Any]) -> None:
+        nonlocal running, peak, done
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0.005)
+        running -= 1
+        done += 1
+
+    await publisher.publish_many([make_event(i) for i in range(200)], stream=stream)
+    start_consumer(stream, handler, settings=fast_settings(concurrency=7))
+    await wait_for(lambda: done == 200)
+    assert peak == 7
+
+
+async def test_idle_consumers_with_nothing_pending_are_removed(
+    start_consumer: ConsumerFactory, publisher: Publisher, redis_client: redis.asyncio.Redis, unique: str
+) -> None:
+    stream = f"t.{unique}"
+    key = keys.stream_key(stream)
+    await redis_client.xgroup_create(key, "test", id="0", mkstream=True)
+    await redis_client.xgroup_createconsumer(key, "test", "old-pod")  # a pod long gone
+
+    async def handler(message: Message[Any]) -> None:
+        return None
+
+    start_consumer(stream, handler, settings=fast_settings(consumer_idle_remove_ms=1_000))
+
+    async def old_pod_gone() -> bool:
+        names = {c["name"] for c in await redis_client.xinfo_consumers(key, "test")}
+        return b"old-pod" not in names and b"c1" in names
+
+    await wait_for(old_pod_gone, what="idle consumer removed")
+
+
+async def test_emitted_events_are_published_before_the_ack(own_redis: Any, unique: str) -> None:
+    """Runs on a private Redis: emitted events go to their registry stream, a shared name."""
+    client = redis.asyncio.Redis.from_url(own_redis.url)
+    stream = f"t.{unique}"
+    cause = make_event(3, correlationid="order-9")
+
+    async def handler(message: Message[Any]) -> list[CloudEvent]:
+        return [message.event.caused(TEST_TYPE, dict(message.event.data))]
+
+    await Publisher(client).publish(cause, stream=stream)
+    consumer = StreamConsumer(
+        client,
+        Subscription(stream=stream, group="test", handler=handler),
+        settings=fast_settings(),
+        consumer_name="c1",
+        service="test-service",
+    )
+    consumer.start()
+    try:
+        await wait_for(lambda: _is_zero(pending_count(client, stream)), what="acked")
+        [(_, fields)] = await client.xrange(keys.stream_key("payment.succeeded"))
+        emitted = json.loads(fields[b"event"])
+        assert emitted["causationid"] == cause.id
+        assert emitted["correlationid"] == "order-9"
+    finally:
+        consumer.stop()
+        assert consumer._main is not None
+        await consumer._main
+        await client.aclose()

@@ -1,0 +1,1 @@
+"""Riverbed email service."""

@@ -1,0 +1,1 @@
+"""Riverbed gateway service."""

@@ -1,0 +1,1 @@
+"""Riverbed payments service."""

@@ -1,0 +1,1 @@
+"""Riverbed webhooks service."""
