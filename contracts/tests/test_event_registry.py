@@ -98,6 +98,11 @@ def test_new_event_takes_its_type_from_the_registry_and_omits_absent_fields() ->
     assert validate_data(event) == payment
 
 
+def test_new_event_keeps_nulls_inside_free_form_values() -> None:
+    email = SendEmail(to="ada@example.com", template="w", variables={"coupon": None})
+    assert new_event(email).data["variables"] == {"coupon": None}
+
+
 def test_new_event_with_a_cause_continues_its_correlation() -> None:
     request = new_event(SendEmail(to="ada@example.com", template="w"), correlationid="req-1")
     sent = new_event(

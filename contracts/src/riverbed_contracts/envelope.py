@@ -97,7 +97,13 @@ class EntryDecodeError(ValueError):
     """A stream entry that is not a Riverbed event (permanent: retrying cannot help)."""
 
 
-def event_from_entry(fields: Mapping[str, str | bytes] | Mapping[bytes, bytes | str]) -> CloudEvent:
+#: a stream entry's fields as redis-py returns them (bytes, or str with decode_responses)
+EntryFields = (
+    Mapping[bytes, bytes | str] | Mapping[str, str | bytes] | Mapping[bytes | str, bytes | str]
+)
+
+
+def event_from_entry(fields: EntryFields) -> CloudEvent:
     """Parse a stream entry's fields (str or bytes keys, as redis-py returns them).
 
     Fields other than ``event`` are ignored, so that a later writer may add one.

@@ -132,6 +132,7 @@ def get_spec(type: str) -> EventSpec:
         raise UnknownEventType(type) from None
 
 
+#: short alias of get_spec
 get = get_spec
 
 

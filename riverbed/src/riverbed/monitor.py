@@ -39,8 +39,16 @@ def _next_id(entry_id: str) -> str:
 
 
 class StreamMonitor:
-    def __init__(self, redis: Redis, streams: Iterable[str], *, min_interval: float = 1.0) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        streams: Iterable[str],
+        *,
+        min_interval: float = 1.0,
+        lag_count_limit: int = LAG_COUNT_LIMIT,
+    ) -> None:
         self.redis = redis
+        self.lag_count_limit = lag_count_limit
         self.streams = sorted(set(streams))
         self.min_interval = min_interval  # s between two samplings
         self._last = 0.0
@@ -95,10 +103,10 @@ class StreamMonitor:
         metrics.RETRY_SCHEDULED.labels(stream, name).set(scheduled)
 
     async def _count_after(self, key: str, last_delivered: str) -> int | None:
-        """Entries after ``last_delivered``, when there are at most LAG_COUNT_LIMIT of them."""
+        """Entries after ``last_delivered``, when there are at most ``lag_count_limit`` of them."""
         start = _next_id(last_delivered) if last_delivered != "0-0" else "-"
-        entries = await self.redis.xrange(key, min=start, max="+", count=LAG_COUNT_LIMIT + 1)
-        if len(entries) > LAG_COUNT_LIMIT:
+        entries = await self.redis.xrange(key, min=start, max="+", count=self.lag_count_limit + 1)
+        if len(entries) > self.lag_count_limit:
             return None
         return len(entries)
 

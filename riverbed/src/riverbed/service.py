@@ -14,8 +14,6 @@ import contextlib
 import signal
 import time
 from collections.abc import Generator
-from typing import Any
-
 import structlog
 import uvicorn
 from fastapi import FastAPI
@@ -58,6 +56,8 @@ class Service:
         self._redis: Redis | None = None
         self.monitor: StreamMonitor | None = None
         self.stopped = asyncio.Event()
+        self._stop_requested = asyncio.Event()
+        self._background: list[asyncio.Task[None]] = []
         self.app = app or FastAPI(title=f"riverbed {settings.service_name}")
         self.app.include_router(
             ops_router(
@@ -116,8 +116,27 @@ class Service:
             consumer.start()
             self.consumers.append(consumer)
         self.monitor = StreamMonitor(self._redis, [s.stream for s in self.subscriptions])
+        self._background.append(asyncio.create_task(self._retention_loop(), name="retention"))
+
+    def request_stop(self) -> None:
+        """Ask :meth:`serve` to stop, as SIGTERM does."""
+        self._stop_requested.set()
+
+    async def _retention_loop(self) -> None:
+        """Trim what every group acknowledged, per subscribed stream, every interval."""
+        assert self.monitor is not None
+        while True:
+            await asyncio.sleep(self.settings.retention_interval_s)
+            for stream in self.monitor.streams:
+                try:
+                    await self.monitor.trim_acknowledged(stream)
+                except Exception as error:  # noqa: BLE001 - retention must not stop the service
+                    log.warning("retention trim failed", stream=stream, error=str(error))
 
     async def stop(self) -> None:
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
         for consumer in self.consumers:
             consumer.stop()
         for consumer in self.consumers:
@@ -131,10 +150,9 @@ class Service:
     async def serve(self) -> None:
         """Start, serve HTTP, and stop cleanly on SIGTERM/SIGINT."""
         started = time.monotonic()
-        stop_requested = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop_requested.set)
+            loop.add_signal_handler(sig, self.request_stop)
         await self.start()
         server = _EmbeddedServer(
             uvicorn.Config(
@@ -153,8 +171,11 @@ class Service:
             url=f"http://{self.settings.host}:{self.settings.port}",
             subscriptions=[s.stream for s in self.subscriptions],
         )
-        waiter = asyncio.create_task(stop_requested.wait())
+        waiter = asyncio.create_task(self._stop_requested.wait())
         await asyncio.wait({waiter, http}, return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
         log.info("stopping: no new reads; draining in-flight work")
         await self.stop()
         server.should_exit = True
@@ -194,7 +215,3 @@ class Service:
     async def _sample(self) -> None:
         if self.monitor is not None:
             await self.monitor.refresh()
-
-
-def run_service(service: Service, **_: Any) -> None:
-    service.run()

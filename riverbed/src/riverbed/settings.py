@@ -83,5 +83,8 @@ class ServiceSettings(BaseSettings):
         default=None,
         description="stable consumer name (pod name); default: HOSTNAME, else host-pid",
     )
+    retention_interval_s: float = Field(
+        default=60.0, gt=0, description="how often acknowledged entries are trimmed, s"
+    )
     log_level: str = "INFO"
     log_format: str = Field(default="auto", pattern="^(auto|json|console)$")

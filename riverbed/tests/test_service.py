@@ -1,0 +1,169 @@
+"""A whole Service over real HTTP and Redis: /metrics parsed, /readyz, retention, lag."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+import pytest
+import redis.asyncio
+from prometheus_client.parser import text_string_to_metric_families
+
+from riverbed import keys
+from riverbed.consumer import Message
+from riverbed.errors import PermanentError
+from riverbed.monitor import StreamMonitor
+from riverbed.publisher import Publisher
+from riverbed.service import Service
+from riverbed.settings import RedisSettings, ServiceSettings
+from riverbed.testing import TEST_TYPE, fast_settings, free_port, make_event, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def samples(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+    """Samples named ``name`` from Prometheus text, keyed by their sorted labels."""
+    found: dict[tuple[tuple[str, str], ...], float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name:
+                found[tuple(sorted(sample.labels.items()))] = sample.value
+    return found
+
+
+async def test_metrics_over_http_show_what_the_service_did(
+    redis_url: str, redis_client: redis.asyncio.Redis, unique: str
+) -> None:
+    stream = f"t.{unique}"
+    poison = make_event(0)
+    handled: list[str] = []
+
+    async def handler(message: Message[Any]) -> None:
+        if message.event.id == poison.id:
+            raise PermanentError("bad amount")
+        handled.append(message.event.id)
+
+    await Publisher(redis_client).publish_many(
+        [poison, *(make_event(i) for i in range(1, 5))], stream=stream
+    )
+    port = free_port()
+    service = Service(
+        ServiceSettings(service_name="metrics-test", port=port),
+        redis_settings=RedisSettings(url=redis_url),
+        consumer_settings=fast_settings(),
+    )
+    service.subscribe(stream, handler, group="g")
+    serving = asyncio.create_task(service.serve())
+    base = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient(base_url=base) as http:
+
+            async def ready() -> bool:
+                try:
+                    return (await http.get("/readyz")).status_code == 200
+                except httpx.TransportError:
+                    return False
+
+            await wait_for(ready, what="/readyz 200")
+            await wait_for(lambda: len(handled) == 4, what="4 handled")
+            await wait_for(
+                lambda: redis_client.xlen(keys.dead_letter_key(stream)), what="poison dead-lettered"
+            )
+
+            async def acked() -> bool:
+                summary = await redis_client.xpending(keys.stream_key(stream), "g")
+                return int(summary["pending"]) == 0
+
+            await wait_for(acked, what="everything acknowledged")
+            text = (await http.get("/metrics")).text
+            labels = (("group", "g"), ("stream", stream), ("type", TEST_TYPE))
+            assert samples(text, "riverbed_acknowledged_total")[labels] == 4
+            assert samples(text, "riverbed_consumed_total")[labels] == 5
+            dead = samples(text, "riverbed_dead_lettered_total")
+            assert dead[(("group", "g"), ("reason", "permanent"), ("stream", stream), ("type", TEST_TYPE))] == 1
+            assert samples(text, "riverbed_handler_seconds_count")[labels] == 5
+            assert samples(text, "riverbed_stream_length")[(("stream", stream),)] == 5
+            assert samples(text, "riverbed_dead_letter_depth")[(("stream", stream),)] == 1
+            group = (("group", "g"), ("stream", stream))
+            assert samples(text, "riverbed_group_pending")[group] == 0
+            assert samples(text, "riverbed_group_lag")[group] == 0
+            assert samples(text, "riverbed_oldest_pending_age_seconds")[group] == 0
+            assert samples(text, "riverbed_redis_used_memory_bytes")[()] > 0
+            assert (await http.get("/healthz")).json() == {"status": "ok"}
+    finally:
+        service.request_stop()
+        await asyncio.wait_for(serving, 20)
+
+
+async def test_readiness_fails_when_a_consumer_loop_has_died(
+    redis_url: str, unique: str
+) -> None:
+    async def handler(message: Message[Any]) -> None:
+        return None
+
+    service = Service(
+        ServiceSettings(service_name="ready-test", port=free_port()),
+        redis_settings=RedisSettings(url=redis_url),
+        consumer_settings=fast_settings(),
+    )
+    service.subscribe(f"t.{unique}", handler, group="g")
+    await service.start()
+    try:
+        transport = httpx.ASGITransport(app=service.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            await wait_for(lambda: all(c.healthy for c in service.consumers))
+            assert (await http.get("/readyz")).status_code == 200
+            service.consumers[0].stop()
+            response = await http.get("/readyz")
+            assert response.status_code == 503
+            assert "not running" in response.json()["checks"]["consumers"]["detail"]
+    finally:
+        await service.stop()
+
+
+async def test_lag_unknown_to_redis_is_counted_or_left_without_a_sample(
+    redis_client: redis.asyncio.Redis, unique: str
+) -> None:
+    from riverbed import metrics
+
+    stream = f"t.{unique}"
+    key = keys.stream_key(stream)
+    ids = await Publisher(redis_client).publish_many(
+        [make_event(i) for i in range(4)], stream=stream
+    )
+    await redis_client.xgroup_create(key, "g", id="0")
+    await redis_client.xreadgroup("g", "c", {key: ">"}, count=1)
+    await redis_client.xdel(key, ids[2])  # a deletion past the group makes Redis' lag unknown
+    [group] = await redis_client.xinfo_groups(key)
+    assert group["lag"] is None
+
+    await StreamMonitor(redis_client, [stream]).refresh(force=True)
+    assert metrics.GROUP_LAG.labels(stream, "g")._value.get() == 2  # counted: ids[1], ids[3]
+
+    await StreamMonitor(redis_client, [stream], lag_count_limit=1).refresh(force=True)
+    exported = {tuple(s.labels.values()) for m in metrics.GROUP_LAG.collect() for s in m.samples}
+    assert (stream, "g") not in exported, "unknown lag is no sample, never 0"
+
+
+async def test_retention_trims_only_what_every_group_acknowledged(
+    redis_client: redis.asyncio.Redis, unique: str
+) -> None:
+    stream = f"t.{unique}"
+    key = keys.stream_key(stream)
+    ids = await Publisher(redis_client).publish_many(
+        [make_event(i) for i in range(300)], stream=stream
+    )
+    await redis_client.xgroup_create(key, "fast", id="0")
+    await redis_client.xgroup_create(key, "slow", id="0")
+    await redis_client.xreadgroup("fast", "c", {key: ">"}, count=300)
+    await redis_client.xack(key, "fast", *ids)
+    await redis_client.xreadgroup("slow", "c", {key: ">"}, count=250)
+    await redis_client.xack(key, "slow", *ids[:200])  # 200..249 pending, 250.. undelivered
+
+    monitor = StreamMonitor(redis_client, [stream])
+    removed = await monitor.trim_acknowledged(stream)
+    remaining = [entry_id.decode() for entry_id, _ in await redis_client.xrange(key)]
+    assert 0 < removed <= 200
+    assert set(ids[200:]) <= set(remaining), "pending and undelivered entries are kept"
+    assert len(remaining) == 300 - removed

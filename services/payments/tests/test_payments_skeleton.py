@@ -1,0 +1,29 @@
+"""The payments skeleton: settings from `PAYMENTS_` variables, ops routes mounted."""
+
+from __future__ import annotations
+
+import pytest
+import httpx
+
+from riverbed_payments.__main__ import create_service
+from riverbed_payments.settings import PaymentsSettings
+
+
+def test_settings_default_to_the_conventional_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PAYMENTS_PORT", raising=False)
+    assert PaymentsSettings().port == 8003
+
+
+def test_settings_read_the_payments_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PAYMENTS_PORT", "9123")
+    assert PaymentsSettings().port == 9123
+
+
+async def test_liveness_answers_before_redis_is_connected() -> None:
+    service = create_service(PaymentsSettings())
+    transport = httpx.ASGITransport(app=service.app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        assert (await client.get("/healthz")).json() == {"status": "ok"}
+        ready = await client.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["checks"]["redis"]["ok"] is False
