@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from pydantic import ValidationError
+
 from riverbed_contracts import ENTRY_FIELD, CloudEvent, EntryDecodeError, event_from_entry
 
 DATA = {"to": "ada@example.com", "template": "welcome", "variables": {"name": "Adà"}}

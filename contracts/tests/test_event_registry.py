@@ -6,6 +6,7 @@ import re
 
 import pytest
 from pydantic import ValidationError
+
 from riverbed_contracts import (
     REGISTRY,
     STREAMS,

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 import redis
-from riverbed_contracts import SendEmail, event_from_entry, new_event, validate_data
 
 from riverbed import keys
+from riverbed_contracts import SendEmail, event_from_entry, new_event, validate_data
 
 pytestmark = [
     pytest.mark.integration,

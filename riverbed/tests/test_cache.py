@@ -11,9 +11,9 @@ import pytest
 import redis.asyncio
 from pydantic import BaseModel
 from redis.crc import key_slot
-from riverbed.cache import Cache, JsonCodec, PydanticCodec
 
 from riverbed import keys
+from riverbed.cache import Cache, JsonCodec, PydanticCodec
 
 
 class Endpoint(BaseModel):

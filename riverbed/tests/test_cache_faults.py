@@ -13,10 +13,10 @@ from prometheus_client import REGISTRY
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
-from riverbed.cache import Cache
-from riverbed.testing import RedisServer, free_port
 
 from riverbed import keys
+from riverbed.cache import Cache
+from riverbed.testing import RedisServer, free_port
 
 pytestmark = pytest.mark.integration
 

@@ -10,9 +10,9 @@ import pytest
 import redis.asyncio
 from prometheus_client import REGISTRY
 from pydantic import BaseModel
-from riverbed.cache import Cache, CacheNamespace, PydanticCodec
 
 from riverbed import keys
+from riverbed.cache import Cache, CacheNamespace, PydanticCodec
 
 pytestmark = pytest.mark.integration
 

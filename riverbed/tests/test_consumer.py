@@ -15,9 +15,8 @@ from riverbed import keys
 from riverbed.consumer import Message, StreamConsumer, Subscription
 from riverbed.errors import PermanentError, RetryLater
 from riverbed.publisher import Publisher
-from riverbed_contracts import CloudEvent
-
 from riverbed.testing import TEST_TYPE, ConsumerFactory, fast_settings, make_event, wait_for
+from riverbed_contracts import CloudEvent
 
 pytestmark = pytest.mark.integration
 
@@ -43,7 +42,10 @@ async def dead_letters(client: redis.asyncio.Redis, stream: str) -> list[dict[st
 
 
 async def test_every_event_is_handled_and_acknowledged(
-    start_consumer: ConsumerFactory, publisher: Publisher, redis_client: redis.asyncio.Redis, unique: str
+    start_consumer: ConsumerFactory,
+    publisher: Publisher,
+    redis_client: redis.asyncio.Redis,
+    unique: str,
 ) -> None:
     stream = f"t.{unique}"
     seen: list[str] = []
@@ -60,9 +62,7 @@ async def test_every_event_is_handled_and_acknowledged(
         lambda: _is_zero(pending_count(redis_client, stream)), what="nothing left pending"
     )
     assert sorted(seen) == sorted(e.id for e in events)
-    assert metric(
-        "riverbed_acknowledged_total", stream=stream, group="test", type=TEST_TYPE
-    ) == 250
+    assert metric("riverbed_acknowledged_total", stream=stream, group="test", type=TEST_TYPE) == 250
 
 
 async def _is_zero(value: Any) -> bool:
@@ -89,7 +89,10 @@ async def test_handler_sees_typed_payload_and_attempt(
 
 
 async def test_failed_event_is_retried_with_backoff_while_later_events_flow(
-    start_consumer: ConsumerFactory, publisher: Publisher, redis_client: redis.asyncio.Redis, unique: str
+    start_consumer: ConsumerFactory,
+    publisher: Publisher,
+    redis_client: redis.asyncio.Redis,
+    unique: str,
 ) -> None:
     stream = f"t.{unique}"
     order: list[tuple[str, int]] = []
@@ -114,7 +117,10 @@ async def test_failed_event_is_retried_with_backoff_while_later_events_flow(
 
 
 async def test_poison_message_goes_to_dead_letter_after_3_deliveries_while_others_flow(
-    start_consumer: ConsumerFactory, publisher: Publisher, redis_client: redis.asyncio.Redis, unique: str
+    start_consumer: ConsumerFactory,
+    publisher: Publisher,
+    redis_client: redis.asyncio.Redis,
+    unique: str,
 ) -> None:
     stream = f"t.{unique}"
     poison = make_event(0)
@@ -142,13 +148,18 @@ async def test_poison_message_goes_to_dead_letter_after_3_deliveries_while_other
     assert dead["service"] == "test-service"
     assert dead["stream"] == stream
     assert json.loads(dead["event"])["id"] == poison.id
-    original = await redis_client.xrange(keys.stream_key(stream), dead["original_id"], dead["original_id"])
+    original = await redis_client.xrange(
+        keys.stream_key(stream), dead["original_id"], dead["original_id"]
+    )
     assert original, "original_id names the entry in the source stream"
     await wait_for(lambda: _is_zero(pending_count(redis_client, stream)), what="poison acked")
 
 
 async def test_permanent_error_dead_letters_at_once(
-    start_consumer: ConsumerFactory, publisher: Publisher, redis_client: redis.asyncio.Redis, unique: str
+    start_consumer: ConsumerFactory,
+    publisher: Publisher,
+    redis_client: redis.asyncio.Redis,
+    unique: str,
 ) -> None:
     stream = f"t.{unique}"
     calls = 0
@@ -171,7 +182,9 @@ async def test_payload_failing_validation_is_dead_lettered_without_calling_the_h
 ) -> None:
     stream = f"t.{unique}"
     bad = CloudEvent(type=TEST_TYPE, data={"amount": "lots"})
-    await redis_client.xadd(keys.stream_key(stream), bad.to_entry())  # bypasses the publisher's check
+    await redis_client.xadd(
+        keys.stream_key(stream), bad.to_entry()
+    )  # bypasses the publisher's check
     await redis_client.xadd(keys.stream_key(stream), {"something": "else"})
     called = False
 
@@ -182,7 +195,8 @@ async def test_payload_failing_validation_is_dead_lettered_without_calling_the_h
     start_consumer(stream, handler)
     await wait_for(lambda: _has_n(dead_letters(redis_client, stream), 2), what="two dead letters")
     invalid, undecodable = await dead_letters(redis_client, stream)
-    assert invalid["reason"] == "invalid" and invalid["error_type"] == "ValidationError"
+    assert invalid["reason"] == "invalid"
+    assert invalid["error_type"] == "ValidationError"
     assert undecodable["reason"] == "undecodable"
     assert json.loads(undecodable["event"]) == {"something": "else"}
     assert not called
@@ -193,7 +207,10 @@ async def _has_n(value: Any, n: int) -> bool:
 
 
 async def test_retry_later_overrides_the_backoff(
-    start_consumer: ConsumerFactory, publisher: Publisher, redis_client: redis.asyncio.Redis, unique: str
+    start_consumer: ConsumerFactory,
+    publisher: Publisher,
+    redis_client: redis.asyncio.Redis,
+    unique: str,
 ) -> None:
     stream = f"t.{unique}"
     attempts: list[int] = []
@@ -214,7 +231,10 @@ async def test_retry_later_overrides_the_backoff(
 
 
 async def test_entries_of_a_crashed_consumer_are_reclaimed_after_the_visibility_timeout(
-    start_consumer: ConsumerFactory, publisher: Publisher, redis_client: redis.asyncio.Redis, unique: str
+    start_consumer: ConsumerFactory,
+    publisher: Publisher,
+    redis_client: redis.asyncio.Redis,
+    unique: str,
 ) -> None:
     stream = f"t.{unique}"
     key = keys.stream_key(stream)
@@ -229,7 +249,9 @@ async def test_entries_of_a_crashed_consumer_are_reclaimed_after_the_visibility_
         seen.append((message.event.id, message.attempt))
 
     before = metric("riverbed_reclaimed_total", stream=stream, group="test")
-    start_consumer(stream, handler, name="sibling", settings=fast_settings(visibility_timeout_ms=300))
+    start_consumer(
+        stream, handler, name="sibling", settings=fast_settings(visibility_timeout_ms=300)
+    )
     await wait_for(lambda: len(seen) == 5, what="reclaimed entries handled")
     assert {attempt for _, attempt in seen} == {2}, "a reclaim is the second delivery"
     assert metric("riverbed_reclaimed_total", stream=stream, group="test") - before == 5
@@ -237,7 +259,10 @@ async def test_entries_of_a_crashed_consumer_are_reclaimed_after_the_visibility_
 
 
 async def test_slow_handler_keeps_its_entry_so_no_sibling_runs_it_twice(
-    start_consumer: ConsumerFactory, publisher: Publisher, redis_client: redis.asyncio.Redis, unique: str
+    start_consumer: ConsumerFactory,
+    publisher: Publisher,
+    redis_client: redis.asyncio.Redis,
+    unique: str,
 ) -> None:
     stream = f"t.{unique}"
     runs: Counter[str] = Counter()
@@ -263,7 +288,10 @@ async def test_slow_handler_keeps_its_entry_so_no_sibling_runs_it_twice(
 
 
 async def test_restarted_consumer_rereads_its_own_pending_entries_first(
-    start_consumer: ConsumerFactory, publisher: Publisher, redis_client: redis.asyncio.Redis, unique: str
+    start_consumer: ConsumerFactory,
+    publisher: Publisher,
+    redis_client: redis.asyncio.Redis,
+    unique: str,
 ) -> None:
     stream = f"t.{unique}"
     key = keys.stream_key(stream)
@@ -277,13 +305,18 @@ async def test_restarted_consumer_rereads_its_own_pending_entries_first(
         seen.append(message.event.id)
 
     # a visibility timeout of an hour: only the re-read of its own entries can explain success
-    start_consumer(stream, handler, name="pod-0", settings=fast_settings(visibility_timeout_ms=3_600_000))
+    start_consumer(
+        stream, handler, name="pod-0", settings=fast_settings(visibility_timeout_ms=3_600_000)
+    )
     await wait_for(lambda: len(seen) == 3, what="own pending re-read")
     assert sorted(seen) == sorted(e.id for e in events)
 
 
 async def test_entries_trimmed_while_pending_are_acknowledged_and_counted(
-    start_consumer: ConsumerFactory, publisher: Publisher, redis_client: redis.asyncio.Redis, unique: str
+    start_consumer: ConsumerFactory,
+    publisher: Publisher,
+    redis_client: redis.asyncio.Redis,
+    unique: str,
 ) -> None:
     stream = f"t.{unique}"
     key = keys.stream_key(stream)
@@ -301,7 +334,10 @@ async def test_entries_trimmed_while_pending_are_acknowledged_and_counted(
 
 
 async def test_same_event_id_is_handled_once_per_group(
-    start_consumer: ConsumerFactory, publisher: Publisher, redis_client: redis.asyncio.Redis, unique: str
+    start_consumer: ConsumerFactory,
+    publisher: Publisher,
+    redis_client: redis.asyncio.Redis,
+    unique: str,
 ) -> None:
     stream = f"t.{unique}"
     event = make_event(1)
@@ -326,7 +362,10 @@ async def test_same_event_id_is_handled_once_per_group(
 
 
 async def test_stop_drains_in_flight_handlers_and_acknowledges_them(
-    start_consumer: ConsumerFactory, publisher: Publisher, redis_client: redis.asyncio.Redis, unique: str
+    start_consumer: ConsumerFactory,
+    publisher: Publisher,
+    redis_client: redis.asyncio.Redis,
+    unique: str,
 ) -> None:
     stream = f"t.{unique}"
     started = asyncio.Event()
@@ -370,7 +409,10 @@ async def test_concurrency_is_bounded(
 
 
 async def test_idle_consumers_with_nothing_pending_are_removed(
-    start_consumer: ConsumerFactory, publisher: Publisher, redis_client: redis.asyncio.Redis, unique: str
+    start_consumer: ConsumerFactory,
+    publisher: Publisher,
+    redis_client: redis.asyncio.Redis,
+    unique: str,
 ) -> None:
     stream = f"t.{unique}"
     key = keys.stream_key(stream)

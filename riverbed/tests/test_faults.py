@@ -17,9 +17,7 @@ import redis.asyncio
 from riverbed import keys
 from riverbed.consumer import Message, StreamConsumer, Subscription
 from riverbed.publisher import Publisher
-from riverbed.testing import RedisServer
-
-from riverbed.testing import fast_settings, make_event, wait_for
+from riverbed.testing import RedisServer, fast_settings, make_event, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault]
 
@@ -119,7 +117,13 @@ async def test_sigterm_drains_in_flight_work_and_exits_0_without_loss(
     worker = workers.start("draining", **env)
     await wait_for(lambda: _gt(redis_client.hlen(f"{effects}:calls"), 0), what="handlers running")
     worker.send_signal(signal.SIGTERM)
-    assert await asyncio.to_thread(worker.wait, 30) == 0, workers.log("draining")
+    try:
+        exit_code = await asyncio.to_thread(worker.wait, 30)
+    except subprocess.TimeoutExpired:
+        worker.send_signal(signal.SIGUSR1)
+        await asyncio.sleep(1)  # let it write its task dump
+        pytest.fail("no exit 30 s after SIGTERM; its log:\n" + workers.log("draining"))
+    assert exit_code == 0, workers.log("draining")
     started = await redis_client.hkeys(f"{effects}:calls")
     finished = await redis_client.smembers(effects)
     assert set(started) == finished, "every handler that started also finished"
@@ -131,7 +135,9 @@ async def test_sigterm_drains_in_flight_work_and_exits_0_without_loss(
     await wait_for(lambda: _eq(redis_client.scard(effects), total), timeout=60, what="rest handled")
 
 
-async def test_flushall_recreates_the_group_and_consumption_resumes(own_redis: RedisServer, unique: str) -> None:
+async def test_flushall_recreates_the_group_and_consumption_resumes(
+    own_redis: RedisServer, unique: str
+) -> None:
     client = redis.asyncio.Redis.from_url(own_redis.url)
     stream = f"t.{unique}"
     seen: list[str] = []
@@ -165,7 +171,9 @@ async def test_flushall_recreates_the_group_and_consumption_resumes(own_redis: R
         await client.aclose()
 
 
-async def test_redis_restart_does_not_stop_the_consumer(own_redis: RedisServer, unique: str) -> None:
+async def test_redis_restart_does_not_stop_the_consumer(
+    own_redis: RedisServer, unique: str
+) -> None:
     client = redis.asyncio.Redis.from_url(own_redis.url)
     stream = f"t.{unique}"
     seen: list[str] = []

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import structlog
+
 from riverbed.logging import REDACTED, bind_message_context, configure_logging, get_logger
 
 

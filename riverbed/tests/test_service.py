@@ -81,7 +81,17 @@ async def test_metrics_over_http_show_what_the_service_did(
             assert samples(text, "riverbed_acknowledged_total")[labels] == 4
             assert samples(text, "riverbed_consumed_total")[labels] == 5
             dead = samples(text, "riverbed_dead_lettered_total")
-            assert dead[(("group", "g"), ("reason", "permanent"), ("stream", stream), ("type", TEST_TYPE))] == 1
+            assert (
+                dead[
+                    (
+                        ("group", "g"),
+                        ("reason", "permanent"),
+                        ("stream", stream),
+                        ("type", TEST_TYPE),
+                    )
+                ]
+                == 1
+            )
             assert samples(text, "riverbed_handler_seconds_count")[labels] == 5
             assert samples(text, "riverbed_stream_length")[(("stream", stream),)] == 5
             assert samples(text, "riverbed_dead_letter_depth")[(("stream", stream),)] == 1
@@ -96,9 +106,7 @@ async def test_metrics_over_http_show_what_the_service_did(
         await asyncio.wait_for(serving, 20)
 
 
-async def test_readiness_fails_when_a_consumer_loop_has_died(
-    redis_url: str, unique: str
-) -> None:
+async def test_readiness_fails_when_a_consumer_loop_has_died(redis_url: str, unique: str) -> None:
     async def handler(message: Message[Any]) -> None:
         return None
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import socket
@@ -130,7 +131,9 @@ class StreamConsumer:
         self.dead_letter_key = keys.dead_letter_key(self.stream)
         self.schedule_key = keys.retry_schedule_key(self.stream, self.group)
         self.backoff = subscription.backoff or Backoff(
-            base_ms=settings.retry_base_ms, max_ms=settings.retry_max_ms, jitter=settings.retry_jitter
+            base_ms=settings.retry_base_ms,
+            max_ms=settings.retry_max_ms,
+            jitter=settings.retry_jitter,
         )
         self._claim = redis.register_script(scripts.CLAIM)
         self._keepalive = redis.register_script(scripts.KEEPALIVE)
@@ -247,7 +250,7 @@ class StreamConsumer:
     # -- reading -----------------------------------------------------------
 
     async def _read_loop(self) -> None:
-        streams = {self.stream_key: ">"}
+        streams: dict[Any, Any] = {self.stream_key: ">"}
         while not self._stopping.is_set():
             free = self.settings.concurrency - len(self._in_flight)
             if free <= 0:
@@ -258,7 +261,7 @@ class StreamConsumer:
             read = asyncio.ensure_future(
                 self._guarded(
                     "read",
-                    lambda: self.redis.xreadgroup(
+                    lambda count=count: self.redis.xreadgroup(  # type: ignore[misc]
                         self.group, self.name, streams, count=count, block=self.settings.block_ms
                     ),
                 )
@@ -291,7 +294,9 @@ class StreamConsumer:
 
     async def _claim_entries(self, mode: str, *, min_idle_ms: int, start: str = "-") -> list[str]:
         """Claim entries by ``mode`` (see scripts.CLAIM) and dispatch them; returns their ids."""
-        count = max(min(self.settings.batch_size, self.settings.concurrency - len(self._in_flight)), 0)
+        count = max(
+            min(self.settings.batch_size, self.settings.concurrency - len(self._in_flight)), 0
+        )
         if count == 0:
             return []
         now_ms = int(time.time() * 1000)
@@ -359,7 +364,7 @@ class StreamConsumer:
                 continue
             task = asyncio.create_task(self._handle(entry_id, fields, attempt, parsed))
             self._in_flight[entry_id] = task
-            task.add_done_callback(lambda _t, eid=entry_id: self._release(eid))
+            task.add_done_callback(functools.partial(self._release, entry_id))
         self._m_in_flight.set(len(self._in_flight))
 
     async def _already_handled(self, event_ids: list[str]) -> set[str]:
@@ -372,7 +377,7 @@ class StreamConsumer:
             return set()  # handling again is safe: effects are idempotent downstream
         return {event_id for event_id, hit in zip(event_ids, found, strict=True) if hit}
 
-    def _release(self, entry_id: str) -> None:
+    def _release(self, entry_id: str, _task: object = None) -> None:
         self._in_flight.pop(entry_id, None)
         self._m_in_flight.set(len(self._in_flight))
         self._slot_free.set()
@@ -422,7 +427,9 @@ class StreamConsumer:
             self._fail(outcome, error, permanent=True, reason="invalid")
             return
         metrics.CONSUMED.labels(self.stream, self.group, metric_type).inc()
-        message: Message[Any] = Message(event, payload, outcome.entry_id, self.stream, outcome.attempt)
+        message: Message[Any] = Message(
+            event, payload, outcome.entry_id, self.stream, outcome.attempt
+        )
         started = time.perf_counter()
         try:
             emitted = await self.subscription.handler(message)
@@ -431,10 +438,12 @@ class StreamConsumer:
         except PermanentError as error:
             self._fail(outcome, error, permanent=True, reason="permanent")
         except RetryLater as error:
-            self._fail(outcome, error, permanent=False, reason="retry_later", delay_ms=error.delay_ms)
+            self._fail(
+                outcome, error, permanent=False, reason="retry_later", delay_ms=error.delay_ms
+            )
         except asyncio.CancelledError:
             raise
-        except Exception as error:  # noqa: BLE001 - any other failure is transient by contract
+        except Exception as error:
             self._fail(outcome, error, permanent=False, reason="error")
         finally:
             self._m_handler.labels(self.stream, self.group, metric_type).observe(
@@ -568,7 +577,9 @@ class StreamConsumer:
                 continue
             lost = await self._guarded(
                 "keepalive",
-                lambda: self._keepalive(keys=[self.stream_key], args=[self.group, self.name, *held]),
+                lambda held=held: self._keepalive(  # type: ignore[misc]
+                    keys=[self.stream_key], args=[self.group, self.name, *held]
+                ),
             )
             if lost:
                 still_running = [i for i in map(_text, lost) if i in self._in_flight]

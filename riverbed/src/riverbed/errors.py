@@ -13,7 +13,7 @@ class PermanentError(Exception):
     """Retrying cannot succeed: dead-letter the entry now."""
 
 
-class RetryLater(Exception):  # noqa: N818 - reads as an instruction at the raise site
+class RetryLater(Exception):
     """Transient failure with a known wait, e.g. a ``Retry-After`` from a peer.
 
     ``delay_ms`` overrides the backoff schedule for this attempt.

@@ -11,7 +11,7 @@ Layout (``<s>`` is a logical stream name such as ``email.requested``):
 - ``rb:{<s>}:dlq``                    its dead-letter stream (no TTL)
 - ``rb:{<s>}:retry:<group>``          sorted set: entry id -> due time (ms since epoch)
 - ``rb:{<s>}:done:<group>:<event-id>`` idempotency marker (TTL: settings, seconds)
-- ``rb:cache:{<ns>}:v``               namespace version counter (no TTL: tiny, bounded by namespaces)
+- ``rb:cache:{<ns>}:v``               namespace version counter (no TTL; one per namespace)
 - ``rb:cache:{<ns>}:<version>:<key>`` cache entry (always a TTL)
 """
 

@@ -10,8 +10,12 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram
 
 # -- cache -----------------------------------------------------------------
-CACHE_HITS = Counter("riverbed_cache_hits_total", "Cache lookups answered from Redis", ["namespace"])
-CACHE_MISSES = Counter("riverbed_cache_misses_total", "Cache lookups that had to load", ["namespace"])
+CACHE_HITS = Counter(
+    "riverbed_cache_hits_total", "Cache lookups answered from Redis", ["namespace"]
+)
+CACHE_MISSES = Counter(
+    "riverbed_cache_misses_total", "Cache lookups that had to load", ["namespace"]
+)
 CACHE_LOAD_SECONDS = Histogram(
     "riverbed_cache_load_seconds", "Time spent in cache loaders on a miss", ["namespace"]
 )
@@ -33,7 +37,9 @@ PUBLISH_SECONDS = Histogram(
 # -- consuming -------------------------------------------------------------
 _MESSAGE = ["stream", "group", "type"]
 CONSUMED = Counter("riverbed_consumed_total", "Entries handed to a handler", _MESSAGE)
-ACKNOWLEDGED = Counter("riverbed_acknowledged_total", "Entries acknowledged after success", _MESSAGE)
+ACKNOWLEDGED = Counter(
+    "riverbed_acknowledged_total", "Entries acknowledged after success", _MESSAGE
+)
 FAILED = Counter("riverbed_failed_total", "Entries whose handling failed", _MESSAGE)
 RETRIED = Counter("riverbed_retried_total", "Entries scheduled for a retry", _MESSAGE)
 DEAD_LETTERED = Counter(
@@ -52,7 +58,8 @@ DUPLICATES_SKIPPED = Counter(
     ["stream", "group"],
 )
 RECLAIMED = Counter(
-    "riverbed_reclaimed_total", "Entries claimed after idling past the visibility timeout",
+    "riverbed_reclaimed_total",
+    "Entries claimed after idling past the visibility timeout",
     ["stream", "group"],
 )
 DELETED_WHILE_PENDING = Counter(
@@ -64,11 +71,14 @@ GROUP_RECREATED = Counter(
     "riverbed_group_recreated_total", "Consumer groups recreated after NOGROUP", ["stream", "group"]
 )
 CONSUMERS_REMOVED = Counter(
-    "riverbed_consumers_removed_total", "Idle consumers with nothing pending removed",
+    "riverbed_consumers_removed_total",
+    "Idle consumers with nothing pending removed",
     ["stream", "group"],
 )
 REDIS_ERRORS = Counter(
-    "riverbed_redis_errors_total", "Redis calls of the consumer that failed", ["stream", "group", "call"]
+    "riverbed_redis_errors_total",
+    "Redis calls of the consumer that failed",
+    ["stream", "group", "call"],
 )
 
 # -- streams and Redis, sampled by riverbed.monitor -------------------------
@@ -78,18 +88,24 @@ GROUP_LAG = Gauge(
     "Entries not yet delivered to the group; absent when Redis cannot tell",
     ["stream", "group"],
 )
-GROUP_PENDING = Gauge("riverbed_group_pending", "Entries delivered, not acknowledged", ["stream", "group"])
+GROUP_PENDING = Gauge(
+    "riverbed_group_pending", "Entries delivered, not acknowledged", ["stream", "group"]
+)
 OLDEST_PENDING_AGE = Gauge(
     "riverbed_oldest_pending_age_seconds",
     "Age of the oldest unacknowledged entry (from its id's timestamp); 0 when none pending",
     ["stream", "group"],
 )
-DEAD_LETTER_DEPTH = Gauge("riverbed_dead_letter_depth", "Entries in the dead-letter stream", ["stream"])
+DEAD_LETTER_DEPTH = Gauge(
+    "riverbed_dead_letter_depth", "Entries in the dead-letter stream", ["stream"]
+)
 RETRY_SCHEDULED = Gauge(
     "riverbed_retry_scheduled", "Entries waiting for their retry time", ["stream", "group"]
 )
 REDIS_USED_MEMORY = Gauge("riverbed_redis_used_memory_bytes", "Redis used_memory")
 REDIS_MAX_MEMORY = Gauge("riverbed_redis_maxmemory_bytes", "Redis maxmemory (0 = no limit)")
 RETENTION_TRIMMED = Counter(
-    "riverbed_retention_trimmed_total", "Entries trimmed after every group acknowledged them", ["stream"]
+    "riverbed_retention_trimmed_total",
+    "Entries trimmed after every group acknowledged them",
+    ["stream"],
 )

@@ -105,7 +105,9 @@ class StreamMonitor:
     async def _count_after(self, key: str, last_delivered: str) -> int | None:
         """Entries after ``last_delivered``, when there are at most ``lag_count_limit`` of them."""
         start = _next_id(last_delivered) if last_delivered != "0-0" else "-"
-        entries = await self.redis.xrange(key, min=start, max="+", count=self.lag_count_limit + 1)
+        entries = (
+            await self.redis.xrange(key, min=start, max="+", count=self.lag_count_limit + 1) or []
+        )
         if len(entries) > self.lag_count_limit:
             return None
         return len(entries)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from riverbed import keys, metrics
 from riverbed.connection import Redis
@@ -23,7 +24,7 @@ class Publisher:
         self.redis = redis
         self.max_length = dict(max_length or {})
 
-    def _prepare(self, event: CloudEvent, stream: str | None) -> tuple[str, str, dict[str, str]]:
+    def _prepare(self, event: CloudEvent, stream: str | None) -> tuple[str, str, dict[Any, Any]]:
         spec = get_spec(event.type)
         spec.model.model_validate(event.data)  # raises pydantic.ValidationError when invalid
         target = stream or spec.stream
@@ -34,7 +35,10 @@ class Publisher:
         stream, key, entry = self._prepare(event, stream)
         started = time.perf_counter()
         entry_id = await self.redis.xadd(
-            key, entry, maxlen=self.max_length.get(stream), approximate=True  # type: ignore[arg-type]
+            key,
+            entry,
+            maxlen=self.max_length.get(stream),
+            approximate=True,
         )
         metrics.PUBLISH_SECONDS.observe(time.perf_counter() - started)
         metrics.PUBLISHED.labels(stream, event.type).inc()
@@ -50,7 +54,7 @@ class Publisher:
         started = time.perf_counter()
         async with self.redis.pipeline(transaction=False) as pipe:
             for stream, key, entry in prepared:
-                pipe.xadd(key, entry, maxlen=self.max_length.get(stream), approximate=True)  # type: ignore[arg-type]
+                pipe.xadd(key, entry, maxlen=self.max_length.get(stream), approximate=True)
             entry_ids = await pipe.execute()
         metrics.PUBLISH_SECONDS.observe(time.perf_counter() - started)
         for (stream, _, _), event in zip(prepared, events, strict=True):

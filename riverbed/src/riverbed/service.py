@@ -14,6 +14,7 @@ import contextlib
 import signal
 import time
 from collections.abc import Generator
+
 import structlog
 import uvicorn
 from fastapi import FastAPI
@@ -99,9 +100,7 @@ class Service:
     async def start(self) -> None:
         self._redis = connect(self.redis_settings)
         await self._redis.ping()
-        log.info(
-            "connected to Redis", url=redacted_url(self.redis_settings.url.get_secret_value())
-        )
+        log.info("connected to Redis", url=redacted_url(self.redis_settings.url.get_secret_value()))
         publisher = Publisher(self._redis)
         name = self.settings.consumer_name or default_consumer_name()
         for subscription in self.subscriptions:
@@ -130,7 +129,7 @@ class Service:
             for stream in self.monitor.streams:
                 try:
                     await self.monitor.trim_acknowledged(stream)
-                except Exception as error:  # noqa: BLE001 - retention must not stop the service
+                except Exception as error:
                     log.warning("retention trim failed", stream=stream, error=str(error))
 
     async def stop(self) -> None:

@@ -56,18 +56,15 @@ class ConsumerSettings(BaseSettings):
         default=7 * 24 * 3600, ge=1, description="how long a handled event id is remembered, s"
     )
     consumer_idle_remove_ms: int = Field(
-        default=3_600_000, ge=1_000, description="remove consumers idle this long with nothing pending, ms"
+        default=3_600_000,
+        ge=1_000,
+        description="remove consumers idle this long with nothing pending, ms",
     )
     shutdown_timeout_s: float = Field(default=30.0, gt=0, description="drain limit on SIGTERM, s")
-    retention_maxlen: int | None = Field(
-        default=None,
-        ge=1,
-        description="hard cap on stream length (approximate); None trims only what all groups acked",
-    )
 
     @property
     def keepalive_interval_ms(self) -> int:
-        """Refresh held entries three times per visibility timeout, so one missed beat is harmless."""
+        """Refresh held entries 3 times per visibility timeout: one missed beat is harmless."""
         return max(self.visibility_timeout_ms // 3, 10)
 
 

@@ -11,6 +11,7 @@ be started), so that they never touch a Redis they did not start.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import socket
@@ -18,7 +19,6 @@ import subprocess
 import tempfile
 import time
 import uuid
-import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,17 +66,23 @@ class RedisServer:
             raise RuntimeError(NO_REDIS_HELP)
         args = [
             binary,
-            "--bind", "127.0.0.1",
-            "--port", str(self.port),
-            "--dir", str(self.directory),
-            "--save", "",
-            "--appendonly", "no",
-            "--protected-mode", "yes",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--dir",
+            str(self.directory),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--protected-mode",
+            "yes",
         ]
         for name, value in self.extra_config.items():
             args += [f"--{name}", value]
         with open(self.directory / "redis.log", "ab") as log:  # the child keeps its own copy
-            self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)  # noqa: S603 - our args
         self._wait_until_answering()
 
     def _wait_until_answering(self, timeout: float = 10.0) -> None:
@@ -114,13 +120,13 @@ class RedisServer:
 
 def _docker_redis_url() -> tuple[str, object] | None:
     try:
-        from testcontainers.redis import RedisContainer  # type: ignore[import-untyped]
+        from testcontainers.redis import RedisContainer
     except ImportError:
         return None
     try:
         container = RedisContainer("redis:7.0")
         container.start()
-    except Exception:  # noqa: BLE001 - no daemon, no image: fall through to the error
+    except Exception:
         return None
     host = container.get_container_host_ip()
     port = container.get_exposed_port(6379)
@@ -202,7 +208,7 @@ def make_event(n: int, **attributes: Any) -> CloudEvent:
 
 async def wait_for(
     condition: Callable[[], Awaitable[bool]] | Callable[[], bool],
-    timeout: float = 15.0,
+    timeout: float = 15.0,  # noqa: ASYNC109 - s; the deadline is what this helper is for
     what: str = "condition",
 ) -> None:
     """Poll ``condition`` until true; fail after ``timeout`` seconds. Never a fixed sleep."""

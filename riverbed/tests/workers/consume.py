@@ -10,11 +10,25 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
+import sys
 from typing import Any
 
 from riverbed.consumer import Message
 from riverbed.service import Service
 from riverbed.settings import ServiceSettings
+
+
+def _install_task_dump() -> None:
+    """SIGUSR1 prints every asyncio task's stack: how a test shows where a worker hangs."""
+    loop = asyncio.get_running_loop()
+
+    def dump() -> None:
+        for task in asyncio.all_tasks(loop):
+            task.print_stack(file=sys.stdout)
+        sys.stdout.flush()
+
+    loop.add_signal_handler(signal.SIGUSR1, dump)
 
 
 def main() -> None:
@@ -30,6 +44,7 @@ def main() -> None:
     service = Service(settings)
 
     async def handle(message: Message[Any]) -> None:
+        _install_task_dump()
         await service.redis.hincrby(f"{effects}:calls", message.event.id, 1)
         await asyncio.sleep(delay_s)
         await service.redis.sadd(effects, message.event.id)

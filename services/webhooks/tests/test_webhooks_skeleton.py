@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import pytest
 import httpx
+import pytest
 
 from riverbed_webhooks.__main__ import create_service
 from riverbed_webhooks.settings import WebhooksSettings

@@ -1,0 +1,40 @@
+"""Run every Riverbed benchmark: consume, then publish (single and batched).
+
+Prints one line per figure on stdout, each with its baseline measured in the
+same run (DESIGN.md's form); notes for a human go to stderr. Nothing is
+asserted: the figures are for reading. See bench/README.md.
+
+    uv run --frozen python bench/run_all.py [--events N] [--repeat R] [--profile]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import platform
+import sys
+
+import consume
+import publish
+from _common import Options, bench_redis, note, parse_options
+
+
+async def run_all(url: str, options: Options) -> list[str]:
+    lines = await consume.run(url, options)
+    lines += await publish.run(url, options)
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = parse_options(__doc__.splitlines()[0], argv)
+    with bench_redis() as (url, where):
+        note(
+            f"Redis: {where}; Python {platform.python_version()}; {options.events} events "
+            f"consumed and batch-published, {max(options.events // 5, 1)} single-published; "
+            f"best of {options.repeat} alternating rounds after a warm-up"
+        )
+        asyncio.run(run_all(url, options))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
