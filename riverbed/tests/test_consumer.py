@@ -357,8 +357,31 @@ async def test_same_event_id_is_handled_once_per_group(
     )
     await wait_for(lambda: _is_zero(pending_count(redis_client, stream)), what="duplicate acked")
     assert calls[event.id] == 1
-    done = keys.idempotency_key(stream, "test", event.id)
-    assert 0 < await redis_client.ttl(done) <= fast_settings().idempotency_ttl_s
+    remembered_ms = await redis_client.zscore(keys.idempotency_key(stream, "test"), event.id)
+    assert remembered_ms is not None
+
+
+async def test_handled_event_ids_are_forgotten_after_the_idempotency_window(
+    start_consumer: ConsumerFactory,
+    publisher: Publisher,
+    redis_client: redis.asyncio.Redis,
+    unique: str,
+) -> None:
+    stream = f"t.{unique}"
+    done = keys.idempotency_key(stream, "test")
+    await redis_client.zadd(done, {"handled-long-ago": 1_000})  # ms since epoch: 1970
+    calls = 0
+
+    async def handler(message: Message[Any]) -> None:
+        nonlocal calls
+        calls += 1
+
+    await publisher.publish(make_event(1), stream=stream)
+    start_consumer(stream, handler)
+    await wait_for(lambda: _is_zero(pending_count(redis_client, stream)), what="acked")
+    assert calls == 1
+    assert await redis_client.zscore(done, "handled-long-ago") is None
+    assert await redis_client.zcard(done) == 1
 
 
 async def test_stop_drains_in_flight_handlers_and_acknowledges_them(

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import json
 import os
 import socket
@@ -130,6 +129,7 @@ class StreamConsumer:
         self.stream_key = keys.stream_key(self.stream)
         self.dead_letter_key = keys.dead_letter_key(self.stream)
         self.schedule_key = keys.retry_schedule_key(self.stream, self.group)
+        self.done_key = keys.idempotency_key(self.stream, self.group)
         self.backoff = subscription.backoff or Backoff(
             base_ms=settings.retry_base_ms,
             max_ms=settings.retry_max_ms,
@@ -143,13 +143,14 @@ class StreamConsumer:
         self._outcomes: list[_Outcome] = []
         self._outcome_ready = asyncio.Event()
         self._slot_free = asyncio.Event()
-        self._stopping = asyncio.Event()
+        self._stopping = asyncio.Event()  # no new reads or claims
+        self._closing = asyncio.Event()  # in-flight work is over: background loops end
         self._retry_soon = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._main: asyncio.Task[None] | None = None
         labels = (self.stream, self.group)
-        self._m_in_flight = metrics.IN_FLIGHT.labels(*labels)
-        self._m_handler = metrics.HANDLER_SECONDS
+        metrics.IN_FLIGHT.labels(*labels).set_function(lambda: len(self._in_flight))
+        self._by_type: dict[str, metrics.MessageMetrics] = {}
         self.running = False
 
     # -- lifecycle ---------------------------------------------------------
@@ -180,6 +181,7 @@ class StreamConsumer:
         """Stop reading; ``run()`` then drains in-flight work and returns."""
         self._stopping.set()
         self._slot_free.set()
+        self._retry_soon.set()
 
     @property
     def healthy(self) -> bool:
@@ -196,11 +198,15 @@ class StreamConsumer:
                 # their entries stay pending and are redelivered: nothing is lost
                 log.warning("handlers cut off at shutdown", count=len(unfinished))
                 await asyncio.gather(*unfinished, return_exceptions=True)
-        for task in self._tasks:
+        # background loops end on their own once closing is set (the flush loop after
+        # applying every outcome); cancelling is only the fallback for a stuck Redis call
+        self._closing.set()
+        self._outcome_ready.set()
+        self._retry_soon.set()
+        _, stuck = await asyncio.wait(self._tasks, timeout=self.settings.shutdown_timeout_s)
+        for task in stuck:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        with contextlib.suppress(*REDIS_DOWN):
-            await self._apply_outcomes()
 
     async def _pause(self, seconds: float) -> None:
         """Sleep, but wake at once when stopping."""
@@ -253,7 +259,8 @@ class StreamConsumer:
         streams: dict[Any, Any] = {self.stream_key: ">"}
         while not self._stopping.is_set():
             free = self.settings.concurrency - len(self._in_flight)
-            if free <= 0:
+            # reading for a few free slots makes many small round trips: wait for half a batch
+            if free < min(self.settings.batch_size, self.settings.concurrency) // 2 or free <= 0:
                 self._slot_free.clear()
                 await self._slot_free.wait()
                 continue
@@ -362,27 +369,37 @@ class StreamConsumer:
                 metrics.DUPLICATES_SKIPPED.labels(self.stream, self.group).inc()
                 self._record(_Outcome(entry_id, parsed.type, parsed.id, "ack", attempt=attempt))
                 continue
-            task = asyncio.create_task(self._handle(entry_id, fields, attempt, parsed))
-            self._in_flight[entry_id] = task
-            task.add_done_callback(functools.partial(self._release, entry_id))
-        self._m_in_flight.set(len(self._in_flight))
+            self._in_flight[entry_id] = asyncio.create_task(
+                self._handle(entry_id, fields, attempt, parsed)
+            )
 
     async def _already_handled(self, event_ids: list[str]) -> set[str]:
+        """Event ids this group handled within the idempotency window (one ZMSCORE)."""
         if not event_ids:
             return set()
-        done_keys = [keys.idempotency_key(self.stream, self.group, i) for i in event_ids]
         try:
-            found = await self.redis.mget(done_keys)
+            scores = await self.redis.zmscore(self.done_key, event_ids)
         except REDIS_DOWN:
             return set()  # handling again is safe: effects are idempotent downstream
-        return {event_id for event_id, hit in zip(event_ids, found, strict=True) if hit}
+        oldest_ms = time.time() * 1000 - self.settings.idempotency_ttl_s * 1000
+        return {
+            event_id
+            for event_id, handled_ms in zip(event_ids, scores, strict=True)
+            if handled_ms is not None and handled_ms >= oldest_ms
+        }
 
-    def _release(self, entry_id: str, _task: object = None) -> None:
+    def _release(self, entry_id: str) -> None:
         self._in_flight.pop(entry_id, None)
-        self._m_in_flight.set(len(self._in_flight))
         self._slot_free.set()
 
     # -- handling ----------------------------------------------------------
+
+    def _counters(self, event_type: str) -> metrics.MessageMetrics:
+        found = self._by_type.get(event_type)
+        if found is None:
+            found = metrics.MessageMetrics.of(self.stream, self.group, event_type)
+            self._by_type[event_type] = found
+        return found
 
     async def _handle(
         self,
@@ -413,8 +430,13 @@ class StreamConsumer:
                     reason="max_deliveries",
                 )
             else:
-                await self._run_handler(outcome, parsed)
+                try:
+                    await self._run_handler(outcome, parsed)
+                except asyncio.CancelledError:
+                    self._release(entry_id)  # cut off at shutdown: stays pending, redelivered
+                    raise
         self._record(outcome)
+        self._release(entry_id)
 
     async def _run_handler(self, outcome: _Outcome, event: CloudEvent) -> None:
         metric_type = outcome.event_type
@@ -426,7 +448,7 @@ class StreamConsumer:
             outcome.event_type = metric_type
             self._fail(outcome, error, permanent=True, reason="invalid")
             return
-        metrics.CONSUMED.labels(self.stream, self.group, metric_type).inc()
+        self._counters(metric_type).consumed.inc()
         message: Message[Any] = Message(
             event, payload, outcome.entry_id, self.stream, outcome.attempt
         )
@@ -446,9 +468,7 @@ class StreamConsumer:
         except Exception as error:
             self._fail(outcome, error, permanent=False, reason="error")
         finally:
-            self._m_handler.labels(self.stream, self.group, metric_type).observe(
-                time.perf_counter() - started
-            )
+            self._counters(metric_type).handler_seconds.observe(time.perf_counter() - started)
 
     def _fail(
         self,
@@ -493,8 +513,8 @@ class StreamConsumer:
     async def _flush_loop(self) -> None:
         while True:
             await self._outcome_ready.wait()
-            if self.settings.ack_flush_ms:
-                await asyncio.sleep(self.settings.ack_flush_ms / 1000)
+            if self.settings.ack_flush_ms and not self._closing.is_set():
+                await asyncio.sleep(self.settings.ack_flush_ms / 1000)  # let acks gather
             self._outcome_ready.clear()
             while self._outcomes:
                 try:
@@ -502,6 +522,8 @@ class StreamConsumer:
                 except REDIS_DOWN as error:
                     log.warning("could not apply outcomes; will retry", error=str(error))
                     await asyncio.sleep(1.0)  # s; outcomes are kept until applied
+            if self._closing.is_set():
+                return
 
     async def _apply_outcomes(self) -> None:
         """Apply what handlers decided; outcomes stay queued if Redis fails midway."""
@@ -531,14 +553,17 @@ class StreamConsumer:
     async def _acknowledge(self, acks: list[_Outcome]) -> None:
         entry_ids = [o.entry_id for o in acks]
         if self.subscription.idempotent:
-            done_keys = [
-                keys.idempotency_key(self.stream, self.group, o.event_id)
-                for o in acks
-                if o.event_id is not None
-            ]
+            event_ids = [o.event_id for o in acks if o.event_id is not None]
             await self._ack_done(
-                keys=[self.stream_key, *done_keys],
-                args=[self.group, self.settings.idempotency_ttl_s, *entry_ids],
+                keys=[self.stream_key, self.done_key],
+                args=[
+                    self.group,
+                    int(time.time() * 1000),
+                    self.settings.idempotency_ttl_s * 1000,
+                    len(entry_ids),
+                    *entry_ids,
+                    *event_ids,
+                ],
             )
         else:
             await self.redis.xack(self.stream_key, self.group, *entry_ids)
@@ -546,7 +571,7 @@ class StreamConsumer:
         for o in acks:
             by_type[o.event_type] = by_type.get(o.event_type, 0) + 1
         for event_type, count in by_type.items():
-            metrics.ACKNOWLEDGED.labels(self.stream, self.group, event_type).inc(count)
+            self._counters(event_type).acknowledged.inc(count)
 
     def _dead_letter_fields(self, outcome: _Outcome) -> list[str | bytes | int]:
         error = outcome.error
@@ -570,8 +595,10 @@ class StreamConsumer:
 
     async def _keepalive_loop(self) -> None:
         interval = self.settings.keepalive_interval_ms / 1000
-        while True:
-            await asyncio.sleep(interval)
+        while not self._closing.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), timeout=interval)
+                return
             held = list(self._in_flight)
             if not held:
                 continue

@@ -10,7 +10,7 @@ Layout (``<s>`` is a logical stream name such as ``email.requested``):
 - ``rb:{<s>}:stream``                 the stream itself (no TTL, ever)
 - ``rb:{<s>}:dlq``                    its dead-letter stream (no TTL)
 - ``rb:{<s>}:retry:<group>``          sorted set: entry id -> due time (ms since epoch)
-- ``rb:{<s>}:done:<group>:<event-id>`` idempotency marker (TTL: settings, seconds)
+- ``rb:{<s>}:done:<group>``           sorted set: handled event id -> when (ms); trimmed to a window
 - ``rb:cache:{<ns>}:v``               namespace version counter (no TTL; one per namespace)
 - ``rb:cache:{<ns>}:<version>:<key>`` cache entry (always a TTL)
 """
@@ -41,8 +41,9 @@ def retry_schedule_key(stream: str, group: str) -> str:
     return f"{_tag(stream)}:retry:{group}"
 
 
-def idempotency_key(stream: str, group: str, event_id: str) -> str:
-    return f"{_tag(stream)}:done:{group}:{event_id}"
+def idempotency_key(stream: str, group: str) -> str:
+    """Sorted set of the event ids ``group`` handled, scored by when (ms since epoch)."""
+    return f"{_tag(stream)}:done:{group}"
 
 
 def logical_stream_of(key: str) -> str:

@@ -21,6 +21,7 @@ import re
 import sys
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
+from contextvars import ContextVar, Token
 from typing import Any, Final, Literal
 
 import structlog
@@ -172,6 +173,7 @@ def configure_logging(level: str = "INFO", fmt: str = "auto", service: str | Non
     # Applied to stdlib records only; structlog events get the same from the chain below.
     foreign_pre_chain: list[Processor] = [
         structlog.contextvars.merge_contextvars,
+        merge_message_context,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.stdlib.ExtraAdder(),
@@ -218,6 +220,7 @@ def configure_logging(level: str = "INFO", fmt: str = "auto", service: str | Non
         processors=[
             structlog.stdlib.filter_by_level,
             structlog.contextvars.merge_contextvars,
+            merge_message_context,
             structlog.stdlib.add_log_level,
             structlog.stdlib.add_logger_name,
             structlog.stdlib.PositionalArgumentsFormatter(),
@@ -236,6 +239,38 @@ def get_logger(name: str | None = None) -> structlog.stdlib.BoundLogger:
     return logger
 
 
+#: the message being handled in this task: one context variable, set once per message,
+#: so binding costs one ``ContextVar.set`` on the hot path however many fields it has
+_MESSAGE_CONTEXT: ContextVar[Mapping[str, Any] | None] = ContextVar(
+    "riverbed_message_context", default=None
+)
+
+
+def merge_message_context(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
+    """Add the bound message's fields to a log line (explicit fields win)."""
+    context = _MESSAGE_CONTEXT.get()
+    if context:
+        for key, value in context.items():
+            if value is not None:
+                event_dict.setdefault(key, value)
+    return event_dict
+
+
+class _MessageContext(AbstractContextManager[None]):
+    __slots__ = ("_context", "_token")
+
+    def __init__(self, context: Mapping[str, Any]) -> None:
+        self._context = context
+        self._token: Token[Mapping[str, Any] | None] | None = None
+
+    def __enter__(self) -> None:
+        self._token = _MESSAGE_CONTEXT.set(self._context)
+
+    def __exit__(self, *_: object) -> None:
+        if self._token is not None:
+            _MESSAGE_CONTEXT.reset(self._token)
+
+
 def bind_message_context(
     *,
     event_id: str | None,
@@ -248,18 +283,17 @@ def bind_message_context(
     """Bind one message's identity to every log line written inside the ``with`` block.
 
     ``None`` (an entry that could not be decoded has no event id, type or correlation
-    id) leaves that key out rather than logging ``null``. Uses context variables, so
+    id) leaves that key out rather than logging ``null``. Uses a context variable, so
     concurrent handlers in one event loop each see their own message; on exit the
-    previous values (if any) come back.
+    previous message (if any) comes back.
     """
-    context: dict[str, Any] = {
-        "event_id": event_id,
-        "event_type": event_type,
-        "stream": stream,
-        "entry_id": entry_id,
-        "attempt": attempt,
-        "correlation_id": correlation_id,
-    }
-    return structlog.contextvars.bound_contextvars(
-        **{key: value for key, value in context.items() if value is not None}
+    return _MessageContext(
+        {
+            "event_id": event_id,
+            "event_type": event_type,
+            "stream": stream,
+            "entry_id": entry_id,
+            "attempt": attempt,
+            "correlation_id": correlation_id,
+        }
     )

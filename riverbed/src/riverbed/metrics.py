@@ -7,6 +7,9 @@ user input.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from prometheus_client import Counter, Gauge, Histogram
 
 # -- cache -----------------------------------------------------------------
@@ -51,6 +54,24 @@ HANDLER_SECONDS = Histogram(
     _MESSAGE,
     buckets=(0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
+
+
+@dataclass(frozen=True)
+class MessageMetrics:
+    """The per-message series of one (stream, group, type), looked up once, not per message."""
+
+    consumed: Any
+    acknowledged: Any
+    handler_seconds: Any
+
+    @classmethod
+    def of(cls, stream: str, group: str, event_type: str) -> MessageMetrics:
+        labels = (stream, group, event_type)
+        return cls(
+            CONSUMED.labels(*labels), ACKNOWLEDGED.labels(*labels), HANDLER_SECONDS.labels(*labels)
+        )
+
+
 IN_FLIGHT = Gauge("riverbed_in_flight", "Entries being handled now", ["stream", "group"])
 DUPLICATES_SKIPPED = Counter(
     "riverbed_duplicates_skipped_total",

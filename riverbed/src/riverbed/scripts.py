@@ -86,12 +86,21 @@ return lost
 """
 
 #: Acknowledge handled entries and remember their event ids, atomically.
-#: KEYS: stream, then one idempotency key per event. ARGV: group, ttl (s), entry ids...
+#: KEYS: stream, the group's idempotency set (event id -> ms handled).
+#: ARGV: group, now (ms), window (ms), n, n entry ids, then the event ids.
+#: Members older than the window are dropped on the way (O(log N + dropped)).
 ACK_DONE: Final = """
-for i = 2, #KEYS do
-  redis.call('SET', KEYS[i], '1', 'EX', ARGV[2])
+local now, window, n = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local scored = {}
+for i = 5 + n, #ARGV do
+  scored[#scored + 1] = now
+  scored[#scored + 1] = ARGV[i]
 end
-return redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, 3))
+if #scored > 0 then
+  redis.call('ZADD', KEYS[2], unpack(scored))
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - window)
+end
+return redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, 5, 4 + n))
 """
 
 #: Copy an entry to the dead-letter stream and acknowledge it, atomically.

@@ -38,7 +38,9 @@ class ConsumerSettings(BaseSettings):
 
     batch_size: int = Field(default=100, ge=1, le=10_000, description="entries per XREADGROUP")
     block_ms: int = Field(default=2_000, ge=1, description="XREADGROUP BLOCK, ms")
-    concurrency: int = Field(default=100, ge=1, description="handlers running at once")
+    concurrency: int = Field(
+        default=200, ge=1, description="handlers running at once (2 batches keeps reads full)"
+    )
     max_deliveries: int = Field(
         default=5, ge=1, description="deliveries before an entry is dead-lettered"
     )
@@ -53,7 +55,7 @@ class ConsumerSettings(BaseSettings):
     retry_jitter: float = Field(default=0.2, ge=0, le=1, description="± fraction of a delay")
     ack_flush_ms: int = Field(default=5, ge=0, description="max wait to group acks, ms")
     idempotency_ttl_s: int = Field(
-        default=7 * 24 * 3600, ge=1, description="how long a handled event id is remembered, s"
+        default=24 * 3600, ge=1, description="how long a handled event id is remembered, s"
     )
     consumer_idle_remove_ms: int = Field(
         default=3_600_000,
