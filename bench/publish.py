@@ -17,7 +17,6 @@ Run alone: ``uv run --frozen python bench/publish.py [--events N] [--repeat R]``
 
 from __future__ import annotations
 
-import asyncio
 import gc
 from collections.abc import Awaitable, Callable
 
@@ -37,7 +36,7 @@ from _common import (
     unique_stream,
 )
 
-from riverbed import keys
+from riverbed import eventloop, keys
 from riverbed.connection import connect
 from riverbed.publisher import Publisher
 from riverbed.settings import RedisSettings
@@ -176,7 +175,7 @@ def main() -> None:
     options = parse_options(__doc__.splitlines()[0])
     with bench_redis() as (url, where):
         note(f"Redis: {where}; {options.events} events; best of {options.repeat} rounds")
-        asyncio.run(run(url, options))
+        eventloop.run(run(url, options))
 
 
 if __name__ == "__main__":

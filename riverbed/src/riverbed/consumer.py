@@ -138,6 +138,7 @@ class StreamConsumer:
         self._claim = redis.register_script(scripts.CLAIM)
         self._keepalive = redis.register_script(scripts.KEEPALIVE)
         self._ack_done = redis.register_script(scripts.ACK_DONE)
+        self._handled = redis.register_script(scripts.HANDLED)
         self._dead_letter = redis.register_script(scripts.DEAD_LETTER)
         self._in_flight: dict[str, asyncio.Task[None]] = {}
         self._outcomes: list[_Outcome] = []
@@ -374,19 +375,17 @@ class StreamConsumer:
             )
 
     async def _already_handled(self, event_ids: list[str]) -> set[str]:
-        """Event ids this group handled within the idempotency window (one ZMSCORE)."""
+        """Event ids this group handled within the idempotency window (one script call)."""
         if not event_ids:
             return set()
+        oldest_ms = int(time.time() * 1000) - self.settings.idempotency_ttl_s * 1000
         try:
-            scores = await self.redis.zmscore(self.done_key, event_ids)
+            flags = await self._handled(
+                keys=[self.done_key], args=[oldest_ms, json.dumps(event_ids)]
+            )
         except REDIS_DOWN:
             return set()  # handling again is safe: effects are idempotent downstream
-        oldest_ms = time.time() * 1000 - self.settings.idempotency_ttl_s * 1000
-        return {
-            event_id
-            for event_id, handled_ms in zip(event_ids, scores, strict=True)
-            if handled_ms is not None and handled_ms >= oldest_ms
-        }
+        return {event_id for event_id, flag in zip(event_ids, flags, strict=True) if flag}
 
     def _release(self, entry_id: str) -> None:
         self._in_flight.pop(entry_id, None)
@@ -560,9 +559,8 @@ class StreamConsumer:
                     self.group,
                     int(time.time() * 1000),
                     self.settings.idempotency_ttl_s * 1000,
-                    len(entry_ids),
-                    *entry_ids,
-                    *event_ids,
+                    json.dumps(entry_ids),
+                    json.dumps(event_ids),
                 ],
             )
         else:

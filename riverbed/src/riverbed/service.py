@@ -19,7 +19,7 @@ import structlog
 import uvicorn
 from fastapi import FastAPI
 
-from riverbed import metrics
+from riverbed import eventloop, metrics
 from riverbed.backoff import Backoff
 from riverbed.connection import Redis, connect, redacted_url
 from riverbed.consumer import Handler, StreamConsumer, Subscription, default_consumer_name
@@ -195,7 +195,7 @@ class Service:
     def run(self) -> None:
         """Entry point for ``main()``: configure logging, serve until a signal."""
         configure_logging(self.settings.log_level, self.settings.log_format)
-        asyncio.run(self.serve())
+        eventloop.run(self.serve())
 
     # -- health ---------------------------------------------------------------
 
