@@ -28,10 +28,11 @@ import pytest
 import redis
 import redis.asyncio
 
-from riverbed.consumer import Handler, StreamConsumer, Subscription
+from riverbed.consumer import Handler, Message, StreamConsumer, Subscription
 from riverbed.publisher import Publisher
 from riverbed.settings import ConsumerSettings
 from riverbed_contracts import CloudEvent
+from riverbed_contracts.registry import get_spec
 
 NO_REDIS_HELP = (
     "no Redis for the integration tests: set REDIS_URL=redis://host:port/db, or install "
@@ -280,3 +281,13 @@ async def start_consumer(
 @pytest.fixture
 def publisher(redis_client: redis.asyncio.Redis) -> Publisher:
     return Publisher(redis_client)
+
+
+def message_for(event: CloudEvent, *, attempt: int = 1, entry_id: str = "0-1") -> Message[Any]:
+    """The Message a handler would get for ``event``: for unit tests of handlers, no Redis.
+
+    The payload is validated against the contract exactly as the consumer does it, so a
+    handler test cannot pass on data the runtime would have dead-lettered.
+    """
+    spec = get_spec(event.type)
+    return Message(event, spec.model.model_validate(event.data), entry_id, spec.stream, attempt)
