@@ -155,6 +155,35 @@ async def test_poison_message_goes_to_dead_letter_after_3_deliveries_while_other
     await wait_for(lambda: _is_zero(pending_count(redis_client, stream)), what="poison acked")
 
 
+async def test_entry_that_keeps_killing_its_consumer_is_dead_lettered_without_running(
+    start_consumer: ConsumerFactory,
+    publisher: Publisher,
+    redis_client: redis.asyncio.Redis,
+    unique: str,
+) -> None:
+    """A handler that crashes the process never reports a failure; the count still grows."""
+    stream = f"t.{unique}"
+    key = keys.stream_key(stream)
+    [entry_id] = await publisher.publish_many([make_event(1)], stream=stream)
+    await redis_client.xgroup_create(key, "test", id="0")
+    await redis_client.xreadgroup("test", "crashed-1", {key: ">"}, count=1)
+    for crashed in ("crashed-2", "crashed-3"):  # two more deliveries, each a crash
+        await redis_client.xclaim(key, "test", crashed, 0, [entry_id])
+    called = False
+
+    async def handler(message: Message[Any]) -> None:
+        nonlocal called
+        called = True
+
+    start_consumer(
+        stream, handler, settings=fast_settings(max_deliveries=3, visibility_timeout_ms=100)
+    )
+    await wait_for(lambda: dead_letters(redis_client, stream), what="a dead letter")
+    [dead] = await dead_letters(redis_client, stream)
+    assert (dead["reason"], dead["attempts"]) == ("max_deliveries", "4")
+    assert not called
+
+
 async def test_permanent_error_dead_letters_at_once(
     start_consumer: ConsumerFactory,
     publisher: Publisher,

@@ -241,7 +241,8 @@ class StreamConsumer:
         try:
             return await call()
         except ResponseError as error:
-            if "NOGROUP" in str(error):
+            # NOGROUP: the group is gone; UNBLOCKED: the stream vanished under a blocked read
+            if "NOGROUP" in str(error) or "UNBLOCKED" in str(error):
                 with contextlib.suppress(*REDIS_DOWN, ResponseError):
                     await self._recreate_group(error)
             else:
@@ -525,7 +526,8 @@ class StreamConsumer:
                 return
 
     async def _apply_outcomes(self) -> None:
-        """Apply what handlers decided; outcomes stay queued if Redis fails midway."""
+        """Apply what handlers decided, one kind at a time; an outcome leaves the queue only
+        once applied, so a Redis failure midway neither loses nor repeats any of them."""
         while self._outcomes:
             batch = self._outcomes[:1000]  # bounded script arguments
             acks = [o for o in batch if o.kind == "ack"]
@@ -533,11 +535,13 @@ class StreamConsumer:
             dead = [o for o in batch if o.kind == "dead"]
             if acks:
                 await self._acknowledge(acks)
+                self._forget(acks)
             if retries:
                 now_ms = int(time.time() * 1000)
                 await self.redis.zadd(
                     self.schedule_key, {o.entry_id: now_ms + o.delay_ms for o in retries}
                 )
+                self._forget(retries)
                 for o in retries:
                     metrics.RETRIED.labels(self.stream, self.group, o.event_type).inc()
                 self._retry_soon.set()
@@ -546,8 +550,12 @@ class StreamConsumer:
                     keys=[self.stream_key, self.dead_letter_key],
                     args=[self.group, o.entry_id, *self._dead_letter_fields(o)],
                 )
+                self._forget([o])
                 metrics.DEAD_LETTERED.labels(self.stream, self.group, o.event_type, o.reason).inc()
-            del self._outcomes[: len(batch)]
+
+    def _forget(self, applied: list[_Outcome]) -> None:
+        done = {id(o) for o in applied}
+        self._outcomes = [o for o in self._outcomes if id(o) not in done]
 
     async def _acknowledge(self, acks: list[_Outcome]) -> None:
         entry_ids = [o.entry_id for o in acks]
