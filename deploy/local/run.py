@@ -45,6 +45,8 @@ from pathlib import Path
 from types import FrameType
 from typing import IO
 
+from riverbed.connection import redacted_url
+
 ROOT = Path(__file__).resolve().parents[2]
 VAR = ROOT / "var"
 REDIS_CONF = ROOT / "deploy" / "redis" / "redis.conf"
@@ -147,15 +149,6 @@ def free_port() -> int:
         sock.bind((HOST, 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-def redacted_url(url: str) -> str:
-    scheme, sep, rest = url.partition("://")
-    if sep and "@" in rest:
-        userinfo, _, hostpart = rest.rpartition("@")
-        user = userinfo.split(":", 1)[0]
-        return f"{scheme}://{user}:[redacted]@{hostpart}"
-    return url
 
 
 def spawn(name: str, args: list[str], env: dict[str, str], log_path: Path | None) -> Child:

@@ -432,8 +432,7 @@ async def test_stop_drains_in_flight_handlers_and_acknowledges_them(
     consumer = start_consumer(stream, handler)
     await asyncio.wait_for(started.wait(), 10)
     consumer.stop()
-    assert consumer._main is not None
-    await asyncio.wait_for(consumer._main, 10)
+    await asyncio.wait_for(consumer.join(), 10)
     assert len(finished) == 5
     assert await pending_count(redis_client, stream) == 0
 
@@ -510,6 +509,5 @@ async def test_emitted_events_are_published_before_the_ack(own_redis: Any, uniqu
         assert emitted["correlationid"] == "order-9"
     finally:
         consumer.stop()
-        assert consumer._main is not None
-        await consumer._main
+        await consumer.join()
         await client.aclose()

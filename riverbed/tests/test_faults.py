@@ -166,8 +166,7 @@ async def test_flushall_recreates_the_group_and_consumption_resumes(
         assert consumer.healthy
     finally:
         consumer.stop()
-        assert consumer._main is not None
-        await consumer._main
+        await consumer.join()
         await client.aclose()
 
 
@@ -207,8 +206,7 @@ async def test_redis_restart_does_not_stop_the_consumer(
         await wait_for(lambda: after.id in seen, timeout=30, what="consumption after restart")
     finally:
         consumer.stop()
-        assert consumer._main is not None
-        await consumer._main
+        await consumer.join()
         await client.aclose()
 
 

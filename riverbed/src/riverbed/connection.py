@@ -47,11 +47,21 @@ async def redis_connection(settings: RedisSettings) -> AsyncIterator[Redis]:
         await client.aclose()
 
 
+#: query parameters redis-py reads secrets from
+_SECRET_QUERY_PARAMS = frozenset({"password", "ssl_password"})
+
+
 def redacted_url(url: str) -> str:
-    """The URL with any password replaced, fit for logs."""
+    """The URL with any password (userinfo, ?password=, ?ssl_password=) replaced, fit for logs."""
     scheme, sep, rest = url.partition("://")
-    if "@" not in rest:
-        return url
-    credentials, _, host = rest.rpartition("@")
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}{sep}{user + ':' if user else ''}***@{host}"
+    if "@" in rest:
+        credentials, _, rest = rest.rpartition("@")
+        user = credentials.split(":", 1)[0]
+        rest = f"{user + ':' if user else ''}***@{rest}"
+    location, qmark, query = rest.partition("?")
+    if qmark:
+        query = "&".join(
+            f"{name}=***" if (name := part.partition("=")[0]) in _SECRET_QUERY_PARAMS else part
+            for part in query.split("&")
+        )
+    return f"{scheme}{sep}{location}{qmark}{query}"

@@ -152,13 +152,11 @@ class StreamConsumer:
         labels = (self.stream, self.group)
         metrics.IN_FLIGHT.labels(*labels).set_function(lambda: len(self._in_flight))
         self._by_type: dict[str, metrics.MessageMetrics] = {}
-        self.running = False
 
     # -- lifecycle ---------------------------------------------------------
 
     async def run(self) -> None:
         """Consume until stopped; returns after the drain."""
-        self.running = True
         log.info("consumer starting", stream=self.stream, group=self.group, consumer=self.name)
         try:
             await self._ensure_group()
@@ -171,12 +169,16 @@ class StreamConsumer:
             await self._read_loop()
         finally:
             await self._drain()
-            self.running = False
             log.info("consumer stopped", stream=self.stream, group=self.group, consumer=self.name)
 
     def start(self) -> asyncio.Task[None]:
         self._main = asyncio.create_task(self.run(), name=f"consumer:{self.stream}:{self.group}")
         return self._main
+
+    async def join(self) -> None:
+        """Wait until ``run()`` has returned (after :meth:`stop`, once drained)."""
+        if self._main is not None:
+            await asyncio.gather(self._main, return_exceptions=True)
 
     def stop(self) -> None:
         """Stop reading; ``run()`` then drains in-flight work and returns."""

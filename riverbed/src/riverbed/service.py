@@ -138,9 +138,7 @@ class Service:
         await asyncio.gather(*self._background, return_exceptions=True)
         for consumer in self.consumers:
             consumer.stop()
-        for consumer in self.consumers:
-            if consumer._main is not None:
-                await asyncio.gather(consumer._main, return_exceptions=True)
+        await asyncio.gather(*(consumer.join() for consumer in self.consumers))
         if self._redis is not None:
             await self._redis.aclose()
             self._redis = None

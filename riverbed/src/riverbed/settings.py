@@ -13,7 +13,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class RedisSettings(BaseSettings):
     """How to reach Redis: ``REDIS_URL`` (redis://, rediss://, unix://; ACL user:password in it)."""
 
-    model_config = SettingsConfigDict(env_prefix="REDIS_", extra="ignore")
+    # hide_input_in_errors: a refused URL may carry a password
+    model_config = SettingsConfigDict(
+        env_prefix="REDIS_", extra="ignore", hide_input_in_errors=True
+    )
 
     url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
     socket_timeout: float = Field(default=10.0, gt=0, description="seconds, per command")
@@ -23,7 +26,9 @@ class RedisSettings(BaseSettings):
     @field_validator("url")
     @classmethod
     def _known_scheme(cls, url: SecretStr) -> SecretStr:
-        scheme = url.get_secret_value().split("://", 1)[0]
+        scheme, sep, _ = url.get_secret_value().partition("://")
+        if not sep:
+            raise ValueError("REDIS_URL must start with redis://, rediss:// or unix://")
         if scheme not in {"redis", "rediss", "unix"}:
             raise ValueError(
                 f"REDIS_URL scheme {scheme!r} is not supported; use redis://, rediss:// or unix://"

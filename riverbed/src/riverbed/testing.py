@@ -275,7 +275,7 @@ async def start_consumer(
     yield factory
     for consumer in started:
         consumer.stop()
-    await asyncio.gather(*(c._main for c in started if c._main), return_exceptions=True)
+    await asyncio.gather(*(c.join() for c in started))
 
 
 @pytest.fixture
