@@ -76,3 +76,28 @@ def cache_lease_key(namespace: str, version: int, key: str) -> str:
     are integers), so it never collides with an entry key.
     """
     return f"{PREFIX}:cache:{{{namespace}}}:lease:{version}:{key}"
+
+
+# -- gateway ----------------------------------------------------------------------
+# The gateway's keys are per API key or per request, not per stream: they get their
+# own hash tags, and are never used in one script with a stream.
+
+
+def api_keys_key() -> str:
+    """Hash: sha256 of an API key (hex) -> JSON {name, scopes, created_at}. No TTL."""
+    return f"{PREFIX}:gateway:api-keys"
+
+
+def request_idempotency_key(api_key_name: str, idempotency_key: str) -> str:
+    """JSON record of one idempotent request (TTL: the idempotency window, 24 h default)."""
+    return f"{PREFIX}:gateway:idem:{{{api_key_name}}}:{idempotency_key}"
+
+
+def rate_limit_key(api_key_name: str) -> str:
+    """GCRA state of one API key: its theoretical arrival time (TTL: one burst period)."""
+    return f"{PREFIX}:gateway:rate:{{{api_key_name}}}"
+
+
+def inbound_event_key(provider: str, provider_event_id: str) -> str:
+    """Marker of a provider webhook event already published (TTL: the dedup window)."""
+    return f"{PREFIX}:gateway:inbound:{{{provider}}}:{provider_event_id}"

@@ -7,7 +7,12 @@ same entry, and a dead-letter copy is never written without its acknowledgement.
 
 from __future__ import annotations
 
-from typing import Final
+import hashlib
+from collections.abc import Sequence
+from typing import Any, Final
+
+from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
 
 #: Claim entries for this consumer. KEYS: stream, retry schedule.
 #: ARGV: mode, group, consumer, min idle (ms), count, now (ms since epoch),
@@ -125,3 +130,24 @@ DEAD_LETTER: Final = """
 redis.call('XADD', KEYS[2], '*', unpack(ARGV, 3))
 return redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 """
+
+
+class LuaScript:
+    """A script bound to no client: ``await script(redis, keys=[…], args=[…])``.
+
+    For components that get their client after construction (at service start-up).
+    EVALSHA first; on NOSCRIPT (a restarted or flushed Redis) it loads and retries.
+    """
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1
+
+    async def __call__(
+        self, redis: Redis, *, keys: Sequence[str], args: Sequence[str | int | float]
+    ) -> Any:
+        try:
+            return await redis.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            await redis.script_load(self.source)
+            return await redis.evalsha(self.sha, len(keys), *keys, *args)

@@ -1,21 +1,13 @@
-"""Entry point: `riverbed-gateway` (or `python -m riverbed_gateway`).
-
-A skeleton until the gateway issue lands: it serves /healthz, /readyz and /metrics
-on its port and consumes nothing yet.
-"""
+"""Entry point: `riverbed-gateway` (or `python -m riverbed_gateway`)."""
 
 from __future__ import annotations
 
-from riverbed.service import Service
+from riverbed_gateway.app import create_gateway
 from riverbed_gateway.settings import GatewaySettings
 
 
-def create_service(settings: GatewaySettings) -> Service:
-    return Service(settings)
-
-
 def main() -> None:
-    create_service(GatewaySettings()).run()
+    create_gateway(GatewaySettings()).run()
 
 
 if __name__ == "__main__":

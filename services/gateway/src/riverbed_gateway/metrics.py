@@ -1,0 +1,29 @@
+"""The gateway's own metrics (the runtime's publish metrics count published events)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+REQUESTS = Counter(
+    "riverbed_gateway_requests_total", "HTTP requests by route and status", ["route", "status"]
+)
+REQUEST_SECONDS = Histogram(
+    "riverbed_gateway_request_seconds",
+    "HTTP request latency by route",
+    ["route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+REJECTED = Counter("riverbed_gateway_rejected_total", "Refused requests by reason", ["reason"])
+ACCEPTED_EVENTS = Counter(
+    "riverbed_gateway_accepted_events_total", "Events accepted, by type", ["type"]
+)
+BACKPRESSURE_CEILING = Gauge(
+    "riverbed_gateway_backpressure_ceiling",
+    "Size past which a stream refuses new events (503)",
+    ["kind"],
+)
+BACKPRESSURE_ACTIVE = Gauge(
+    "riverbed_gateway_backpressure_active",
+    "1 while a target stream is past a ceiling and refusing events",
+    ["stream"],
+)
