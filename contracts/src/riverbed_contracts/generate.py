@@ -19,6 +19,8 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
 # Key names are built in one place, the runtime's ``riverbed.keys``; this
 # generator is a development tool and runs in the workspace, where it is installed.
 from riverbed import keys
@@ -53,10 +55,15 @@ def _inline_refs(node: Any, defs: Mapping[str, Any]) -> Any:
     return {k: _inline_refs(v, defs) for k, v in node.items() if k != "$defs"}
 
 
-def payload_schema(spec: EventSpec) -> dict[str, Any]:
-    schema = spec.model.model_json_schema()
+def self_contained_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The JSON Schema of ``model`` with no ``$ref``: embeddable in any document."""
+    schema = model.model_json_schema()
     inlined: dict[str, Any] = _inline_refs(schema, schema.get("$defs", {}))
     return inlined
+
+
+def payload_schema(spec: EventSpec) -> dict[str, Any]:
+    return self_contained_schema(spec.model)
 
 
 def event_schema(spec: EventSpec) -> dict[str, Any]:

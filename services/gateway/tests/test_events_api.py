@@ -280,3 +280,18 @@ async def test_backpressure_is_503_when_a_stream_passes_its_ceiling(
             assert 'riverbed_gateway_backpressure_active{stream="email.requested"} 1.0' in metrics
     finally:
         await service.stop()
+
+
+async def test_no_api_key_ever_appears_in_the_logs(
+    start_gateway: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from riverbed.logging import configure_logging
+
+    configure_logging("DEBUG", "json")
+    secret = f"sk-{uuid.uuid4().hex}"
+    _, http = await start_gateway(api_keys=[{"name": "logged", "key": secret}])
+    await http.post("/v1/events", json=email(), headers={"Authorization": f"Bearer {secret}"})
+    await http.post("/v1/events", json=email(), headers={"Authorization": f"Bearer {secret}x"})
+    output = capsys.readouterr().out
+    assert '"path": "/v1/events"' in output, "the access log was written"
+    assert secret not in output

@@ -1,14 +1,10 @@
-"""Entry point: `riverbed-gateway` (or `python -m riverbed_gateway`)."""
+"""Entry point: `riverbed-gateway` (or `python -m riverbed_gateway`); see riverbed_gateway.cli."""
 
 from __future__ import annotations
 
-from riverbed_gateway.app import create_gateway
-from riverbed_gateway.settings import GatewaySettings
+import sys
 
-
-def main() -> None:
-    create_gateway(GatewaySettings()).run()
-
+from riverbed_gateway.cli import main
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -20,6 +20,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 from riverbed.connection import Redis
 from riverbed.publisher import Publisher
 from riverbed_contracts import CloudEvent
+from riverbed_contracts.generate import self_contained_schema
 from riverbed_contracts.registry import REGISTRY, get_spec
 from riverbed_gateway import metrics
 from riverbed_gateway.auth import ApiKey, KeyStore, forbidden
@@ -89,27 +90,11 @@ def _problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 ERRORS = _problem_responses(400, 401, 403, 409, 413, 415, 422, 429, 503)
 
 
-def _inline_refs(schema: Any, definitions: dict[str, Any]) -> Any:
-    """The schema with local ``$ref``s replaced by their definitions (OpenAPI would read
-    ``#/$defs/…`` against its own root)."""
-    if isinstance(schema, dict):
-        ref = schema.get("$ref")
-        if isinstance(ref, str) and ref.startswith("#/$defs/"):
-            return _inline_refs(definitions[ref.removeprefix("#/$defs/")], definitions)
-        return {k: _inline_refs(v, definitions) for k, v in schema.items() if k != "$defs"}
-    if isinstance(schema, list):
-        return [_inline_refs(item, definitions) for item in schema]
-    return schema
-
-
 def _body_spec(model: type[BaseModel]) -> dict[str, Any]:
-    schema = model.model_json_schema()
     return {
         "requestBody": {
             "required": True,
-            "content": {
-                "application/json": {"schema": _inline_refs(schema, schema.get("$defs", {}))}
-            },
+            "content": {"application/json": {"schema": self_contained_schema(model)}},
         },
         "parameters": [
             {

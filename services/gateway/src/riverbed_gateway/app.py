@@ -12,6 +12,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from riverbed.service import Service
 from riverbed.settings import RedisSettings
+from riverbed_contracts.generate import asyncapi_document
 from riverbed_gateway import api, metrics, problems
 from riverbed_gateway.auth import KeyStore
 from riverbed_gateway.backpressure import Backpressure
@@ -94,6 +95,12 @@ def create_gateway(
         backpressure,
     )
     app.include_router(api.router(ingestion))
+
+    @app.get("/asyncapi", tags=["contracts"], summary="AsyncAPI document of every stream")
+    async def asyncapi() -> dict[str, Any]:
+        """Read-only: the streams and event types this gateway accepts, as AsyncAPI 3.0."""
+        return asyncapi_document()
+
     problems.install(app)
     app.add_middleware(AccessLog)
     return service
