@@ -24,9 +24,12 @@ class Publisher:
         self.redis = redis
         self.max_length = dict(max_length or {})
 
-    def _prepare(self, event: CloudEvent, stream: str | None) -> tuple[str, str, dict[Any, Any]]:
+    def _prepare(
+        self, event: CloudEvent, stream: str | None, validate: bool = True
+    ) -> tuple[str, str, dict[Any, Any]]:
         spec = get_spec(event.type)
-        spec.model.model_validate(event.data)  # raises pydantic.ValidationError when invalid
+        if validate:
+            spec.model.model_validate(event.data)  # raises pydantic.ValidationError
         target = stream or spec.stream
         return target, keys.stream_key(target), event.to_entry()
 
@@ -45,10 +48,13 @@ class Publisher:
         return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
 
     async def publish_many(
-        self, events: Sequence[CloudEvent], *, stream: str | None = None
+        self, events: Sequence[CloudEvent], *, stream: str | None = None, validated: bool = False
     ) -> list[str]:
-        """Append events in one pipelined round trip (validated first: all or none are sent)."""
-        prepared = [self._prepare(event, stream) for event in events]
+        """Append events in one pipelined round trip (validated first: all or none are sent).
+
+        ``validated=True`` skips validating data the caller has just validated itself.
+        """
+        prepared = [self._prepare(event, stream, not validated) for event in events]
         if not prepared:
             return []
         started = time.perf_counter()

@@ -295,3 +295,28 @@ async def test_no_api_key_ever_appears_in_the_logs(
     output = capsys.readouterr().out
     assert '"path": "/v1/events"' in output, "the access log was written"
     assert secret not in output
+
+
+async def test_redis_down_is_503_and_nothing_is_claimed_to_be_published(own_redis: Any) -> None:
+    from riverbed.settings import RedisSettings
+    from riverbed_gateway.app import create_gateway
+    from riverbed_gateway.settings import GatewaySettings
+
+    service = create_gateway(
+        GatewaySettings(local_api_key="test-key"),
+        redis_settings=RedisSettings(url=own_redis.url, socket_timeout=1, connect_timeout=1),
+    )
+    await service.start()
+    try:
+        transport = httpx.ASGITransport(app=service.app)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://g", headers={"Authorization": "Bearer test-key"}
+        ) as http:
+            assert (await http.post("/v1/events", json=email())).status_code == 202
+            own_redis.stop()
+            response = await http.post("/v1/events", json=email())
+            assert response.status_code == 503
+            assert response.headers["content-type"] == "application/problem+json"
+            assert "nothing was published" in response.json()["detail"]
+    finally:
+        await service.stop()

@@ -245,7 +245,7 @@ class Ingestion:
                     headers=decision.headers(),
                 )
             self.backpressure.check({get_spec(event.type).stream for event in events})
-            entry_ids = await Publisher(self.redis()).publish_many(events)
+            entry_ids = await Publisher(self.redis()).publish_many(events, validated=True)
         except BaseException:
             if idempotency_key is not None:
                 await self.idempotency.release(key.name, idempotency_key)

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 from typing import Any
 
+import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from riverbed_gateway import metrics
+
+log = structlog.get_logger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
 TYPE_BASE = "https://riverbed.dev/problems/"
@@ -79,6 +83,19 @@ def install(app: FastAPI) -> None:
             "Invalid request",
             "the request does not match the API",
             errors=field_errors(list(error.errors())),
+        ).response()
+
+    @app.exception_handler(RedisError)
+    async def _redis_down(_request: Request, error: RedisError) -> JSONResponse:
+        log.error(
+            "Redis failed during a request", error_type=type(error).__name__, error=str(error)
+        )
+        return Problem(
+            503,
+            "unavailable",
+            "Service unavailable",
+            "the event store cannot be reached; nothing was published; retry later",
+            headers={"Retry-After": "1"},
         ).response()
 
     @app.exception_handler(StarletteHTTPException)
