@@ -36,6 +36,17 @@ async def pending_count(client: redis.asyncio.Redis, stream: str, group: str = "
     return int(summary["pending"])
 
 
+async def left_pending_by(
+    consumer: str, client: redis.asyncio.Redis, stream: str, events: list[CloudEvent]
+) -> list[str]:
+    """Publish ``events`` and have ``consumer`` read them and die without acknowledging."""
+    key = keys.stream_key(stream)
+    entry_ids = await Publisher(client).publish_many(events, stream=stream)
+    await client.xgroup_create(key, "test", id="0")
+    await client.xreadgroup("test", consumer, {key: ">"}, count=len(events))
+    return entry_ids
+
+
 async def dead_letters(client: redis.asyncio.Redis, stream: str) -> list[dict[str, str]]:
     entries = await client.xrange(keys.dead_letter_key(stream))
     return [{k.decode(): v.decode() for k, v in fields.items()} for _, fields in entries]
@@ -164,9 +175,7 @@ async def test_entry_that_keeps_killing_its_consumer_is_dead_lettered_without_ru
     """A handler that crashes the process never reports a failure; the count still grows."""
     stream = f"t.{unique}"
     key = keys.stream_key(stream)
-    [entry_id] = await publisher.publish_many([make_event(1)], stream=stream)
-    await redis_client.xgroup_create(key, "test", id="0")
-    await redis_client.xreadgroup("test", "crashed-1", {key: ">"}, count=1)
+    [entry_id] = await left_pending_by("crashed-1", redis_client, stream, [make_event(1)])
     for crashed in ("crashed-2", "crashed-3"):  # two more deliveries, each a crash
         await redis_client.xclaim(key, "test", crashed, 0, [entry_id])
     called = False
@@ -266,12 +275,7 @@ async def test_entries_of_a_crashed_consumer_are_reclaimed_after_the_visibility_
     unique: str,
 ) -> None:
     stream = f"t.{unique}"
-    key = keys.stream_key(stream)
-    events = [make_event(i) for i in range(5)]
-    await publisher.publish_many(events, stream=stream)
-    await redis_client.xgroup_create(key, "test", id="0")
-    # a consumer reads and dies without acknowledging
-    await redis_client.xreadgroup("test", "crashed", {key: ">"}, count=10)
+    await left_pending_by("crashed", redis_client, stream, [make_event(i) for i in range(5)])
     seen: list[tuple[str, int]] = []
 
     async def handler(message: Message[Any]) -> None:
@@ -323,11 +327,8 @@ async def test_restarted_consumer_rereads_its_own_pending_entries_first(
     unique: str,
 ) -> None:
     stream = f"t.{unique}"
-    key = keys.stream_key(stream)
     events = [make_event(i) for i in range(3)]
-    await publisher.publish_many(events, stream=stream)
-    await redis_client.xgroup_create(key, "test", id="0")
-    await redis_client.xreadgroup("test", "pod-0", {key: ">"}, count=10)  # then "crashed"
+    await left_pending_by("pod-0", redis_client, stream, events)
     seen: list[str] = []
 
     async def handler(message: Message[Any]) -> None:
@@ -348,11 +349,8 @@ async def test_entries_trimmed_while_pending_are_acknowledged_and_counted(
     unique: str,
 ) -> None:
     stream = f"t.{unique}"
-    key = keys.stream_key(stream)
-    await publisher.publish_many([make_event(i) for i in range(4)], stream=stream)
-    await redis_client.xgroup_create(key, "test", id="0")
-    await redis_client.xreadgroup("test", "crashed", {key: ">"}, count=10)
-    await redis_client.xtrim(key, maxlen=0)
+    await left_pending_by("crashed", redis_client, stream, [make_event(i) for i in range(4)])
+    await redis_client.xtrim(keys.stream_key(stream), maxlen=0)
 
     async def handler(message: Message[Any]) -> None:
         raise AssertionError("nothing is left to handle")
