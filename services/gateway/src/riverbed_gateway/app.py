@@ -13,7 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from riverbed.service import Service
 from riverbed.settings import RedisSettings
 from riverbed_contracts.generate import asyncapi_document
-from riverbed_gateway import api, metrics, problems
+from riverbed_gateway import api, inbound, metrics, problems
 from riverbed_gateway.auth import KeyStore
 from riverbed_gateway.backpressure import Backpressure
 from riverbed_gateway.idempotency import IdempotencyStore
@@ -95,6 +95,7 @@ def create_gateway(
         backpressure,
     )
     app.include_router(api.router(ingestion))
+    app.include_router(inbound.router(inbound.InboundPayments(settings, redis, ingestion)))
 
     @app.get("/asyncapi", tags=["contracts"], summary="AsyncAPI document of every stream")
     async def asyncapi() -> dict[str, Any]:

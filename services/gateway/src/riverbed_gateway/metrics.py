@@ -27,3 +27,9 @@ BACKPRESSURE_ACTIVE = Gauge(
     "1 while a target stream is past a ceiling and refusing events",
     ["stream"],
 )
+INBOUND = Counter(
+    "riverbed_gateway_inbound_total",
+    "Payment provider webhook deliveries by provider and outcome "
+    "(accepted, duplicate, ignored, error, or the reason it was refused)",
+    ["provider", "outcome"],
+)
