@@ -18,7 +18,9 @@ from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from riverbed.connection import Redis
+from riverbed.keys import rate_limit_key
 from riverbed.publisher import Publisher
+from riverbed.ratelimit import RateLimiter
 from riverbed_contracts import CloudEvent
 from riverbed_contracts.generate import self_contained_schema
 from riverbed_contracts.registry import REGISTRY, get_spec
@@ -27,7 +29,6 @@ from riverbed_gateway.auth import ApiKey, KeyStore, forbidden
 from riverbed_gateway.backpressure import Backpressure
 from riverbed_gateway.idempotency import IdempotencyStore, fingerprint, validate_key
 from riverbed_gateway.problems import PROBLEM_JSON, Problem, field_errors
-from riverbed_gateway.ratelimit import RateLimiter
 from riverbed_gateway.settings import GatewaySettings
 
 #: event ids derived from an Idempotency-Key, so a retried request republishes the same ids
@@ -234,7 +235,7 @@ class Ingestion:
                     replay.body, status_code=replay.status, headers={"Idempotent-Replayed": "true"}
                 )
         try:
-            decision = await self.limiter.take(key.name, len(events))
+            decision = await self.limiter.take(rate_limit_key(key.name), len(events))
             if not decision.allowed:
                 raise Problem(
                     429,

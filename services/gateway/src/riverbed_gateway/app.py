@@ -10,6 +10,7 @@ import structlog
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from riverbed.ratelimit import RateLimiter
 from riverbed.service import Service
 from riverbed.settings import RedisSettings
 from riverbed_contracts.generate import asyncapi_document
@@ -17,7 +18,6 @@ from riverbed_gateway import api, inbound, metrics, problems
 from riverbed_gateway.auth import KeyStore
 from riverbed_gateway.backpressure import Backpressure
 from riverbed_gateway.idempotency import IdempotencyStore
-from riverbed_gateway.ratelimit import RateLimiter
 from riverbed_gateway.settings import GatewaySettings
 
 log = structlog.get_logger("riverbed_gateway.access")

@@ -1,0 +1,120 @@
+"""Rate limits shared by every replica: GCRA, atomic in Redis, one key per limited thing.
+
+GCRA (the generic cell rate algorithm) keeps one number per key, the theoretical
+arrival time (TAT): it allows ``burst`` events at once and refills at ``per_second``
+events/s; a request may cost several events. Time comes from Redis (``TIME``), so
+replicas with skewed clocks agree. The key is built by the caller in
+:mod:`riverbed.keys` (an API key's, a recipient domain's…); it expires on its own once
+the bucket is full again, so idle keys cost nothing.
+
+The rate may differ from one call to the next (a limiter slowing down a peer that
+asked for it): the stored TAT is absolute time, so a slower interval simply makes
+each event take more of it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+from riverbed.connection import Redis
+from riverbed.scripts import LuaScript
+
+#: KEYS: state. ARGV: interval (µs per event), burst (events), cost (events).
+#: Returns {allowed 0/1, remaining events, retry after (µs), full again after (µs)}.
+GCRA: Final = """
+local interval, burst, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local new_tat = tat + cost * interval
+local allowed_from = new_tat - burst * interval
+if allowed_from > now then
+  local remaining = math.floor((now - (tat - burst * interval)) / interval)
+  return {0, math.max(remaining, 0), allowed_from - now, tat - now}
+end
+local hold_ms = math.ceil((new_tat - now) / 1000) + 1
+redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', hold_ms)
+return {1, math.floor((now - allowed_from) / interval), 0, new_tat - now}
+"""
+_GCRA = LuaScript(GCRA)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What one :meth:`RateLimiter.take` decided."""
+
+    allowed: bool
+    limit: int  # events allowed at once (the burst)
+    remaining: int  # events allowed right now, after this request when it was allowed
+    retry_after_ms: int  # when refused: ms until this request would fit; 0 when allowed
+    reset_ms: int  # ms until the full burst is available again
+
+    @property
+    def retry_after_s(self) -> int:
+        """Whole seconds to wait (rounded up), as ``Retry-After`` wants them."""
+        return math.ceil(self.retry_after_ms / 1000)
+
+    @property
+    def reset_s(self) -> int:
+        return math.ceil(self.reset_ms / 1000)
+
+    def headers(self) -> dict[str, str]:
+        """The IETF ``RateLimit-*`` fields (and ``Retry-After`` when refused)."""
+        headers = {
+            "RateLimit-Limit": str(self.limit),
+            "RateLimit-Remaining": str(self.remaining),
+            "RateLimit-Reset": str(self.reset_s),
+        }
+        if not self.allowed:
+            headers["Retry-After"] = str(max(self.retry_after_s, 1))
+        return headers
+
+
+class RateLimiter:
+    """``per_second`` events/s with bursts of ``burst``, per key, shared through Redis.
+
+    ``redis`` is a callable returning the client, because services open Redis at
+    start-up, after they are wired (pass ``lambda: service.redis``).
+    """
+
+    def __init__(self, redis: Callable[[], Redis], *, per_second: float, burst: int) -> None:
+        if per_second <= 0:
+            raise ValueError(f"per_second must be > 0, got {per_second}")
+        if burst < 1:
+            raise ValueError(f"burst must be >= 1, got {burst}")
+        self._redis = redis
+        self.per_second = per_second
+        self.burst = burst
+
+    async def take(
+        self,
+        key: str,
+        cost: int = 1,
+        *,
+        per_second: float | None = None,
+        burst: int | None = None,
+    ) -> Decision:
+        """Take ``cost`` events from ``key``'s budget, or learn how long to wait.
+
+        ``per_second`` and ``burst`` override the limiter's for this call (a slowed-down
+        peer); a refused request takes nothing.
+        """
+        rate = per_second if per_second is not None else self.per_second
+        size = burst if burst is not None else self.burst
+        if rate <= 0:
+            raise ValueError(f"per_second must be > 0, got {rate}")
+        interval_us = 1_000_000 / rate
+        allowed, remaining, retry_us, reset_us = await _GCRA(
+            self._redis(), keys=[key], args=[interval_us, size, cost]
+        )
+        return Decision(
+            allowed=bool(allowed),
+            limit=size,
+            remaining=int(remaining),
+            retry_after_ms=math.ceil(int(retry_us) / 1000),
+            reset_ms=math.ceil(int(reset_us) / 1000),
+        )
