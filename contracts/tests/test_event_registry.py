@@ -30,12 +30,14 @@ def test_streams_are_the_documented_ones() -> None:
         "email.failed",
         "email.requested",
         "email.sent",
+        "email.suppressed",
         "payment.failed",
         "payment.refunded",
         "payment.succeeded",
         "webhook.delivery.exhausted",
         "webhook.delivery.requested",
         "webhook.delivery.succeeded",
+        "webhook.endpoint.disabled",
     )
 
 

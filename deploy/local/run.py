@@ -9,6 +9,10 @@ Invoked by ``make run`` as ``uv run python deploy/local/run.py``; standard libra
   script and entry module exist, on ports 8000..8003 (``<PREFIX>PORT`` overrides),
   with ``REDIS_URL``, ``RIVERBED_API_KEY`` and ``<PREFIX>PORT`` in their environment.
   Missing ones are named and skipped.
+- Mail: unless ``EMAIL_SMTP_HOST`` names a relay, a local SMTP sink
+  (``python -m riverbed_email.sink``) on port 1025 (or a free one) writes every message
+  the email service sends as an ``.eml`` file under ``var/mail/``; the email service is
+  pointed at it (``EMAIL_SMTP_HOST/PORT``, no TLS) and at the example templates.
 - Ctrl-C or SIGTERM stops the services (SIGTERM, SIGKILL after ``--stop-timeout``),
   then Redis. A second Ctrl-C kills at once. If any child exits on its own, the rest
   are stopped and the exit code is 1.
@@ -51,6 +55,9 @@ ROOT = Path(__file__).resolve().parents[2]
 VAR = ROOT / "var"
 REDIS_CONF = ROOT / "deploy" / "redis" / "redis.conf"
 REDIS_DEFAULT_PORT = 6390  # not 6379: never collide with a Redis the machine already runs
+SINK_DEFAULT_PORT = 1025  # the usual unprivileged port of a development SMTP sink
+SINK_MODULE = "riverbed_email.sink"
+EMAIL_TEMPLATES = ROOT / "services" / "email" / "templates"
 HOST = "127.0.0.1"
 
 
@@ -243,6 +250,32 @@ def external_redis_answers(url: str) -> bool | None:
     return True
 
 
+def smtp_answers(port: int) -> bool:
+    """Whether something accepts connections on ``port`` and greets with 220."""
+    try:
+        with socket.create_connection((HOST, port), timeout=0.5) as sock:
+            return sock.recv(64).startswith(b"220")
+    except OSError:
+        return False
+
+
+def start_mail_sink(stop_flag: Stop, log_path: Path | None) -> tuple[Child, int]:
+    """The local SMTP sink, writing each message it receives under var/mail/."""
+    port = SINK_DEFAULT_PORT if port_is_free(SINK_DEFAULT_PORT) else free_port()
+    mail_dir = VAR / "mail"
+    args = [sys.executable, "-m", SINK_MODULE, "--port", str(port), "--directory", str(mail_dir)]
+    child = spawn("mail-sink", args, dict(os.environ), log_path)
+    deadline = time.monotonic() + 15.0  # s
+    while not smtp_answers(port):
+        if child.process.poll() is not None:
+            raise SystemExit(f"[run] the mail sink {child.describe_exit()}\n{child.log_tail()}")
+        if time.monotonic() >= deadline or stop_flag.requested.is_set():
+            stop([child], 5.0, stop_flag)
+            raise SystemExit(f"[run] the mail sink did not answer on port {port} in time")
+        time.sleep(0.05)
+    return child, port
+
+
 def module_exists(module: str) -> bool:
     """Whether ``module`` can be found, without importing (running) any of its code."""
     top, *rest = module.split(".")
@@ -370,6 +403,7 @@ def main(argv: list[str] | None = None) -> int:
 
         children: list[Child] = []
         redis: Child | None = None
+        sink: Child | None = None
         try:
             redis_url = os.environ.get("REDIS_URL", "")
             redis_ok: bool | None = None
@@ -413,6 +447,24 @@ def main(argv: list[str] | None = None) -> int:
 
             log_dir = VAR / "log"
             log_dir.mkdir(exist_ok=True)
+            email_env: dict[str, str] = {}
+            if any(spec.name == "email" for spec, _, _ in plan):
+                if os.environ.get("EMAIL_SMTP_HOST"):
+                    say(f"mail: relay from EMAIL_SMTP_HOST ({os.environ['EMAIL_SMTP_HOST']})")
+                elif module_exists(SINK_MODULE):
+                    sink_log = log_dir / "mail-sink.log" if args.check else None
+                    sink, sink_port = start_mail_sink(stop_flag, sink_log)
+                    email_env = {
+                        "EMAIL_SMTP_HOST": HOST,
+                        "EMAIL_SMTP_PORT": str(sink_port),
+                        "EMAIL_SMTP_SECURITY": "none",
+                    }
+                    say(
+                        f"mail sink smtp://{HOST}:{sink_port}: every message sent is written "
+                        f"to {(VAR / 'mail').relative_to(ROOT)}/ as an .eml file"
+                    )
+                if "EMAIL_TEMPLATES_DIR" not in os.environ and EMAIL_TEMPLATES.is_dir():
+                    email_env["EMAIL_TEMPLATES_DIR"] = str(EMAIL_TEMPLATES)
             services: dict[str, tuple[Child, int]] = {}
             for spec, script, port in plan:
                 env = dict(os.environ)
@@ -422,6 +474,8 @@ def main(argv: list[str] | None = None) -> int:
                     PYTHONUNBUFFERED="1",
                     **{f"{spec.prefix}PORT": str(port)},
                 )
+                if spec.name == "email":
+                    env.update(email_env)
                 # In --check the services' logs go to files, keeping the report readable.
                 log_path = log_dir / f"{spec.name}.log" if args.check else None
                 if log_path is not None:
@@ -452,7 +506,7 @@ def main(argv: list[str] | None = None) -> int:
                 return 1 if failed else 0
 
             say("running; Ctrl-C to stop")
-            watched = [*children, *([redis] if redis else [])]
+            watched = [*children, *([sink] if sink else []), *([redis] if redis else [])]
             while not stop_flag.requested.wait(0.2):
                 for child in watched:
                     if child.process.poll() is not None:
@@ -464,6 +518,9 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         finally:
             stop(children, args.stop_timeout, stop_flag)
+            if sink is not None:
+                # after the email service, so it can finish what it was sending
+                stop([sink], 5.0, stop_flag)
             if redis is not None:
                 # After the services, so they can acknowledge what they finished.
                 stop([redis], 10.0, stop_flag)

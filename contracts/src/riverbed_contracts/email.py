@@ -152,3 +152,31 @@ class EmailFailed(Payload):
     )
     smtp_code: int | None = Field(default=None, ge=200, le=599)
     attempts: int = Field(default=1, ge=1)
+
+
+class EmailSuppressed(Payload):
+    """Event ``email.suppressed.v1``: the email was not sent, its address is suppressed.
+
+    An address goes on the suppression list when a server refuses it permanently (5xx)
+    or an operator adds it; it stays there until an operator removes it.
+    """
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "request_id": "6f1c3c1e-8f1e-4a43-9a8e-3f0a4a0b7d21",
+                    "to": "ada@example.com",
+                    "reason": "550 5.1.1 mailbox unavailable",
+                    "smtp_code": 550,
+                }
+            ]
+        }
+    )
+
+    request_id: Id = Field(description="Event id of the email.requested command")
+    to: EmailAddress
+    reason: str = Field(min_length=1, description="Why the address is suppressed, for humans")
+    smtp_code: int | None = Field(
+        default=None, ge=200, le=599, description="The reply that suppressed it, if any"
+    )

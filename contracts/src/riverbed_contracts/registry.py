@@ -14,11 +14,16 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Final, Literal
 
-from riverbed_contracts.email import EmailFailed, EmailSent, SendEmail
+from riverbed_contracts.email import EmailFailed, EmailSent, EmailSuppressed, SendEmail
 from riverbed_contracts.envelope import CloudEvent
 from riverbed_contracts.payload import Payload
 from riverbed_contracts.payments import PaymentFailed, PaymentRefunded, PaymentSucceeded
-from riverbed_contracts.webhooks import DeliverWebhook, WebhookDelivered, WebhookDeliveryExhausted
+from riverbed_contracts.webhooks import (
+    DeliverWebhook,
+    WebhookDelivered,
+    WebhookDeliveryExhausted,
+    WebhookEndpointDisabled,
+)
 
 TYPE_NAME: Final = re.compile(
     r"^(?P<stream>[a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*)+)\.v(?P<version>[1-9][0-9]*)$"
@@ -74,6 +79,12 @@ _SPECS = (
         "An email will not be sent: refused, or out of retries.",
     ),
     EventSpec(
+        "email.suppressed.v1",
+        EmailSuppressed,
+        "event",
+        "An email was not sent: its address is on the suppression list.",
+    ),
+    EventSpec(
         "webhook.delivery.requested.v1",
         DeliverWebhook,
         "command",
@@ -90,6 +101,12 @@ _SPECS = (
         WebhookDeliveryExhausted,
         "event",
         "Every attempt of a delivery failed; no more will be made.",
+    ),
+    EventSpec(
+        "webhook.endpoint.disabled.v1",
+        WebhookEndpointDisabled,
+        "event",
+        "A subscriber endpoint was disabled (410 Gone, failing too long, or by an operator).",
     ),
     EventSpec(
         "payment.succeeded.v1",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, ConfigDict, Field
 
@@ -98,3 +98,37 @@ class WebhookDeliveryExhausted(Payload):
         default=None, ge=100, le=599, description="Absent when no response came (timeout, DNS)"
     )
     last_error: str = Field(min_length=1, description="What went wrong on the last attempt")
+
+
+class WebhookEndpointDisabled(Payload):
+    """Event ``webhook.endpoint.disabled.v1``: an endpoint gets no more deliveries until enabled.
+
+    ``reason``: ``gone`` (it answered 410 Gone), ``failing`` (it failed without a single
+    success for the configured period) or ``manual`` (an operator disabled it).
+    """
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "endpoint_id": _EXAMPLE_IDS["endpoint_id"],
+                    "reason": "failing",
+                    "disabled_at": "2024-05-06T12:00:00Z",
+                    "failing_since": "2024-05-01T12:00:00Z",
+                    "last_status_code": 503,
+                    "detail": "no successful delivery for 5 days",
+                }
+            ]
+        }
+    )
+
+    endpoint_id: Id
+    reason: Literal["gone", "failing", "manual"]
+    disabled_at: AwareDatetime
+    failing_since: AwareDatetime | None = Field(
+        default=None, description="First failure after the last success (reason failing)"
+    )
+    last_status_code: int | None = Field(
+        default=None, ge=100, le=599, description="Status of the last attempt, if it got one"
+    )
+    detail: str | None = Field(default=None, description="Human-readable explanation")

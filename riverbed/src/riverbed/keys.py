@@ -101,3 +101,46 @@ def rate_limit_key(api_key_name: str) -> str:
 def inbound_event_key(provider: str, provider_event_id: str) -> str:
     """Marker of a provider webhook event already published (TTL: the dedup window)."""
     return f"{PREFIX}:gateway:inbound:{{{provider}}}:{provider_event_id}"
+
+
+# -- email ------------------------------------------------------------------------
+# The email service's keys are per address, per event or per recipient domain. A domain's
+# rate and slow-down keys share the domain as hash tag, so one script may use both.
+
+
+def email_suppression_key() -> str:
+    """Hash: lowercased address -> JSON {reason, smtp_code, event_id, at_ms}. No TTL.
+
+    Shared by every email replica; checked before each send, listed and edited by
+    ``riverbed-email suppressions``. Entries stay until an operator removes them.
+    """
+    return f"{PREFIX}:email:suppressed"
+
+
+def email_sent_key(event_id: str) -> str:
+    """Marker of an email the SMTP server accepted, by request event id (TTL: 7 d default).
+
+    JSON {message_id, attempts, at_ms}, written with SET NX as the send completes, so
+    that a redelivered request is not sent twice.
+    """
+    return f"{PREFIX}:email:sent:{event_id}"
+
+
+def email_domain_rate_key(domain: str) -> str:
+    """GCRA state of one recipient domain: its theoretical arrival time, µs (TTL: one burst)."""
+    return f"{PREFIX}:email:rate:{{{domain}}}"
+
+
+def email_domain_slowdown_key(domain: str) -> str:
+    """Slow-down level of a domain that answered 421/450/451/452 (integer; TTL: the window)."""
+    return f"{PREFIX}:email:slow:{{{domain}}}"
+
+
+# -- webhooks ---------------------------------------------------------------------
+# Per subscriber endpoint, not per stream: each endpoint is its own hash tag.
+
+
+def webhook_rate_limit_key(endpoint_id: str) -> str:
+    """GCRA state of one webhook endpoint's rate limit: its theoretical arrival time (ms since
+    the epoch, Redis clock). TTL: until the state no longer limits anything (at most ~1 s)."""
+    return f"{PREFIX}:webhooks:rate:{{{endpoint_id}}}"

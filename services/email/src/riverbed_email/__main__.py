@@ -1,22 +1,10 @@
-"""Entry point: `riverbed-email` (or `python -m riverbed_email`).
-
-A skeleton until the email issue lands: it serves /healthz, /readyz and /metrics
-on its port and consumes nothing yet.
-"""
+"""Entry point: ``riverbed-email`` (or ``python -m riverbed_email``); see ``cli``."""
 
 from __future__ import annotations
 
-from riverbed.service import Service
-from riverbed_email.settings import EmailSettings
+import sys
 
-
-def create_service(settings: EmailSettings) -> Service:
-    return Service(settings)
-
-
-def main() -> None:
-    create_service(EmailSettings()).run()
-
+from riverbed_email.cli import main
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
