@@ -476,6 +476,12 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 if spec.name == "email":
                     env.update(email_env)
+                if spec.name == "webhooks":
+                    # local receivers live on loopback, which the SSRF guard refuses by default
+                    env.setdefault("WEBHOOKS_ALLOWED_NETWORKS", '["127.0.0.1/32"]')
+                    env.setdefault(
+                        "WEBHOOKS_DATABASE_URL", f"sqlite+aiosqlite:///{VAR / 'webhooks.db'}"
+                    )
                 # In --check the services' logs go to files, keeping the report readable.
                 log_path = log_dir / f"{spec.name}.log" if args.check else None
                 if log_path is not None:

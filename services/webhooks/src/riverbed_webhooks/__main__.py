@@ -1,21 +1,48 @@
-"""Entry point: `riverbed-webhooks` (or `python -m riverbed_webhooks`).
+"""Entry point: ``riverbed-webhooks`` (or ``python -m riverbed_webhooks``).
 
-A skeleton until the webhooks issue lands: it serves /healthz, /readyz and /metrics
-on its port and consumes nothing yet.
+``riverbed-webhooks``           serve: fan-out and delivery consumers, the API, /metrics
+``riverbed-webhooks migrate``   bring the database to the latest schema, then exit
 """
 
 from __future__ import annotations
 
-from riverbed.service import Service
+import argparse
+import asyncio
+import sys
+
+from riverbed.logging import configure_logging
+from riverbed_webhooks.adapters import migrate
+from riverbed_webhooks.adapters.sql import create_engine
+from riverbed_webhooks.bootstrap import WebhooksService, create_service
 from riverbed_webhooks.settings import WebhooksSettings
 
-
-def create_service(settings: WebhooksSettings) -> Service:
-    return Service(settings)
+__all__ = ["create_service", "main"]
 
 
-def main() -> None:
-    create_service(WebhooksSettings()).run()
+async def _migrate(settings: WebhooksSettings) -> str | None:
+    engine = create_engine(
+        settings.database_url.get_secret_value(), schema=settings.database_schema
+    )
+    try:
+        return await migrate.upgrade(engine)
+    finally:
+        await engine.dispose()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="riverbed-webhooks", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command")
+    commands.add_parser("serve", help="run the service (the default)")
+    commands.add_parser("migrate", help="apply pending database migrations and exit")
+    args = parser.parse_args(argv)
+    settings = WebhooksSettings()
+    if args.command == "migrate":
+        configure_logging(settings.log_level, settings.log_format)
+        revision = asyncio.run(_migrate(settings))
+        print(f"webhooks database at revision {revision}")
+        sys.exit(0)
+    service: WebhooksService = create_service(settings)
+    service.run()
 
 
 if __name__ == "__main__":

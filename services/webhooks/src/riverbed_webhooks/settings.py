@@ -1,14 +1,155 @@
-"""Settings of the webhooks service, from `WEBHOOKS_*` variables (and the shared `REDIS_URL`)."""
+"""Settings of the webhooks service, from `WEBHOOKS_*` variables (and the shared `REDIS_URL`).
+
+Lists and maps are JSON (``WEBHOOKS_SOURCE_STREAMS='["payment.succeeded"]'``).
+Durations carry their unit in the name.
+"""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from riverbed.settings import ServiceSettings
+from riverbed_webhooks.domain.addresses import AddressPolicy, parse_networks
+from riverbed_webhooks.domain.retry import STANDARD_SCHEDULE_MS, RetrySchedule
 
 
 class WebhooksSettings(ServiceSettings):
-    model_config = SettingsConfigDict(env_prefix="WEBHOOKS_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="WEBHOOKS_", extra="ignore", populate_by_name=True)
 
     service_name: str = "webhooks"
     port: int = 8002
+
+    # -- storage -------------------------------------------------------------------
+    database_url: SecretStr = Field(
+        default=SecretStr("sqlite+aiosqlite:///var/webhooks/webhooks.db"),
+        description="SQLAlchemy async URL: sqlite+aiosqlite:///path or postgresql+asyncpg://…",
+    )
+    database_schema: str | None = Field(
+        default=None,
+        pattern=r"^[a-z_][a-z0-9_]{0,62}$",
+        description="PostgreSQL schema of the tables (search_path); default: the user's",
+    )
+    migrate_on_start: bool = Field(
+        default=True, description="apply pending migrations at start-up (else: `migrate`)"
+    )
+
+    # -- management API ----------------------------------------------------------
+    api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("WEBHOOKS_API_KEY", "RIVERBED_API_KEY", "api_key"),
+        description="Bearer key of the /v1 API; without one the API answers 503",
+    )
+
+    # -- what is delivered ---------------------------------------------------------
+    source_streams: list[str] = Field(
+        default=["payment.succeeded", "payment.failed", "payment.refunded"],
+        min_length=1,
+        description="logical streams whose events fan out to endpoints",
+    )
+    stream_routes: dict[str, str] = Field(
+        default_factory=dict,
+        description="logical stream -> stream actually used for the streams this service "
+        "writes (tests, staging): webhook.delivery.requested and the outcome events",
+    )
+
+    # -- delivery --------------------------------------------------------------------
+    request_timeout_s: float = Field(default=15.0, gt=0, description="whole request, s")
+    retry_schedule_ms: list[int] = Field(
+        default=list(STANDARD_SCHEDULE_MS),
+        description="wait before attempts 2, 3, … (ms); the first attempt goes at once",
+    )
+    retry_jitter: float = Field(default=0.1, ge=0, le=1, description="± fraction of a delay")
+    retry_after_max_ms: int = Field(
+        default=86_400_000, ge=0, description="cap on an honoured Retry-After, ms"
+    )
+    max_response_bytes: int = Field(
+        default=2048, ge=0, description="response body kept in the delivery log, bytes"
+    )
+    endpoint_concurrency: int = Field(
+        default=10, ge=1, description="requests in flight per endpoint per replica (default cap)"
+    )
+    deferral_base_ms: int = Field(
+        default=500, ge=1, description="first wait of a task deferred by a limit, ms (doubles)"
+    )
+    deferral_max_ms: int = Field(default=60_000, ge=1, description="cap on that wait, ms")
+    max_deliveries: int = Field(
+        default=200,
+        ge=2,
+        description="runtime backstop on the deliveries of one task, deferrals included; "
+        "real attempts are bounded by the retry schedule",
+    )
+
+    # -- endpoint health -----------------------------------------------------------
+    disable_after_failing_s: float = Field(
+        default=5 * 86_400, gt=0, description="disable an endpoint failing this long, s"
+    )
+    secret_rotation_grace_s: float = Field(
+        default=86_400, ge=0, description="how long the old secret still signs, s"
+    )
+
+    # -- SSRF guard ------------------------------------------------------------------
+    allowed_networks: list[str] = Field(
+        default_factory=list,
+        description='addresses the SSRF guard lets through anyway, e.g. ["127.0.0.1/32"]',
+    )
+
+    # -- cache and metrics -------------------------------------------------------------
+    cache_namespace: str = Field(default="webhooks", pattern=r"^[a-z0-9][a-z0-9_-]{0,60}$")
+    cache_ttl_s: float = Field(default=60.0, gt=0, description="endpoint cache entries, s")
+    metrics_endpoint_labels: int = Field(
+        default=50, ge=0, description="endpoints with their own latency series"
+    )
+    gauge_refresh_s: float = Field(
+        default=30.0, gt=0, description="how often database gauges are sampled, s"
+    )
+
+    @field_validator("allowed_networks")
+    @classmethod
+    def _networks(cls, values: list[str]) -> list[str]:
+        try:
+            parse_networks(values)
+        except ValueError as error:
+            raise ValueError(
+                f"{error}; give networks such as '127.0.0.1/32' or '::1/128'"
+            ) from None
+        return values
+
+    @field_validator("retry_schedule_ms")
+    @classmethod
+    def _schedule(cls, values: list[int]) -> list[int]:
+        if any(v < 0 for v in values):
+            raise ValueError("retry delays are >= 0 ms")
+        return values
+
+    @model_validator(mode="after")
+    def _backstop_covers_the_schedule(self) -> WebhooksSettings:
+        if self.max_deliveries <= len(self.retry_schedule_ms) + 1:
+            raise ValueError(
+                f"max_deliveries ({self.max_deliveries}) must exceed the attempts of the "
+                f"retry schedule ({len(self.retry_schedule_ms) + 1})"
+            )
+        return self
+
+    # -- derived ---------------------------------------------------------------------
+    @property
+    def retry_schedule(self) -> RetrySchedule:
+        return RetrySchedule(tuple(self.retry_schedule_ms), self.retry_jitter)
+
+    @property
+    def address_policy(self) -> AddressPolicy:
+        return AddressPolicy(parse_networks(self.allowed_networks))
+
+    @property
+    def disable_after(self) -> timedelta:
+        return timedelta(seconds=self.disable_after_failing_s)
+
+    @property
+    def rotation_grace(self) -> timedelta:
+        return timedelta(seconds=self.secret_rotation_grace_s)
+
+    def stream(self, logical: str) -> str:
+        """The stream actually used for logical stream ``logical``."""
+        return self.stream_routes.get(logical, logical)

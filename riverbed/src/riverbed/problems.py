@@ -1,0 +1,132 @@
+"""Errors of a service's HTTP API as RFC 9457 problem details (``application/problem+json``).
+
+``{"type", "title", "status", "detail"}`` plus, where they help, members such as
+``errors`` (field errors, without the echoed input: it may hold a secret or personal
+data). ``install`` makes every error an app can produce one of these documents.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Final
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from redis.exceptions import RedisError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = structlog.get_logger(__name__)
+
+PROBLEM_JSON: Final = "application/problem+json"
+TYPE_BASE: Final = "https://riverbed.dev/problems/"
+
+
+class Problem(Exception):
+    """A refusal the client can act on; ``reason`` names it (and labels metrics)."""
+
+    def __init__(
+        self,
+        status: int,
+        reason: str,
+        title: str,
+        detail: str,
+        *,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.reason = reason
+        self.title = title
+        self.detail = detail
+        self.headers = headers or {}
+        self.extra = extra
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "type": TYPE_BASE + self.reason,
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+            **self.extra,
+        }
+
+    def response(self) -> JSONResponse:
+        return JSONResponse(
+            self.body(), status_code=self.status, headers=self.headers, media_type=PROBLEM_JSON
+        )
+
+
+def field_errors(errors: list[Any], prefix: tuple[str | int, ...] = ()) -> list[dict[str, Any]]:
+    """pydantic errors without the echoed input."""
+    return [
+        {"loc": [*prefix, *error["loc"]], "msg": error["msg"], "type": error["type"]}
+        for error in errors
+    ]
+
+
+def install(
+    app: FastAPI,
+    *,
+    on_problem: Callable[[Problem], None] | None = None,
+    unavailable: tuple[type[Exception], ...] = (RedisError,),
+    unavailable_detail: str = "a store this service needs cannot be reached; retry later",
+) -> Callable[[Problem], JSONResponse]:
+    """Register handlers; returns the function that renders (and reports) a problem.
+
+    ``on_problem`` sees every problem answered (a service counts rejections there);
+    exceptions in ``unavailable`` (storage that cannot be reached) become 503s.
+    """
+
+    def answer(problem: Problem) -> JSONResponse:
+        if on_problem is not None:
+            on_problem(problem)
+        return problem.response()
+
+    @app.exception_handler(Problem)
+    async def _problem(_request: Request, problem: Problem) -> JSONResponse:
+        return answer(problem)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, error: RequestValidationError) -> JSONResponse:
+        return answer(
+            Problem(
+                422,
+                "invalid-request",
+                "Invalid request",
+                "the request does not match the API",
+                errors=field_errors(list(error.errors())),
+            )
+        )
+
+    async def _unavailable(_request: Request, error: Exception) -> JSONResponse:
+        log.error("storage failed in a request", error_type=type(error).__name__, error=str(error))
+        return answer(
+            Problem(
+                503,
+                "unavailable",
+                "Service unavailable",
+                unavailable_detail,
+                headers={"Retry-After": "1"},
+            )
+        )
+
+    for exception in unavailable:
+        app.add_exception_handler(exception, _unavailable)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, error: StarletteHTTPException) -> JSONResponse:
+        reason = {404: "not-found", 405: "method-not-allowed"}.get(error.status_code, "http-error")
+        return answer(
+            Problem(
+                error.status_code,
+                reason,
+                str(error.detail),
+                str(error.detail),
+                headers=dict(error.headers or {}),
+            )
+        )
+
+    return answer

@@ -1,0 +1,1 @@
+"""Alembic migrations of the webhooks database, run by :mod:`..migrate`."""

@@ -1,0 +1,275 @@
+"""The composition root: settings in, a ready-to-run webhooks service out.
+
+Nothing is opened at import or construction time. ``start()`` opens, in order:
+the database (migrating it unless ``WEBHOOKS_MIGRATE_ON_START=false``), the HTTP
+client, then Redis and the consumers (the runtime's ``Service.start``), and wires
+the use cases to them. ``stop()`` drains the consumers first, then closes the
+rest. The wiring is the only place that knows which adapter serves which port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+from aiohttp.abc import AbstractResolver
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from riverbed.cache import Cache
+from riverbed.consumer import Message
+from riverbed.errors import PermanentError
+from riverbed.service import Service
+from riverbed.settings import ConsumerSettings, RedisSettings
+from riverbed_contracts import CloudEvent, DeliverWebhook
+from riverbed_contracts.registry import get_spec
+from riverbed_webhooks import metrics
+from riverbed_webhooks.adapters import migrate
+from riverbed_webhooks.adapters.concurrency import LocalConcurrencyGate
+from riverbed_webhooks.adapters.endpoint_cache import CachedEndpoints
+from riverbed_webhooks.adapters.http_sender import AiohttpSender
+from riverbed_webhooks.adapters.ratelimit import RedisRateLimiter
+from riverbed_webhooks.adapters.routing import RoutingPublisher
+from riverbed_webhooks.adapters.sql import SqlDeliveryLog, SqlEndpointRepository, create_engine
+from riverbed_webhooks.entrypoints import api, problems
+from riverbed_webhooks.service_layer.delivery import Deliverer, DeliveryPolicy
+from riverbed_webhooks.service_layer.endpoints import EndpointManager
+from riverbed_webhooks.service_layer.fanout import fan_out
+from riverbed_webhooks.service_layer.ports import Clock
+from riverbed_webhooks.service_layer.replay import Replayer
+from riverbed_webhooks.settings import WebhooksSettings
+
+log = structlog.get_logger(__name__)
+
+DELIVERY_STREAM = get_spec("webhook.delivery.requested.v1").stream
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Container:
+    """Every wired dependency of a started service (what handlers and routes use)."""
+
+    engine: AsyncEngine
+    repository: SqlEndpointRepository
+    delivery_log: SqlDeliveryLog
+    sender: AiohttpSender
+    cache: CachedEndpoints
+    publisher: RoutingPublisher
+    manager: EndpointManager
+    replayer: Replayer
+    deliverer: Deliverer
+    clock: Clock
+
+
+class WebhooksService(Service):
+    """The runtime's :class:`Service` plus the webhooks database, HTTP client and API."""
+
+    def __init__(
+        self,
+        settings: WebhooksSettings,
+        *,
+        redis_settings: RedisSettings | None = None,
+        consumer_settings: ConsumerSettings | None = None,
+        resolver: AbstractResolver | None = None,
+        clock: Clock = utc_now,
+        rng: random.Random | None = None,
+    ) -> None:
+        app = FastAPI(
+            title="Riverbed webhooks",
+            version="1",
+            description="Signed, retried, per-endpoint-isolated delivery of events to "
+            "subscriber endpoints (Standard Webhooks).",
+        )
+        # attempts are bounded by the retry schedule; the runtime's delivery count also
+        # counts deferrals (rate limit, concurrency cap), so its backstop sits far above
+        consumer_settings = (consumer_settings or ConsumerSettings()).model_copy(
+            update={"max_deliveries": settings.max_deliveries}
+        )
+        super().__init__(
+            settings, redis_settings=redis_settings, consumer_settings=consumer_settings, app=app
+        )
+        self.webhooks = settings
+        self.container: Container | None = None
+        self._resolver = resolver
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._wired = asyncio.Event()
+        self._gauges: asyncio.Task[None] | None = None
+        for stream in settings.source_streams:
+            self.subscribe(stream, self._handle_event)
+        self.subscribe(settings.stream(DELIVERY_STREAM), self._handle_task)
+        api_key = settings.api_key.get_secret_value() if settings.api_key else None
+        app.state.webhooks_context = lambda: self.container
+        app.include_router(api.router(api_key))
+        problems.install(app)
+
+    # -- handlers: thin, they decode and call the use cases --------------------------------
+
+    async def _ready(self) -> Container:
+        await self._wired.wait()  # consumers start a moment before the wiring is done
+        assert self.container is not None
+        return self.container
+
+    async def _handle_event(self, message: Message[Any]) -> list[CloudEvent]:
+        container = await self._ready()
+        return await fan_out(message.event, container.cache)
+
+    async def _handle_task(self, message: Message[Any]) -> list[CloudEvent]:
+        container = await self._ready()
+        if not isinstance(message.payload, DeliverWebhook):
+            raise PermanentError(f"not a delivery task: {message.event.type}")
+        return await container.deliverer.deliver(
+            message.payload,
+            task_id=message.event.id,
+            cause=message.event,
+            delivery_count=message.attempt,
+        )
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        settings = self.webhooks
+        engine = create_engine(
+            settings.database_url.get_secret_value(), schema=settings.database_schema
+        )
+        sender = AiohttpSender(
+            settings.address_policy,
+            timeout_s=settings.request_timeout_s,
+            max_response_bytes=settings.max_response_bytes,
+            resolver=self._resolver,
+        )
+        try:
+            await self._prepare_database(engine)
+            await sender.start()
+            await super().start()
+        except BaseException:
+            await sender.close()
+            await engine.dispose()
+            raise
+        self.container = self._wire(engine, sender)
+        # events the handlers return are published by the consumers' publisher: route them too
+        for consumer in self.consumers:
+            consumer.publisher = self.container.publisher
+        self._wired.set()
+        self._gauges = asyncio.create_task(self._refresh_gauges(), name="webhooks-gauges")
+        log.info(
+            "webhooks wired",
+            source_streams=settings.source_streams,
+            delivery_stream=settings.stream(DELIVERY_STREAM),
+            allowed_networks=settings.allowed_networks,
+        )
+
+    async def stop(self) -> None:
+        await super().stop()  # stop reading and drain in-flight deliveries first
+        if self._gauges is not None:
+            self._gauges.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._gauges
+        if self.container is not None:
+            await self.container.sender.close()
+            await self.container.engine.dispose()
+            self.container = None
+        self._wired.clear()
+
+    async def _prepare_database(self, engine: AsyncEngine) -> None:
+        if self.webhooks.migrate_on_start:
+            await migrate.upgrade(engine)
+            return
+        current, head = await migrate.current_revision(engine), migrate.head_revision()
+        if current != head:
+            raise RuntimeError(
+                f"the webhooks database is at revision {current}, the code needs {head}: "
+                "run `riverbed-webhooks migrate` (or set WEBHOOKS_MIGRATE_ON_START=true)"
+            )
+
+    def _wire(self, engine: AsyncEngine, sender: AiohttpSender) -> Container:
+        """Build the use cases on the open resources (no I/O here)."""
+        settings = self.webhooks
+        repository = SqlEndpointRepository(engine)
+        delivery_log = SqlDeliveryLog(engine)
+        cache = CachedEndpoints(
+            Cache(self.redis),
+            repository,
+            namespace=settings.cache_namespace,
+            ttl=timedelta(seconds=settings.cache_ttl_s),
+        )
+        publisher = RoutingPublisher(self.redis, settings.stream_routes)
+        manager = EndpointManager(
+            repository=repository,
+            cache=cache,
+            publisher=publisher,
+            policy=settings.address_policy,
+            clock=self._clock,
+            rotation_grace=settings.rotation_grace,
+        )
+        deliverer = Deliverer(
+            cache=cache,
+            repository=repository,
+            log=delivery_log,
+            sender=sender,
+            limiter=RedisRateLimiter(self.redis),
+            gate=LocalConcurrencyGate(),
+            publisher=publisher,
+            clock=self._clock,
+            policy=DeliveryPolicy(
+                schedule=settings.retry_schedule,
+                retry_after_cap_ms=settings.retry_after_max_ms,
+                disable_after=settings.disable_after,
+                default_concurrency=settings.endpoint_concurrency,
+                deferral_base_ms=settings.deferral_base_ms,
+                deferral_max_ms=settings.deferral_max_ms,
+            ),
+            endpoint_label=metrics.EndpointLabels(settings.metrics_endpoint_labels),
+            rng=self._rng,
+        )
+        replayer = Replayer(repository, delivery_log, publisher, self._clock)
+        return Container(
+            engine=engine,
+            repository=repository,
+            delivery_log=delivery_log,
+            sender=sender,
+            cache=cache,
+            publisher=publisher,
+            manager=manager,
+            replayer=replayer,
+            deliverer=deliverer,
+            clock=self._clock,
+        )
+
+    async def _refresh_gauges(self) -> None:
+        """Sample database-backed gauges (disabled endpoints) every ``gauge_refresh_s``."""
+        while True:
+            container = self.container
+            if container is not None:
+                try:
+                    metrics.DISABLED_ENDPOINTS.set(await container.repository.count_disabled())
+                except Exception as error:
+                    log.warning("could not sample the endpoint gauges", error=str(error))
+            await asyncio.sleep(self.webhooks.gauge_refresh_s)
+
+
+def create_service(
+    settings: WebhooksSettings,
+    *,
+    redis_settings: RedisSettings | None = None,
+    consumer_settings: ConsumerSettings | None = None,
+    resolver: AbstractResolver | None = None,
+    clock: Callable[[], datetime] = utc_now,
+) -> WebhooksService:
+    """The webhooks service for ``settings``; call ``run()`` (or ``start()``/``stop()``)."""
+    return WebhooksService(
+        settings,
+        redis_settings=redis_settings,
+        consumer_settings=consumer_settings,
+        resolver=resolver,
+        clock=clock,
+    )

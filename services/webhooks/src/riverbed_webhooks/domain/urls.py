@@ -1,0 +1,49 @@
+"""What an endpoint URL may be: absolute http(s), a host, no credentials, no fragment.
+
+A host that is an IP literal is judged by the SSRF policy at once, so that an
+obviously internal URL is refused when it is registered; a host name is judged
+on every connection instead (DNS can change).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Final
+from urllib.parse import urlsplit
+
+from riverbed_webhooks.domain.addresses import AddressPolicy
+
+MAX_URL_LENGTH: Final = 2048  # characters
+
+
+class InvalidUrl(ValueError):
+    pass
+
+
+def validate_url(url: str, policy: AddressPolicy) -> str:
+    """``url`` if an endpoint may have it; InvalidUrl saying what is accepted otherwise."""
+    if len(url) > MAX_URL_LENGTH:
+        raise InvalidUrl(f"the URL is longer than {MAX_URL_LENGTH} characters")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as error:
+        raise InvalidUrl(f"not a valid URL: {error}") from None
+    if parts.scheme not in ("http", "https"):
+        raise InvalidUrl("the URL must start with https:// (or http://)")
+    if not parts.hostname:
+        raise InvalidUrl("the URL has no host")
+    if parts.username is not None or parts.password is not None:
+        raise InvalidUrl("credentials in the URL are not accepted; authenticate by signature")
+    if parts.fragment:
+        raise InvalidUrl("the URL must not have a #fragment")
+    if port == 0:
+        raise InvalidUrl("port 0 is not a port")
+    try:
+        literal = ipaddress.ip_address(parts.hostname)
+    except ValueError:
+        return url
+    reason = policy.reason_to_refuse(literal)
+    if reason is not None:
+        raise InvalidUrl(f"the URL's address {literal} is {reason}; only public addresses")
+    return url

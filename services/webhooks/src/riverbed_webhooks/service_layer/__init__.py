@@ -1,0 +1,1 @@
+"""Use cases: endpoint management, fan-out, delivery, replay; they talk to ports only."""

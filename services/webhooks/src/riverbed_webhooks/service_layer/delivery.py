@@ -1,0 +1,341 @@
+"""Deliver one task: one signed POST to one endpoint, and what follows from its answer.
+
+What the answer decides (see :mod:`riverbed_webhooks.domain.retry`):
+
+- 2xx: the delivery succeeded; the endpoint's failure clock stops;
+  ``webhook.delivery.succeeded.v1`` is returned (published before the ack).
+- 410: the endpoint is disabled at once (``webhook.endpoint.disabled.v1``).
+- anything else: the failure clock runs; past the health period the endpoint is
+  disabled; else the task is retried per the schedule (``RetryLater``), honouring
+  ``Retry-After`` on 429/503; after the last attempt ``webhook.delivery.exhausted.v1``
+  is published and the task is dead-lettered (``PermanentError``).
+
+Attempts are counted per task in the delivery log, not by the stream's delivery
+count: a task put back by the endpoint's rate limit or concurrency cap has made
+no attempt, and a replay starts a new task with a full schedule.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import NoReturn
+
+import structlog
+
+from riverbed.errors import PermanentError, RetryLater
+from riverbed_contracts import CloudEvent, DeliverWebhook, WebhookDelivered
+from riverbed_contracts.registry import new_event
+from riverbed_contracts.webhooks import WebhookDeliveryExhausted
+from riverbed_webhooks import metrics
+from riverbed_webhooks.domain import health
+from riverbed_webhooks.domain.matching import exhausted_event_id
+from riverbed_webhooks.domain.model import (
+    Attempt,
+    Delivery,
+    DeliveryStatus,
+    DisabledReason,
+    Endpoint,
+)
+from riverbed_webhooks.domain.retry import (
+    RetrySchedule,
+    Verdict,
+    deferral_delay_ms,
+    next_delay_ms,
+    parse_retry_after,
+    status_class,
+    verdict_for,
+)
+from riverbed_webhooks.domain.signing import signed_headers
+from riverbed_webhooks.service_layer.endpoints import disable_endpoint
+from riverbed_webhooks.service_layer.ports import (
+    Clock,
+    ConcurrencyGate,
+    DeliveryLog,
+    EndpointCache,
+    EndpointRepository,
+    EventPublisher,
+    RateLimiter,
+    SendResult,
+    WebhookRequest,
+    WebhookSender,
+)
+
+log = structlog.get_logger(__name__)
+
+#: a task whose delivery is in one of these states has nothing left to do
+CONCLUDED = frozenset({DeliveryStatus.SUCCEEDED, DeliveryStatus.DROPPED})
+
+
+@dataclass(frozen=True)
+class DeliveryPolicy:
+    schedule: RetrySchedule
+    retry_after_cap_ms: int
+    disable_after: timedelta
+    default_concurrency: int
+    deferral_base_ms: int
+    deferral_max_ms: int
+
+
+def body_of(task: DeliverWebhook) -> bytes:
+    """The request body: the event as the subscriber sees it, the same bytes on every attempt."""
+    return task.event.model_dump_json(exclude_none=True).encode()
+
+
+def describe(result: SendResult) -> str:
+    if result.status_code is not None:
+        return f"HTTP {result.status_code}"
+    return result.error or "no response"
+
+
+@dataclass
+class Deliverer:
+    cache: EndpointCache
+    repository: EndpointRepository
+    log: DeliveryLog
+    sender: WebhookSender
+    limiter: RateLimiter
+    gate: ConcurrencyGate
+    publisher: EventPublisher
+    clock: Clock
+    policy: DeliveryPolicy
+    endpoint_label: metrics.EndpointLabels
+    rng: random.Random = field(default_factory=random.Random)
+
+    async def deliver(
+        self, task: DeliverWebhook, *, task_id: str, cause: CloudEvent, delivery_count: int
+    ) -> list[CloudEvent]:
+        """Run one delivery of the task; the events to publish, or RetryLater/PermanentError."""
+        endpoint = await self.cache.endpoint(task.endpoint_id)
+        known = await self.log.get_delivery(task.delivery_id)
+        if known is not None and known.task_id == task_id and known.status in CONCLUDED:
+            # a duplicate of a task that already ended (fan-out redelivered after a crash)
+            log.info("delivery task already concluded; skipped", status=known.status.value)
+            return []
+        made = await self.log.attempts_in_task(task_id)
+        if made == 0:
+            await self.log.begin_task(self._pending(task, task_id))
+        if endpoint is None or not endpoint.enabled:
+            reason = "deleted" if endpoint is None else "disabled"
+            metrics.DROPPED.labels(reason).inc()
+            log.info("delivery dropped: endpoint " + reason, endpoint_id=task.endpoint_id)
+            await self.log.set_status(
+                task.delivery_id,
+                DeliveryStatus.DROPPED,
+                error=f"endpoint {reason}",
+                at=self.clock(),
+            )
+            return []
+        attempt = made + 1
+        if attempt > self.policy.schedule.max_attempts:
+            # the last attempt was recorded but the process died before the task ended
+            await self._exhausted(task, task_id, cause, made, None, "retries exhausted")
+        self._acquire(endpoint, deferrals=delivery_count - 1 - made)
+        try:
+            await self._within_rate_limit(endpoint, deferrals=delivery_count - 1 - made)
+            result = await self._send(endpoint, task)
+        finally:
+            self.gate.release(endpoint.id)
+        return await self._conclude(endpoint, task, task_id, cause, attempt, result)
+
+    # -- limits --------------------------------------------------------------------------
+
+    def _acquire(self, endpoint: Endpoint, *, deferrals: int) -> None:
+        cap = endpoint.max_concurrency or self.policy.default_concurrency
+        if not self.gate.try_acquire(endpoint.id, cap):
+            metrics.DEFERRED.labels("concurrency").inc()
+            raise RetryLater(
+                f"endpoint has {cap} requests in flight",
+                delay_ms=self._deferral(deferrals),
+            )
+
+    async def _within_rate_limit(self, endpoint: Endpoint, *, deferrals: int) -> None:
+        if endpoint.rate_limit_per_s is None:
+            return
+        wait_ms = await self.limiter.acquire(endpoint.id, endpoint.rate_limit_per_s)
+        if wait_ms > 0:
+            metrics.DEFERRED.labels("rate_limit").inc()
+            # spread the queued tasks over the next window instead of bunching at its start
+            delay = wait_ms + self._deferral(deferrals) // 4
+            raise RetryLater(
+                f"endpoint rate limit of {endpoint.rate_limit_per_s}/s", delay_ms=delay
+            )
+
+    def _deferral(self, deferrals: int) -> int:
+        return deferral_delay_ms(
+            deferrals,
+            base_ms=self.policy.deferral_base_ms,
+            max_ms=self.policy.deferral_max_ms,
+            rng=self.rng,
+        )
+
+    # -- the request -----------------------------------------------------------------------
+
+    async def _send(self, endpoint: Endpoint, task: DeliverWebhook) -> SendResult:
+        now = self.clock()
+        body = body_of(task)
+        headers = signed_headers(
+            endpoint.signing_secrets(now), task.event.id, int(now.timestamp()), body
+        )
+        metrics.ATTEMPTS.inc()
+        result = await self.sender.send(WebhookRequest(endpoint.url, headers, body))
+        metrics.ATTEMPT_SECONDS.labels(self.endpoint_label(endpoint.id)).observe(
+            result.duration_ms / 1000
+        )
+        return result
+
+    # -- what the answer means ---------------------------------------------------------------
+
+    async def _conclude(
+        self,
+        endpoint: Endpoint,
+        task: DeliverWebhook,
+        task_id: str,
+        cause: CloudEvent,
+        attempt: int,
+        result: SendResult,
+    ) -> list[CloudEvent]:
+        now = self.clock()
+        verdict = verdict_for(result.status_code)
+        row = Attempt(
+            delivery_id=task.delivery_id,
+            task_id=task_id,
+            endpoint_id=endpoint.id,
+            event_id=task.event.id,
+            attempt=attempt,
+            attempted_at=now,
+            succeeded=verdict is Verdict.DELIVERED,
+            status_code=result.status_code,
+            duration_ms=result.duration_ms,
+            response_body=result.body,
+            error=None if verdict is Verdict.DELIVERED else describe(result)[:2000],
+            error_kind=result.error_kind,
+        )
+        event = task.event.model_dump(mode="json", exclude_none=True)
+
+        async def record(status: DeliveryStatus) -> None:
+            await self.log.record_attempt(row, status, event_type=task.event.type, event=event)
+
+        if verdict is Verdict.DELIVERED:
+            metrics.SUCCEEDED.inc()
+            await record(DeliveryStatus.SUCCEEDED)
+            await self.repository.record_success(endpoint.id, now)
+            log.info("webhook delivered", endpoint_id=endpoint.id, status=result.status_code)
+            assert result.status_code is not None
+            delivered = WebhookDelivered(
+                delivery_id=task.delivery_id,
+                endpoint_id=endpoint.id,
+                event_id=task.event.id,
+                attempt=attempt,
+                status_code=result.status_code,
+                duration_ms=result.duration_ms,
+            )
+            return [new_event(delivered, cause=cause, subject=endpoint.id)]
+
+        metrics.FAILED.labels(status_class(result.status_code, result.error_kind)).inc()
+        log.info(
+            "webhook attempt failed",
+            endpoint_id=endpoint.id,
+            status=result.status_code,
+            error=result.error,
+            task_attempt=attempt,
+        )
+        if verdict is Verdict.GONE:
+            await record(DeliveryStatus.DROPPED)
+            return await disable_endpoint(
+                self.repository,
+                self.cache,
+                endpoint.id,
+                DisabledReason.GONE,
+                now,
+                cause=cause,
+                last_status_code=410,
+                detail="the endpoint answered 410 Gone",
+            )
+
+        failing_since = await self.repository.record_failure(endpoint.id, now)
+        if health.should_disable(failing_since, now, self.policy.disable_after):
+            assert failing_since is not None
+            await record(DeliveryStatus.DROPPED)
+            return await disable_endpoint(
+                self.repository,
+                self.cache,
+                endpoint.id,
+                DisabledReason.FAILING,
+                now,
+                cause=cause,
+                failing_since=failing_since,
+                last_status_code=result.status_code,
+                detail=health.describe_failing(failing_since, now),
+            )
+
+        delay = next_delay_ms(
+            self.policy.schedule,
+            attempt,
+            status_code=result.status_code,
+            retry_after_ms=parse_retry_after(result.retry_after, now),
+            retry_after_cap_ms=self.policy.retry_after_cap_ms,
+            rng=self.rng,
+        )
+        if delay is None:
+            await record(DeliveryStatus.EXHAUSTED)
+            await self._exhausted(
+                task, task_id, cause, attempt, result.status_code, describe(result)
+            )
+        await record(DeliveryStatus.RETRYING)
+        raise RetryLater(f"attempt {attempt} failed: {describe(result)}", delay_ms=delay)
+
+    async def _exhausted(
+        self,
+        task: DeliverWebhook,
+        task_id: str,
+        cause: CloudEvent,
+        attempts: int,
+        last_status_code: int | None,
+        last_error: str,
+    ) -> NoReturn:
+        """Report the exhaustion, then dead-letter the task (the runtime does, on PermanentError).
+
+        The event is published here, not returned: a handler's returned events are
+        published only when it succeeds. Its id is derived from the task, so a
+        repeat after a crash repeats the same event rather than adding one.
+        """
+        await self.log.set_status(task.delivery_id, DeliveryStatus.EXHAUSTED, at=self.clock())
+        exhausted = WebhookDeliveryExhausted(
+            delivery_id=task.delivery_id,
+            endpoint_id=task.endpoint_id,
+            event_id=task.event.id,
+            attempts=attempts,
+            last_status_code=last_status_code,
+            last_error=last_error[:2000] or "failed",
+        )
+        await self.publisher.publish_many(
+            [
+                new_event(
+                    exhausted,
+                    cause=cause,
+                    id=exhausted_event_id(task_id),
+                    subject=task.endpoint_id,
+                )
+            ]
+        )
+        metrics.EXHAUSTED.inc()
+        log.warning("webhook delivery exhausted", endpoint_id=task.endpoint_id, attempts=attempts)
+        raise PermanentError(f"delivery exhausted after {attempts} attempts: {last_error}")
+
+    def _pending(self, task: DeliverWebhook, task_id: str) -> Delivery:
+        now = self.clock()
+        return Delivery(
+            delivery_id=task.delivery_id,
+            endpoint_id=task.endpoint_id,
+            event_id=task.event.id,
+            event_type=task.event.type,
+            event=json.loads(body_of(task)),
+            status=DeliveryStatus.PENDING,
+            task_id=task_id,
+            attempts=0,
+            created_at=now,
+            updated_at=now,
+        )

@@ -1,0 +1,221 @@
+"""The SQL registry and delivery log on SQLite and PostgreSQL, migrated by Alembic."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from riverbed_webhooks.adapters import migrate
+from riverbed_webhooks.adapters.sql import SqlDeliveryLog, SqlEndpointRepository, create_engine
+from riverbed_webhooks.domain.model import (
+    Attempt,
+    Delivery,
+    DeliveryStatus,
+    DisabledReason,
+    Endpoint,
+    new_id,
+)
+from riverbed_webhooks.domain.signing import generate_secret
+
+T0 = datetime(2024, 5, 1, 12, 0, 0, 123000, tzinfo=UTC)
+
+
+@pytest.fixture
+async def engine(database: Any) -> AsyncIterator[AsyncEngine]:
+    """A migrated database (SQLite file or PostgreSQL schema of this test)."""
+    engine = create_engine(database.url, schema=database.schema)
+    assert await migrate.upgrade(engine) == migrate.head_revision()
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+def endpoint(**fields: object) -> Endpoint:
+    values: dict[str, object] = {
+        "id": new_id("ep"),
+        "url": "https://hooks.example.com/in",
+        "event_types": ("payment.*",),
+        "secret": generate_secret(),
+        "created_at": T0,
+        "updated_at": T0,
+    }
+    values.update(fields)
+    return Endpoint.model_validate(values)
+
+
+def delivery(endpoint_id: str, event_id: str, task_id: str, **fields: object) -> Delivery:
+    values: dict[str, object] = {
+        "delivery_id": f"dlv_{endpoint_id}_{event_id}",
+        "endpoint_id": endpoint_id,
+        "event_id": event_id,
+        "event_type": "payment.succeeded.v1",
+        "event": {"id": event_id, "type": "payment.succeeded.v1", "data": {"a": 1}},
+        "status": DeliveryStatus.PENDING,
+        "task_id": task_id,
+        "attempts": 0,
+        "created_at": T0,
+        "updated_at": T0,
+    }
+    values.update(fields)
+    return Delivery.model_validate(values)
+
+
+def attempt(d: Delivery, n: int, *, status: int | None, at: datetime = T0) -> Attempt:
+    return Attempt(
+        delivery_id=d.delivery_id,
+        task_id=d.task_id,
+        endpoint_id=d.endpoint_id,
+        event_id=d.event_id,
+        attempt=n,
+        attempted_at=at,
+        succeeded=status is not None and 200 <= status < 300,
+        status_code=status,
+        duration_ms=10 * n,
+        response_body="body",
+        error=None if status == 200 else f"HTTP {status}",
+    )
+
+
+async def test_migrating_twice_is_a_no_op(engine: AsyncEngine) -> None:
+    assert await migrate.upgrade(engine) == migrate.head_revision()
+    assert await migrate.current_revision(engine) == migrate.head_revision()
+
+
+async def test_an_endpoint_round_trips_with_aware_utc_times(engine: AsyncEngine) -> None:
+    repo = SqlEndpointRepository(engine)
+    made = endpoint(
+        rate_limit_per_s=5,
+        previous_secret=generate_secret(),
+        previous_secret_expires_at=T0 + timedelta(hours=1),
+    )
+    await repo.add(made)
+    assert await repo.get(made.id) == made
+    assert await repo.get("ep_missing") is None
+
+
+async def test_pages_list_by_id_and_enabled_excludes_disabled(engine: AsyncEngine) -> None:
+    repo = SqlEndpointRepository(engine)
+    made = [endpoint(id=f"ep_{i}") for i in range(5)]
+    for e in made:
+        await repo.add(e)
+    first = await repo.page(limit=2)
+    rest = await repo.page(limit=10, after=first[-1].id)
+    assert [e.id for e in first + rest] == [f"ep_{i}" for i in range(5)]
+    await repo.disable("ep_3", DisabledReason.MANUAL, T0)
+    assert [e.id for e in await repo.list_enabled()] == ["ep_0", "ep_1", "ep_2", "ep_4"]
+    assert await repo.count_disabled() == 1
+
+
+async def test_save_writes_changes_and_delete_removes(engine: AsyncEngine) -> None:
+    repo = SqlEndpointRepository(engine)
+    made = endpoint()
+    await repo.add(made)
+    changed = made.model_copy(update={"url": "https://other.example.com", "event_types": ()})
+    await repo.save(changed)
+    assert await repo.get(made.id) == changed
+    assert await repo.delete(made.id)
+    assert not await repo.delete(made.id)
+    assert await repo.get(made.id) is None
+
+
+async def test_only_one_of_many_concurrent_disables_wins(engine: AsyncEngine) -> None:
+    repo = SqlEndpointRepository(engine)
+    made = endpoint()
+    await repo.add(made)
+    results = await asyncio.gather(
+        *(repo.disable(made.id, DisabledReason.GONE, T0) for _ in range(5))
+    )
+    winners = [r for r in results if r is not None]
+    assert len(winners) == 1
+    assert winners[0].disabled_reason is DisabledReason.GONE
+    assert not winners[0].enabled
+
+
+async def test_the_failure_clock_starts_once_and_a_success_or_enable_stops_it(
+    engine: AsyncEngine,
+) -> None:
+    repo = SqlEndpointRepository(engine)
+    made = endpoint()
+    await repo.add(made)
+    assert await repo.record_failure(made.id, T0) == T0
+    assert await repo.record_failure(made.id, T0 + timedelta(days=1)) == T0
+    await repo.record_success(made.id, T0 + timedelta(days=2))
+    later = T0 + timedelta(days=3)
+    assert await repo.record_failure(made.id, later) == later
+    await repo.save(made, reset_health=True)
+    assert await repo.failing_since(made.id) is None
+    assert await repo.record_failure("ep_missing", T0) is None
+
+
+async def test_attempts_are_logged_per_task_endpoint_and_event(engine: AsyncEngine) -> None:
+    log = SqlDeliveryLog(engine)
+    d = delivery("ep_a", "evt_1", "task_1")
+    await log.begin_task(d)
+    event = d.event
+    await log.record_attempt(attempt(d, 1, status=500), DeliveryStatus.RETRYING,
+                             event_type=d.event_type, event=event)  # fmt: skip
+    await log.record_attempt(attempt(d, 2, status=200), DeliveryStatus.SUCCEEDED,
+                             event_type=d.event_type, event=event)  # fmt: skip
+    other = delivery("ep_b", "evt_1", "task_2")
+    await log.record_attempt(attempt(other, 1, status=503), DeliveryStatus.RETRYING,
+                             event_type=d.event_type, event=event)  # fmt: skip
+
+    assert await log.attempts_in_task("task_1") == 2
+    by_endpoint = await log.attempts_for_endpoint("ep_a", limit=10)
+    assert [a.attempt for a in by_endpoint] == [2, 1]  # newest first
+    older = await log.attempts_for_endpoint("ep_a", limit=10, before=by_endpoint[0].id)
+    assert [a.attempt for a in older] == [1]
+    by_event = await log.attempts_for_event("evt_1", limit=10)
+    assert [(a.endpoint_id, a.status_code) for a in by_event] == [
+        ("ep_a", 500), ("ep_a", 200), ("ep_b", 503)
+    ]  # fmt: skip
+    stored = await log.get_delivery(d.delivery_id)
+    assert stored is not None
+    assert (stored.status, stored.attempts, stored.last_status_code) == (
+        DeliveryStatus.SUCCEEDED, 2, 200
+    )  # fmt: skip
+    made_without_begin = await log.get_delivery(other.delivery_id)
+    assert made_without_begin is not None
+    assert made_without_begin.attempts == 1
+    assert [x.endpoint_id for x in await log.deliveries_for_event("evt_1")] == ["ep_a", "ep_b"]
+
+
+async def test_begin_task_resets_status_only_for_a_new_task(engine: AsyncEngine) -> None:
+    log = SqlDeliveryLog(engine)
+    d = delivery("ep_a", "evt_1", "task_1")
+    await log.begin_task(d)
+    await log.set_status(d.delivery_id, DeliveryStatus.EXHAUSTED, error="boom", at=T0)
+    await log.begin_task(d)  # the same task again: a redelivery changes nothing
+    found = await log.get_delivery(d.delivery_id)
+    assert found is not None
+    assert found.status is DeliveryStatus.EXHAUSTED
+    await log.begin_task(d.model_copy(update={"task_id": "task_2"}))  # a replay
+    found = await log.get_delivery(d.delivery_id)
+    assert found is not None
+    assert (found.status, found.task_id) == (DeliveryStatus.PENDING, "task_2")
+
+
+async def test_failed_deliveries_since_a_time_are_the_exhausted_and_dropped_ones(
+    engine: AsyncEngine,
+) -> None:
+    log = SqlDeliveryLog(engine)
+    rows = {
+        "old": (DeliveryStatus.EXHAUSTED, T0 - timedelta(days=1)),
+        "exhausted": (DeliveryStatus.EXHAUSTED, T0),
+        "dropped": (DeliveryStatus.DROPPED, T0 + timedelta(hours=1)),
+        "ok": (DeliveryStatus.SUCCEEDED, T0),
+        "retrying": (DeliveryStatus.RETRYING, T0),
+    }
+    for name, (status, created) in rows.items():
+        await log.begin_task(delivery("ep_a", name, f"t_{name}", status=status, created_at=created))
+    await log.begin_task(delivery("ep_b", "elsewhere", "t_x", status=DeliveryStatus.EXHAUSTED))
+    found = await log.failed_deliveries("ep_a", T0, limit=100)
+    assert [d.event_id for d in found] == ["exhausted", "dropped"]
+    listed = await log.deliveries_for_endpoint("ep_a", limit=10, status=[DeliveryStatus.DROPPED])
+    assert [d.event_id for d in listed] == ["dropped"]

@@ -1,0 +1,52 @@
+"""Settings: the WEBHOOKS_ prefix, the conventional port, and refusals that say what is accepted."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from riverbed_webhooks.settings import WebhooksSettings
+
+
+def test_defaults_are_the_conventions(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("WEBHOOKS_PORT", "WEBHOOKS_API_KEY", "RIVERBED_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    settings = WebhooksSettings()
+    assert settings.port == 8002
+    assert settings.request_timeout_s == 15.0
+    assert settings.retry_schedule.max_attempts == 10
+    assert settings.allowed_networks == []
+    assert "payment.succeeded" in settings.source_streams
+    assert settings.api_key is None
+
+
+def test_variables_use_the_webhooks_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WEBHOOKS_PORT", "9123")
+    monkeypatch.setenv("WEBHOOKS_RETRY_SCHEDULE_MS", "[10, 20]")
+    monkeypatch.setenv("WEBHOOKS_ALLOWED_NETWORKS", '["127.0.0.1/32"]')
+    settings = WebhooksSettings()
+    assert settings.port == 9123
+    assert settings.retry_schedule.delays_ms == (10, 20)
+    assert settings.address_policy.permits("127.0.0.1")
+
+
+def test_the_api_key_comes_from_webhooks_api_key_or_the_shared_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("WEBHOOKS_API_KEY", raising=False)
+    monkeypatch.setenv("RIVERBED_API_KEY", "shared")
+    assert WebhooksSettings().api_key is not None
+    monkeypatch.setenv("WEBHOOKS_API_KEY", "own")
+    key = WebhooksSettings().api_key
+    assert key is not None
+    assert key.get_secret_value() == "own"
+
+
+def test_a_bad_allow_list_entry_is_refused_with_an_example() -> None:
+    with pytest.raises(ValidationError, match=r"127\.0\.0\.1/32"):
+        WebhooksSettings(allowed_networks=["localhost"])
+
+
+def test_the_delivery_backstop_must_exceed_the_schedule() -> None:
+    with pytest.raises(ValidationError, match="max_deliveries"):
+        WebhooksSettings(retry_schedule_ms=[1] * 20, max_deliveries=10)
