@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,53 +14,38 @@ import redis.asyncio
 from riverbed import keys
 from riverbed.consumer import Message, StreamConsumer, Subscription
 from riverbed.publisher import Publisher
-from riverbed.testing import RedisServer, fast_settings, make_event, wait_for
+from riverbed.testing import Processes, RedisServer, fast_settings, make_event, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault]
 
 WORKER = Path(__file__).parent / "workers" / "consume.py"
 
 
-class Workers:
-    """Consumer processes started by a test; all are killed at teardown."""
+FAST_TIMERS = {
+    "RIVERBED_CONSUMER_BLOCK_MS": "100",
+    "RIVERBED_CONSUMER_RECLAIM_INTERVAL_MS": "100",
+    "RIVERBED_CONSUMER_ACK_FLUSH_MS": "1",
+}
 
-    def __init__(self, redis_url: str, tmp_path: Path) -> None:
+
+class Workers:
+    """Consumer processes on the test's Redis, named for their logs."""
+
+    def __init__(self, processes: Processes, redis_url: str) -> None:
+        self.processes = processes
         self.redis_url = redis_url
-        self.tmp_path = tmp_path
-        self.processes: list[subprocess.Popen[bytes]] = []
 
     def start(self, name: str, **env: str) -> subprocess.Popen[bytes]:
-        environment = {
-            **os.environ,
-            "REDIS_URL": self.redis_url,
-            "WORKER_NAME": name,
-            "RIVERBED_CONSUMER_BLOCK_MS": "100",
-            "RIVERBED_CONSUMER_RECLAIM_INTERVAL_MS": "100",
-            "RIVERBED_CONSUMER_ACK_FLUSH_MS": "1",
-            **env,
-        }
-        with open(self.tmp_path / f"{name}.log", "ab") as log:  # the child keeps its own copy
-            process = subprocess.Popen(
-                [sys.executable, str(WORKER)], env=environment, stdout=log, stderr=subprocess.STDOUT
-            )
-        self.processes.append(process)
-        return process
+        worker_env = {"REDIS_URL": self.redis_url, "WORKER_NAME": name, **FAST_TIMERS, **env}
+        return self.processes.start(name, WORKER, worker_env)
 
     def log(self, name: str) -> str:
-        return (self.tmp_path / f"{name}.log").read_text(errors="replace")
-
-    def kill_all(self) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+        return self.processes.log(name)
 
 
 @pytest.fixture
-def workers(redis_url: str, tmp_path: Path) -> Iterator[Workers]:
-    running = Workers(redis_url, tmp_path)
-    yield running
-    running.kill_all()
+def workers(processes: Processes, redis_url: str) -> Workers:
+    return Workers(processes, redis_url)
 
 
 async def test_sigkill_mid_batch_sibling_reclaims_and_every_event_is_handled_once_in_effect(

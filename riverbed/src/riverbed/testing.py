@@ -16,6 +16,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -291,3 +292,43 @@ def message_for(event: CloudEvent, *, attempt: int = 1, entry_id: str = "0-1") -
     """
     spec = get_spec(event.type)
     return Message(event, spec.model.model_validate(event.data), entry_id, spec.stream, attempt)
+
+
+class Processes:
+    """Python scripts a test runs as real processes (for kill -9 and SIGTERM tests).
+
+    Each writes its output to ``<tmp>/<name>.log``; every one still running is killed at
+    teardown of the ``processes`` fixture.
+    """
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.running: list[subprocess.Popen[bytes]] = []
+
+    def start(self, name: str, script: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+        """Run ``script`` with this interpreter, the test's environment plus ``env``."""
+        with open(self.tmp_path / f"{name}.log", "ab") as log:  # the child keeps its own copy
+            process = subprocess.Popen(  # noqa: S603 - the test's own script
+                [sys.executable, str(script)],
+                env={**os.environ, **env},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        self.running.append(process)
+        return process
+
+    def log(self, name: str) -> str:
+        return (self.tmp_path / f"{name}.log").read_text(errors="replace")
+
+    def kill_all(self) -> None:
+        for process in self.running:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+
+@pytest.fixture
+def processes(tmp_path: Path) -> Iterator[Processes]:
+    started = Processes(tmp_path)
+    yield started
+    started.kill_all()

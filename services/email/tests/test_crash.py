@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -16,7 +12,7 @@ import redis.asyncio
 
 from riverbed import keys
 from riverbed.publisher import Publisher
-from riverbed.testing import free_port, wait_for
+from riverbed.testing import Processes, free_port, wait_for
 from riverbed_contracts import event_from_entry
 from riverbed_contracts.email import SendEmail
 from riverbed_contracts.registry import new_event
@@ -27,43 +23,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.fault]
 WORKER = Path(__file__).parent / "workers" / "email_worker.py"
 
 
-class Workers:
-    """Email service processes started by a test; all are killed at teardown."""
-
-    def __init__(self, tmp_path: Path) -> None:
-        self.tmp_path = tmp_path
-        self.processes: list[subprocess.Popen[bytes]] = []
-
-    def start(self, name: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
-        with open(self.tmp_path / f"{name}.log", "ab") as log:  # the child keeps its own copy
-            process = subprocess.Popen(
-                [sys.executable, str(WORKER)],
-                env={**os.environ, **env},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        self.processes.append(process)
-        return process
-
-    def log(self, name: str) -> str:
-        return (self.tmp_path / f"{name}.log").read_text(errors="replace")
-
-    def kill_all(self) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-
-
-@pytest.fixture
-def workers(tmp_path: Path) -> Iterator[Workers]:
-    running = Workers(tmp_path)
-    yield running
-    running.kill_all()
-
-
 async def test_sigkill_after_the_relay_accepted_and_before_the_ack_does_not_send_twice(
-    workers: Workers,
+    processes: Processes,
     smtp_server: ScriptedSmtpServer,
     redis_client: redis.asyncio.Redis,
     redis_url: str,
@@ -86,8 +47,10 @@ async def test_sigkill_after_the_relay_accepted_and_before_the_ack_does_not_send
         "RIVERBED_CONSUMER_RECLAIM_INTERVAL_MS": "100",
         "RIVERBED_CONSUMER_ACK_FLUSH_MS": "1",
     }
-    victim = workers.start(
-        "victim", {**env, "EMAIL_PORT": str(free_port()), "WORKER_PAUSE_FILE": str(pause_file)}
+    victim = processes.start(
+        "victim",
+        WORKER,
+        {**env, "EMAIL_PORT": str(free_port()), "WORKER_PAUSE_FILE": str(pause_file)},
     )
     to = f"ada-{unique}@example.com"
     request = new_event(SendEmail(to=to, subject="Once", text="Only once, please."))
@@ -102,14 +65,14 @@ async def test_sigkill_after_the_relay_accepted_and_before_the_ack_does_not_send
     assert await asyncio.to_thread(victim.wait, 10) == -signal.SIGKILL
 
     port = free_port()
-    successor = workers.start("successor", {**env, "EMAIL_PORT": str(port)})
+    successor = processes.start("successor", WORKER, {**env, "EMAIL_PORT": str(port)})
 
     async def acknowledged() -> bool:
         pending = await redis_client.xpending(keys.stream_key(stream), "email")
         return int(pending["pending"]) == 0
 
     await wait_for(acknowledged, timeout=30, what="the successor to settle the request")
-    assert successor.poll() is None, workers.log("successor")
+    assert successor.poll() is None, processes.log("successor")
     assert len(smtp_server.messages_to(to)) == 1, "sent once, not again after redelivery"
     assert smtp_server.attempts[to.lower()] == 1
 
@@ -119,7 +82,7 @@ async def test_sigkill_after_the_relay_accepted_and_before_the_ack_does_not_send
         if (event := event_from_entry(fields)).causationid == request.id
     ]
     assert [e.data["message_id"] for e in sent] == [f"<{request.id}@riverbed.test>"]
-    assert "already accepted by the relay; not sent again" in workers.log("successor")
+    assert "already accepted by the relay; not sent again" in processes.log("successor")
     async with httpx.AsyncClient() as client:
         metrics = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
     assert "riverbed_email_already_sent_total 1.0" in metrics
