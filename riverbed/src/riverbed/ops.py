@@ -30,7 +30,11 @@ def ops_router(
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @router.get("/readyz", summary="Readiness: Redis reachable and every consumer running")
+    @router.get(
+        "/readyz",
+        summary="Readiness: Redis reachable and every consumer running",
+        responses={503: {"description": "not ready: which check failed and why"}},
+    )
     async def readyz() -> JSONResponse:
         results: dict[str, Any] = {}
         ready = True

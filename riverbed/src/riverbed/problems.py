@@ -116,6 +116,14 @@ def install(
     for exception in unavailable:
         app.add_exception_handler(exception, _unavailable)
 
+    @app.exception_handler(Exception)
+    async def _unexpected(_request: Request, error: Exception) -> JSONResponse:
+        # a bug, not the client's doing: logged with its traceback, answered as JSON too
+        log.exception("unhandled error in a request", error_type=type(error).__name__)
+        return answer(
+            Problem(500, "internal-error", "Internal error", "an unexpected error; it was logged")
+        )
+
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, error: StarletteHTTPException) -> JSONResponse:
         reason = {404: "not-found", 405: "method-not-allowed"}.get(error.status_code, "http-error")

@@ -320,3 +320,53 @@ async def test_redis_down_is_503_and_nothing_is_claimed_to_be_published(own_redi
             assert "nothing was published" in response.json()["detail"]
     finally:
         await service.stop()
+
+
+@pytest.mark.parametrize(
+    ("body", "detail"),
+    [
+        (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+        (b'{"type": "email.requested.v1", "data": {"n": NaN}}', "not valid JSON"),
+        (b'{"n": ' + b"9" * 5000 + b"}", "not valid JSON"),
+    ],
+    ids=["deep-nesting", "nan", "huge-integer"],
+)
+async def test_json_that_python_would_choke_on_is_400(
+    start_gateway: Any, body: bytes, detail: str
+) -> None:
+    _, http = await start_gateway(max_body_bytes=1024 * 1024)
+    response = await http.post(
+        "/v1/events", content=body, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 400
+    assert detail in response.json()["detail"]
+    assert "set_int_max_str_digits" not in response.text
+
+
+async def test_data_too_deep_to_store_is_422_and_nothing_is_published(
+    gateway: Gateway, redis_client: redis.asyncio.Redis
+) -> None:
+    _, http = gateway
+    nested: Any = 1
+    for _ in range(300):
+        nested = {"a": nested}
+    event = {
+        "type": "email.requested.v1",
+        "data": {"to": "a@example.com", "template": "welcome", "variables": {"deep": nested}},
+    }
+    before = await redis_client.xlen(keys.stream_key("email.requested"))
+    response = await http.post("/v1/events", json=event)
+    assert response.status_code == 422, response.text
+    assert await redis_client.xlen(keys.stream_key("email.requested")) == before
+
+
+async def test_an_unreasonable_request_id_is_replaced(
+    gateway: Gateway, redis_client: redis.asyncio.Redis
+) -> None:
+    _, http = gateway
+    response = await http.post("/v1/events", json=email(), headers={"X-Request-Id": "x" * 2000})
+    assert response.status_code == 202
+    chosen = response.headers["x-request-id"]
+    assert len(chosen) == 32
+    stored = await stored_event(redis_client, "email.requested", response.json()["entry_id"])
+    assert stored["correlationid"] == chosen

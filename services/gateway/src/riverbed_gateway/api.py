@@ -16,6 +16,7 @@ from typing import Any, Final
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import PydanticSerializationError
 
 from riverbed.connection import Redis
 from riverbed.keys import rate_limit_key
@@ -148,11 +149,13 @@ class Ingestion:
             if len(body) > limit:
                 raise _too_large(limit)
         try:
-            return bytes(body), json.loads(body)
-        except (ValueError, UnicodeDecodeError) as error:
-            raise Problem(
-                400, "malformed-json", "Malformed JSON", f"the body is not valid JSON: {error}"
-            ) from None
+            return bytes(body), json.loads(body, parse_constant=_refuse_constant)
+        except json.JSONDecodeError as error:
+            raise _malformed(f"the body is not valid JSON: {error}") from None
+        except (ValueError, UnicodeDecodeError):
+            raise _malformed("the body is not valid JSON (or holds a number too long)") from None
+        except RecursionError:
+            raise _malformed("the body is nested too deeply") from None
 
     def to_event(
         self,
@@ -246,7 +249,15 @@ class Ingestion:
                     headers=decision.headers(),
                 )
             self.backpressure.check({get_spec(event.type).stream for event in events})
-            entry_ids = await Publisher(self.redis()).publish_many(events, validated=True)
+            try:
+                entry_ids = await Publisher(self.redis()).publish_many(events, validated=True)
+            except PydanticSerializationError:
+                raise Problem(
+                    422,
+                    "invalid-event-data",
+                    "Invalid event data",
+                    "data is nested too deeply to be stored",
+                ) from None
         except BaseException:
             if idempotency_key is not None:
                 await self.idempotency.release(key.name, idempotency_key)
@@ -278,6 +289,14 @@ def _parse(model: type[EventIn] | type[BatchIn], document: Any) -> EventIn | Bat
 
 def _derived_id(key: ApiKey, idempotency_key: str, index: int) -> str:
     return str(uuid.uuid5(EVENT_ID_NAMESPACE, f"{key.name}\n{idempotency_key}\n{index}"))
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _malformed(detail: str) -> Problem:
+    return Problem(400, "malformed-json", "Malformed JSON", detail)
 
 
 def _too_large(limit: int) -> Problem:

@@ -34,11 +34,15 @@ class AccessLog:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        headers = dict(scope["headers"])
-        request_id = headers.get(b"x-request-id", b"").decode("latin-1") or uuid.uuid4().hex
-        if b"x-request-id" not in headers:
-            # handlers read the id from the request: give them the one we generated
-            scope["headers"] = [*scope["headers"], (b"x-request-id", request_id.encode())]
+        given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        # a client's id becomes every event's correlationid: only a sane one is kept
+        request_id = given if _sane_request_id(given) else uuid.uuid4().hex
+        if request_id != given:
+            # handlers read the id from the request: give them the one we chose
+            scope["headers"] = [
+                *(h for h in scope["headers"] if h[0] != b"x-request-id"),
+                (b"x-request-id", request_id.encode()),
+            ]
         status = 500
 
         async def send_with_id(message: Message) -> None:
@@ -67,6 +71,10 @@ class AccessLog:
                 duration_ms=round(elapsed * 1000, 2),
                 request_id=request_id,
             )
+
+
+def _sane_request_id(value: str) -> bool:
+    return 0 < len(value) <= 128 and value.isascii() and value.isprintable()
 
 
 def create_gateway(
