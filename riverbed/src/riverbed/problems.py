@@ -67,23 +67,62 @@ def field_errors(errors: list[Any], prefix: tuple[str | int, ...] = ()) -> list[
     ]
 
 
+class Responder:
+    """Renders problems (reporting each to ``on_problem``) and maps exceptions to them."""
+
+    def __init__(
+        self,
+        on_problem: Callable[[Problem], None] | None,
+        unavailable: tuple[type[Exception], ...],
+        unavailable_detail: str,
+    ) -> None:
+        self.on_problem = on_problem
+        self.unavailable = unavailable
+        self.unavailable_detail = unavailable_detail
+
+    def __call__(self, problem: Problem) -> JSONResponse:
+        if self.on_problem is not None:
+            self.on_problem(problem)
+        return problem.response()
+
+    def for_exception(self, error: Exception) -> JSONResponse:
+        """What an endpoint served outside the app's handlers answers for ``error``."""
+        if isinstance(error, Problem):
+            return self(error)
+        if isinstance(error, self.unavailable):
+            return self(self.unavailable_problem(error))
+        return self(unexpected_problem(error))
+
+    def unavailable_problem(self, error: Exception) -> Problem:
+        log.error("storage failed in a request", error_type=type(error).__name__, error=str(error))
+        return Problem(
+            503,
+            "unavailable",
+            "Service unavailable",
+            self.unavailable_detail,
+            headers={"Retry-After": "1"},
+        )
+
+
+def unexpected_problem(error: Exception) -> Problem:
+    # a bug, not the client's doing: logged with its traceback, answered as JSON too
+    log.error("unhandled error in a request", error_type=type(error).__name__, exc_info=error)
+    return Problem(500, "internal-error", "Internal error", "an unexpected error; it was logged")
+
+
 def install(
     app: FastAPI,
     *,
     on_problem: Callable[[Problem], None] | None = None,
     unavailable: tuple[type[Exception], ...] = (RedisError,),
     unavailable_detail: str = "a store this service needs cannot be reached; retry later",
-) -> Callable[[Problem], JSONResponse]:
-    """Register handlers; returns the function that renders (and reports) a problem.
+) -> Responder:
+    """Register handlers; returns the :class:`Responder` they use.
 
     ``on_problem`` sees every problem answered (a service counts rejections there);
     exceptions in ``unavailable`` (storage that cannot be reached) become 503s.
     """
-
-    def answer(problem: Problem) -> JSONResponse:
-        if on_problem is not None:
-            on_problem(problem)
-        return problem.response()
+    answer = Responder(on_problem, unavailable, unavailable_detail)
 
     @app.exception_handler(Problem)
     async def _problem(_request: Request, problem: Problem) -> JSONResponse:
@@ -102,27 +141,14 @@ def install(
         )
 
     async def _unavailable(_request: Request, error: Exception) -> JSONResponse:
-        log.error("storage failed in a request", error_type=type(error).__name__, error=str(error))
-        return answer(
-            Problem(
-                503,
-                "unavailable",
-                "Service unavailable",
-                unavailable_detail,
-                headers={"Retry-After": "1"},
-            )
-        )
+        return answer(answer.unavailable_problem(error))
 
     for exception in unavailable:
         app.add_exception_handler(exception, _unavailable)
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, error: Exception) -> JSONResponse:
-        # a bug, not the client's doing: logged with its traceback, answered as JSON too
-        log.exception("unhandled error in a request", error_type=type(error).__name__)
-        return answer(
-            Problem(500, "internal-error", "Internal error", "an unexpected error; it was logged")
-        )
+        return answer(unexpected_problem(error))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, error: StarletteHTTPException) -> JSONResponse:

@@ -1,68 +1,119 @@
-"""Publishing events onto their streams: one, or a batch in one round trip.
+"""Publishing events onto their streams: one, or a batch in one round trip per stream.
 
 Every event is validated against its contract before it is written, so nothing
 malformed reaches the wire. The target stream comes from the registry.
 Retention: an optional approximate ``MAXLEN`` per stream is the hard memory cap;
-everyday trimming (only what every group acknowledged) is ``riverbed.retention``.
+everyday trimming (only what every group acknowledged) is ``StreamMonitor.trim_acknowledged``.
 """
 
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
-from typing import Any
+from functools import lru_cache
+from typing import Final
 
 from riverbed import keys, metrics
 from riverbed.connection import Redis
-from riverbed_contracts import CloudEvent
+from riverbed.scripts import LuaScript
+from riverbed_contracts import ENTRY_FIELD, CloudEvent
 from riverbed_contracts.registry import get_spec
+
+#: Append many events to one stream in one call. KEYS: stream.
+#: ARGV: entry field, max length (0: none), then one CloudEvents document per event.
+#: One script instead of a pipeline of XADDs: the client packs and parses one command.
+_APPEND_ALL: Final = LuaScript("""
+local field, max_length, ids = ARGV[1], tonumber(ARGV[2]), {}
+for i = 3, #ARGV do
+  if max_length > 0 then
+    ids[#ids + 1] = redis.call('XADD', KEYS[1], 'MAXLEN', '~', max_length, '*', field, ARGV[i])
+  else
+    ids[#ids + 1] = redis.call('XADD', KEYS[1], '*', field, ARGV[i])
+  end
+end
+return ids
+""")
+
+_stream_key = lru_cache(maxsize=1024)(keys.stream_key)
+
+
+def _text(entry_id: bytes | str) -> str:
+    return entry_id.decode() if isinstance(entry_id, bytes) else entry_id
 
 
 class Publisher:
-    def __init__(self, redis: Redis, *, max_length: Mapping[str, int] | None = None) -> None:
-        """``max_length``: logical stream -> approximate cap on its length (entries)."""
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        max_length: Mapping[str, int] | None = None,
+        routes: Mapping[str, str] | None = None,
+    ) -> None:
+        """``max_length``: logical stream -> approximate cap on its length (entries).
+        ``routes``: logical stream -> the stream its events go to instead (tests, tenants).
+        """
         self.redis = redis
         self.max_length = dict(max_length or {})
+        self.routes = dict(routes or {})
 
-    def _prepare(
-        self, event: CloudEvent, stream: str | None, validate: bool = True
-    ) -> tuple[str, str, dict[Any, Any]]:
-        spec = get_spec(event.type)
+    def stream_for(self, event_type: str) -> str:
+        """Where events of ``event_type`` go: the registry's stream, or its route."""
+        stream = get_spec(event_type).stream
+        return self.routes.get(stream, stream)
+
+    def _target(self, event: CloudEvent, stream: str | None, validate: bool) -> str:
         if validate:
-            spec.model.model_validate(event.data)  # raises pydantic.ValidationError
-        target = stream or spec.stream
-        return target, keys.stream_key(target), event.to_entry()
+            get_spec(event.type).model.model_validate(event.data)  # raises ValidationError
+        return stream or self.stream_for(event.type)
 
-    async def publish(self, event: CloudEvent, *, stream: str | None = None) -> str:
+    async def publish(
+        self, event: CloudEvent, *, stream: str | None = None, validated: bool = False
+    ) -> str:
         """Append one event to its stream (``stream`` overrides the registry's); returns the id."""
-        stream, key, entry = self._prepare(event, stream)
+        target = self._target(event, stream, not validated)
         started = time.perf_counter()
         entry_id = await self.redis.xadd(
-            key,
-            entry,
-            maxlen=self.max_length.get(stream),
+            _stream_key(target),
+            {ENTRY_FIELD: event.to_json()},
+            maxlen=self.max_length.get(target),
             approximate=True,
         )
         metrics.PUBLISH_SECONDS.observe(time.perf_counter() - started)
-        metrics.PUBLISHED.labels(stream, event.type).inc()
-        return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+        metrics.PUBLISHED.labels(target, event.type).inc()
+        return _text(entry_id)
 
     async def publish_many(
         self, events: Sequence[CloudEvent], *, stream: str | None = None, validated: bool = False
     ) -> list[str]:
-        """Append events in one pipelined round trip (validated first: all or none are sent).
+        """Append events, one round trip per target stream; ids come back in event order.
 
-        ``validated=True`` skips validating data the caller has just validated itself.
+        All are validated (and serialized) before any is sent, so an invalid event means
+        none is published. ``validated=True`` skips validating data the caller has just
+        validated itself.
         """
-        prepared = [self._prepare(event, stream, not validated) for event in events]
-        if not prepared:
+        by_stream: dict[str, list[int]] = {}
+        documents = [event.to_json() for event in events]
+        for index, event in enumerate(events):
+            by_stream.setdefault(self._target(event, stream, not validated), []).append(index)
+        if not by_stream:
             return []
         started = time.perf_counter()
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for stream, key, entry in prepared:
-                pipe.xadd(key, entry, maxlen=self.max_length.get(stream), approximate=True)
-            entry_ids = await pipe.execute()
+        entry_ids: list[str] = [""] * len(events)
+        for target, indexes in by_stream.items():
+            appended = await _APPEND_ALL(
+                self.redis,
+                keys=[_stream_key(target)],
+                args=[
+                    ENTRY_FIELD,
+                    self.max_length.get(target, 0),
+                    *(documents[i] for i in indexes),
+                ],
+            )
+            for index, entry_id in zip(indexes, appended, strict=True):
+                entry_ids[index] = _text(entry_id)
         metrics.PUBLISH_SECONDS.observe(time.perf_counter() - started)
-        for (stream, _, _), event in zip(prepared, events, strict=True):
-            metrics.PUBLISHED.labels(stream, event.type).inc()
-        return [i.decode() if isinstance(i, bytes) else str(i) for i in entry_ids]
+        counts = Counter((target, events[i].type) for target, ix in by_stream.items() for i in ix)
+        for (target, event_type), count in counts.items():
+            metrics.PUBLISHED.labels(target, event_type).inc(count)
+        return entry_ids

@@ -250,7 +250,12 @@ class Ingestion:
                 )
             self.backpressure.check({get_spec(event.type).stream for event in events})
             try:
-                entry_ids = await Publisher(self.redis()).publish_many(events, validated=True)
+                publisher = Publisher(self.redis())
+                entry_ids = (
+                    await publisher.publish_many(events, validated=True)
+                    if batch
+                    else [await publisher.publish(events[0], validated=True)]
+                )
             except PydanticSerializationError:
                 raise Problem(
                     422,

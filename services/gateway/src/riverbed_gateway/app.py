@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any
+from typing import Any, Final
 
 import structlog
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from riverbed.problems import Responder
 from riverbed.ratelimit import RateLimiter
 from riverbed.service import Service
 from riverbed.settings import RedisSettings
@@ -73,6 +75,37 @@ class AccessLog:
             )
 
 
+class IngestFastPath:
+    """Serves the two ingestion routes straight from ASGI, ahead of FastAPI's routing,
+    dependency solving and middleware stack (measured: about twice the requests/s).
+
+    The FastAPI routes of the same paths stay, for the OpenAPI document; errors are
+    answered exactly as the app's exception handlers would.
+    """
+
+    BATCH_BY_PATH: Final = {"/v1/events": False, "/v1/events:batch": True}
+
+    def __init__(
+        self, app: ASGIApp, ingestion: api.Ingestion, respond: Responder, routes: dict[str, Any]
+    ) -> None:
+        self.app = app
+        self.ingestion = ingestion
+        self.respond = respond
+        self.routes = routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        batch = self.BATCH_BY_PATH.get(scope.get("path", "")) if scope["type"] == "http" else None
+        if batch is None or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        scope["route"] = self.routes[scope["path"]]  # the access log's route label
+        try:
+            response = await self.ingestion.ingest(Request(scope, receive), batch)
+        except Exception as error:
+            response = self.respond.for_exception(error)
+        await response(scope, receive, send)
+
+
 def _sane_request_id(value: str) -> bool:
     return 0 < len(value) <= 128 and value.isascii() and value.isprintable()
 
@@ -102,7 +135,11 @@ def create_gateway(
         RateLimiter(redis, per_second=settings.rate_limit_per_s, burst=settings.rate_limit_burst),
         backpressure,
     )
-    app.include_router(api.router(ingestion))
+    ingest_routes = api.router(ingestion)
+    app.include_router(ingest_routes)
+    documented = {
+        route.path: route for route in ingest_routes.routes if isinstance(route, APIRoute)
+    }
     app.include_router(inbound.router(inbound.InboundPayments(settings, redis, ingestion)))
 
     @app.get("/asyncapi", tags=["contracts"], summary="AsyncAPI document of every stream")
@@ -110,6 +147,12 @@ def create_gateway(
         """Read-only: the streams and event types this gateway accepts, as AsyncAPI 3.0."""
         return asyncapi_document()
 
-    problems.install(app)
-    app.add_middleware(AccessLog)
+    respond = problems.install(app)
+    app.add_middleware(
+        IngestFastPath,
+        ingestion=ingestion,
+        respond=respond,
+        routes={path: documented[path] for path in IngestFastPath.BATCH_BY_PATH},
+    )
+    app.add_middleware(AccessLog)  # added last: outermost, so it sees the fast path too
     return service

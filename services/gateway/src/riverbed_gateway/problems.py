@@ -11,8 +11,8 @@ from riverbed_gateway import metrics
 __all__ = ["PROBLEM_JSON", "Problem", "field_errors", "install"]
 
 
-def install(app: FastAPI) -> None:
-    problems.install(
+def install(app: FastAPI) -> problems.Responder:
+    return problems.install(
         app,
         on_problem=lambda problem: metrics.REJECTED.labels(problem.reason).inc(),
         unavailable_detail="the event store cannot be reached; nothing was published; retry later",
