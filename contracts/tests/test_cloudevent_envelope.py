@@ -98,3 +98,15 @@ def test_a_caused_event_carries_the_correlation_and_its_cause() -> None:
     assert (third.correlationid, third.causationid) == (first.id, second.id)
     assert third.traceparent == first.traceparent
     assert len({first.id, second.id, third.id}) == 3
+
+
+def test_new_event_ids_are_distinct_version_4_uuids() -> None:
+    import uuid
+
+    from riverbed_contracts.envelope import new_event_id
+
+    ids = [new_event_id() for _ in range(10_000)]
+    assert len(set(ids)) == len(ids)
+    parsed = uuid.UUID(ids[0])
+    assert (parsed.version, parsed.variant) == (4, uuid.RFC_4122)
+    assert str(parsed) == ids[0]

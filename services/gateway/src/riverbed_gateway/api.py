@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -271,8 +272,8 @@ class Ingestion:
             Accepted(id=e.id, type=e.type, stream=get_spec(e.type).stream, entry_id=i).model_dump()
             for e, i in zip(events, entry_ids, strict=True)
         ]
-        for event in events:
-            metrics.ACCEPTED_EVENTS.labels(event.type).inc()
+        for event_type, count in Counter(event.type for event in events).items():
+            metrics.ACCEPTED_EVENTS.labels(event_type).inc(count)
         body: dict[str, Any] = {"events": accepted} if batch else accepted[0]
         if idempotency_key is not None:
             await self.idempotency.complete(key.name, idempotency_key, request_print, 202, body)
