@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import redis.asyncio
 
-from riverbed.ratelimit import Decision, RateLimiter
+from riverbed.ratelimit import Decision, LeasedRateLimiter, RateLimiter
 
 pytestmark = pytest.mark.integration
 
@@ -70,3 +70,16 @@ def test_a_refusal_becomes_retry_after_and_ratelimit_headers() -> None:
 def test_a_limit_that_cannot_work_is_refused_at_construction(rate: float, burst: int) -> None:
     with pytest.raises(ValueError, match="must be"):
         RateLimiter(lambda: None, per_second=rate, burst=burst)  # type: ignore[arg-type,return-value]
+
+
+async def test_leases_spend_locally_and_never_exceed_the_shared_limit(
+    redis_client: redis.asyncio.Redis, unique: str
+) -> None:
+    shared = RateLimiter(lambda: redis_client, per_second=0.001, burst=20)
+    replicas = [LeasedRateLimiter(shared, lease_size=8) for _ in range(2)]
+    key = f"test:{unique}:lease"
+    allowed = 0
+    for _ in range(30):
+        for replica in replicas:
+            allowed += (await replica.take(key)).allowed
+    assert allowed == 20, "two replicas together get exactly the shared burst"

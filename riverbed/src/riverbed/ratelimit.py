@@ -15,6 +15,7 @@ each event take more of it.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
@@ -118,3 +119,37 @@ class RateLimiter:
             retry_after_ms=math.ceil(int(retry_us) / 1000),
             reset_ms=math.ceil(int(reset_us) / 1000),
         )
+
+
+class LeasedRateLimiter:
+    """A :class:`RateLimiter` that takes tokens from Redis in leases and spends them locally.
+
+    One Redis call per ``lease_size`` events instead of one per request. The limit stays
+    shared and is never exceeded: leased tokens were taken from the shared budget, and
+    those a replica has not spent within ``lease_s`` are simply dropped (a replica can
+    only ever be stricter than the shared limit, by at most one lease).
+    """
+
+    def __init__(self, shared: RateLimiter, *, lease_size: int, lease_s: float = 1.0) -> None:
+        self.shared = shared
+        self.lease_size = max(1, lease_size)
+        self.lease_s = lease_s
+        self._leases: dict[str, tuple[int, float, Decision]] = {}  # key -> (tokens, until, last)
+
+    async def take(self, key: str, cost: int = 1) -> Decision:
+        now = time.monotonic()
+        tokens, until, last = self._leases.get(key, (0, 0.0, None))
+        if tokens >= cost and until > now and last is not None:
+            tokens -= cost
+            self._leases[key] = (tokens, until, last)
+            return Decision(True, last.limit, max(last.remaining - cost, 0), 0, last.reset_ms)
+        want = max(cost, self.lease_size)
+        decision = await self.shared.take(key, want)
+        if not decision.allowed and want > cost:
+            decision = await self.shared.take(key, cost)  # the lease did not fit; the request may
+            want = cost
+        if decision.allowed:
+            self._leases[key] = (want - cost, now + self.lease_s, decision)
+        if len(self._leases) > 10_000:  # bounded: one entry per active key
+            self._leases.clear()
+        return decision

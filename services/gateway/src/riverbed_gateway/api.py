@@ -22,7 +22,7 @@ from pydantic_core import PydanticSerializationError
 from riverbed.connection import Redis
 from riverbed.keys import rate_limit_key
 from riverbed.publisher import Publisher
-from riverbed.ratelimit import RateLimiter
+from riverbed.ratelimit import LeasedRateLimiter
 from riverbed_contracts import CloudEvent
 from riverbed_contracts.generate import self_contained_schema
 from riverbed_contracts.registry import REGISTRY, get_spec
@@ -119,7 +119,7 @@ class Ingestion:
         redis: Callable[[], Redis],
         keys: KeyStore,
         idempotency: IdempotencyStore,
-        limiter: RateLimiter,
+        limiter: LeasedRateLimiter,
         backpressure: Backpressure,
     ) -> None:
         self.settings = settings

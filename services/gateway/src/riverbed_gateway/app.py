@@ -12,7 +12,7 @@ from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from riverbed.problems import Responder
-from riverbed.ratelimit import RateLimiter
+from riverbed.ratelimit import LeasedRateLimiter, RateLimiter
 from riverbed.service import Service
 from riverbed.settings import RedisSettings
 from riverbed_contracts.generate import asyncapi_document
@@ -132,7 +132,14 @@ def create_gateway(
         IdempotencyStore(
             redis, window_s=settings.idempotency_ttl_s, in_flight_s=settings.in_flight_ttl_s
         ),
-        RateLimiter(redis, per_second=settings.rate_limit_per_s, burst=settings.rate_limit_burst),
+        LeasedRateLimiter(
+            RateLimiter(
+                redis, per_second=settings.rate_limit_per_s, burst=settings.rate_limit_burst
+            ),
+            # a lease of 1/16 of the burst (at most 64): one Redis call per lease, not per
+            # request; small limits (tests, tight keys) stay exact with leases of 1
+            lease_size=min(64, settings.rate_limit_burst // 16),
+        ),
         backpressure,
     )
     ingest_routes = api.router(ingestion)
