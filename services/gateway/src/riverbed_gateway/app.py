@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import random
 import time
-import uuid
 from typing import Any, Final
 
 import structlog
@@ -38,7 +38,7 @@ class AccessLog:
         started = time.perf_counter()
         given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
         # a client's id becomes every event's correlationid: only a sane one is kept
-        request_id = given if _sane_request_id(given) else uuid.uuid4().hex
+        request_id = given if _sane_request_id(given) else f"{random.getrandbits(128):032x}"
         if request_id != given:
             # handlers read the id from the request: give them the one we chose
             scope["headers"] = [
