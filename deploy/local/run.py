@@ -482,6 +482,10 @@ def main(argv: list[str] | None = None) -> int:
                     env.setdefault(
                         "WEBHOOKS_DATABASE_URL", f"sqlite+aiosqlite:///{VAR / 'webhooks.db'}"
                     )
+                if spec.name == "payments":
+                    env.setdefault(
+                        "PAYMENTS_DATABASE_URL", f"sqlite+aiosqlite:///{VAR / 'payments.db'}"
+                    )
                 # In --check the services' logs go to files, keeping the report readable.
                 log_path = log_dir / f"{spec.name}.log" if args.check else None
                 if log_path is not None:

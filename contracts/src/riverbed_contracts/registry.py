@@ -17,7 +17,18 @@ from typing import Any, Final, Literal
 from riverbed_contracts.email import EmailFailed, EmailSent, EmailSuppressed, SendEmail
 from riverbed_contracts.envelope import CloudEvent
 from riverbed_contracts.payload import Payload
-from riverbed_contracts.payments import PaymentFailed, PaymentRefunded, PaymentSucceeded
+from riverbed_contracts.payments import (
+    PaymentDisputeClosed,
+    PaymentDisputeOpened,
+    PaymentFailed,
+    PaymentRecorded,
+    PaymentRefunded,
+    PaymentRefundRecorded,
+    PaymentSucceeded,
+    PayoutPaid,
+    ReconciliationCompleted,
+    ReconciliationMismatch,
+)
 from riverbed_contracts.webhooks import (
     DeliverWebhook,
     WebhookDelivered,
@@ -125,6 +136,48 @@ _SPECS = (
         PaymentRefunded,
         "event",
         "A payment provider refunded (part of) a payment.",
+    ),
+    EventSpec(
+        "payment.dispute.opened.v1",
+        PaymentDisputeOpened,
+        "event",
+        "A customer disputed a payment; the provider withdrew the disputed funds.",
+    ),
+    EventSpec(
+        "payment.dispute.closed.v1",
+        PaymentDisputeClosed,
+        "event",
+        "A dispute was decided: won (funds reinstated) or lost.",
+    ),
+    EventSpec(
+        "payment.payout.paid.v1",
+        PayoutPaid,
+        "event",
+        "A payment provider paid part of the balance out to the bank.",
+    ),
+    EventSpec(
+        "payment.recorded.v1",
+        PaymentRecorded,
+        "event",
+        "The payments ledger recorded a captured payment (once per payment).",
+    ),
+    EventSpec(
+        "payment.refund.recorded.v1",
+        PaymentRefundRecorded,
+        "event",
+        "The payments ledger recorded a refund as a reversing transaction.",
+    ),
+    EventSpec(
+        "payment.reconciliation.completed.v1",
+        ReconciliationCompleted,
+        "event",
+        "A settlement report was reconciled against the ledger.",
+    ),
+    EventSpec(
+        "payment.reconciliation.mismatch.v1",
+        ReconciliationMismatch,
+        "event",
+        "One discrepancy a reconciliation found between a settlement report and the ledger.",
     ),
 )
 

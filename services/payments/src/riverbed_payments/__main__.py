@@ -1,21 +1,70 @@
-"""Entry point: `riverbed-payments` (or `python -m riverbed_payments`).
+"""Entry point: ``riverbed-payments`` (or ``python -m riverbed_payments``).
 
-A skeleton until the payments issue lands: it serves /healthz, /readyz and /metrics
-on its port and consumes nothing yet.
+``riverbed-payments``                     serve: ledger consumers, outbox relay, API, /metrics
+``riverbed-payments migrate``             bring the database to the latest schema, then exit
+``riverbed-payments reconcile FILE``      submit a settlement report to the running service
 """
 
 from __future__ import annotations
 
-from riverbed.service import Service
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from riverbed.logging import configure_logging
+from riverbed_payments.adapters import migrate
+from riverbed_payments.adapters.sql import create_engine
+from riverbed_payments.bootstrap import PaymentsService, create_service
+from riverbed_payments.entrypoints.cli import reconcile
 from riverbed_payments.settings import PaymentsSettings
 
-
-def create_service(settings: PaymentsSettings) -> Service:
-    return Service(settings)
+__all__ = ["create_service", "main"]
 
 
-def main() -> None:
-    create_service(PaymentsSettings()).run()
+async def _migrate(settings: PaymentsSettings) -> str | None:
+    engine = create_engine(
+        settings.database_url.get_secret_value(), schema=settings.database_schema
+    )
+    try:
+        return await migrate.upgrade(engine)
+    finally:
+        await engine.dispose()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="riverbed-payments", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command")
+    commands.add_parser("serve", help="run the service (the default)")
+    commands.add_parser("migrate", help="apply pending database migrations and exit")
+    submit = commands.add_parser(
+        "reconcile", help="submit a settlement report (CSV) to the service's API"
+    )
+    submit.add_argument("file", type=Path, help="the report, in the layout of README.md")
+    submit.add_argument("--provider", default="stripe", help="whose report it is (stripe)")
+    submit.add_argument(
+        "--url", default=None, help="the service's base URL (default http://127.0.0.1:PORT)"
+    )
+    submit.add_argument("--no-wait", action="store_true", help="return once it is accepted")
+    args = parser.parse_args(argv)
+    settings = PaymentsSettings()
+    if args.command == "migrate":
+        configure_logging(settings.log_level, settings.log_format)
+        revision = asyncio.run(_migrate(settings))
+        print(f"payments database at revision {revision}")
+        sys.exit(0)
+    if args.command == "reconcile":
+        if not args.file.is_file():
+            parser.error(f"{args.file} is not a file")
+        key = settings.api_key.get_secret_value() if settings.api_key else None
+        url = args.url or f"http://{settings.host}:{settings.port}"
+        code = asyncio.run(
+            reconcile(args.file, provider=args.provider, base_url=url, api_key=key,
+                      wait=not args.no_wait)
+        )  # fmt: skip
+        sys.exit(code)
+    service: PaymentsService = create_service(settings)
+    service.run()
 
 
 if __name__ == "__main__":

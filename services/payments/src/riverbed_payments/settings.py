@@ -1,14 +1,94 @@
-"""Settings of the payments service, from `PAYMENTS_*` variables (and the shared `REDIS_URL`)."""
+"""Settings of the payments service, from `PAYMENTS_*` variables (and the shared `REDIS_URL`).
+
+Maps are JSON (``PAYMENTS_STREAM_ROUTES='{"payment.succeeded": "payment.succeeded.staging"}'``).
+Durations carry their unit in the name.
+"""
 
 from __future__ import annotations
 
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from riverbed.settings import ServiceSettings
 
+#: the streams the ledger consumes
+INBOUND_STREAMS = (
+    "payment.succeeded",
+    "payment.failed",
+    "payment.refunded",
+    "payment.dispute.opened",
+    "payment.dispute.closed",
+    "payment.payout.paid",
+)
+
 
 class PaymentsSettings(ServiceSettings):
-    model_config = SettingsConfigDict(env_prefix="PAYMENTS_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="PAYMENTS_", extra="ignore", populate_by_name=True)
 
     service_name: str = "payments"
     port: int = 8003
+
+    # -- storage -------------------------------------------------------------------
+    database_url: SecretStr = Field(
+        default=SecretStr("sqlite+aiosqlite:///var/payments/payments.db"),
+        description="SQLAlchemy async URL: sqlite+aiosqlite:///path or postgresql+asyncpg://…",
+    )
+    database_schema: str | None = Field(
+        default=None,
+        pattern=r"^[a-z_][a-z0-9_]{0,62}$",
+        description="PostgreSQL schema of the tables (search_path); default: the user's",
+    )
+    migrate_on_start: bool = Field(
+        default=True, description="apply pending migrations at start-up (else: `migrate`)"
+    )
+
+    # -- API ---------------------------------------------------------------------------
+    api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("PAYMENTS_API_KEY", "RIVERBED_API_KEY", "api_key"),
+        description="Bearer key of the /v1 API; without one the API answers 503",
+    )
+
+    # -- streams -------------------------------------------------------------------------
+    stream_routes: dict[str, str] = Field(
+        default_factory=dict,
+        description="logical stream -> stream actually used, for the streams this service "
+        "reads and writes (tests, staging)",
+    )
+    out_of_order_retry_ms: int = Field(
+        default=5_000,
+        ge=1,
+        description="wait before retrying a refund or dispute whose payment is not recorded "
+        "yet (its event may still be on its way), ms",
+    )
+
+    # -- receipts ---------------------------------------------------------------------------
+    receipts: bool = Field(
+        default=True,
+        description="ask the email service for a receipt (email.requested) when a recorded "
+        "payment has a receipt address",
+    )
+
+    # -- outbox ---------------------------------------------------------------------------------
+    outbox_batch_size: int = Field(default=200, ge=1, le=10_000, description="events per pass")
+    outbox_poll_interval_s: float = Field(
+        default=0.5, gt=0, description="relay pass when nothing wakes it, s"
+    )
+    outbox_retention_s: float = Field(
+        default=7 * 24 * 3600.0, gt=0, description="how long published rows are kept, s"
+    )
+
+    # -- reconciliation ---------------------------------------------------------------------------
+    report_max_bytes: int = Field(
+        default=512 * 1024 * 1024, ge=1024, description="largest settlement report accepted, bytes"
+    )
+    report_max_record_chars: int = Field(
+        default=64 * 1024, ge=256, description="longest CSV record accepted, characters"
+    )
+    report_chunk_lines: int = Field(
+        default=500, ge=1, le=10_000, description="lines stored and matched per transaction"
+    )
+
+    def stream(self, logical: str) -> str:
+        """The stream actually used for logical stream ``logical``."""
+        return self.stream_routes.get(logical, logical)

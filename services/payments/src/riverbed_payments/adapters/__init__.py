@@ -1,0 +1,1 @@
+"""SQL storage (ledger, outbox, reconciliation reports), migrations, the outbox relay."""

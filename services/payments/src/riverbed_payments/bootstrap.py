@@ -1,0 +1,224 @@
+"""The composition root: settings in, a ready-to-run payments service out.
+
+Nothing is opened at import or construction time. ``start()`` opens the database
+(migrating it unless ``PAYMENTS_MIGRATE_ON_START=false``), then Redis and the
+consumers (the runtime's ``Service.start``), wires the use cases, starts the outbox
+relay and resumes any reconciliation a previous process left half done. ``stop()``
+drains the consumers first, then stops the relay and the jobs and closes the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from riverbed.consumer import Message
+from riverbed.publisher import Publisher
+from riverbed.service import Service
+from riverbed.settings import ConsumerSettings, RedisSettings
+from riverbed_payments.adapters import migrate
+from riverbed_payments.adapters.outbox import OutboxRelay
+from riverbed_payments.adapters.reports import SqlReports
+from riverbed_payments.adapters.sql import SqlLedger, create_engine
+from riverbed_payments.entrypoints import api, problems
+from riverbed_payments.service_layer.reconciliation import Reconciler
+from riverbed_payments.service_layer.recording import Recorder
+from riverbed_payments.settings import INBOUND_STREAMS, PaymentsSettings
+
+log = structlog.get_logger(__name__)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Container:
+    """Every wired dependency of a started service (what handlers and routes use)."""
+
+    engine: AsyncEngine
+    ledger: SqlLedger
+    reports: SqlReports
+    recorder: Recorder
+    reconciler: Reconciler
+    relay: OutboxRelay
+    jobs: Jobs
+
+
+class Jobs:
+    """Reconciliation jobs running in this process (background tasks, cancelled at stop)."""
+
+    def __init__(self, reconciler: Reconciler) -> None:
+        self.reconciler = reconciler
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+
+    def start(self, report_id: str) -> None:
+        if report_id in self.tasks:
+            return
+        task = asyncio.create_task(self._run(report_id), name=f"reconcile:{report_id}")
+        self.tasks[report_id] = task
+        task.add_done_callback(lambda _: self.tasks.pop(report_id, None))
+
+    async def _run(self, report_id: str) -> None:
+        with contextlib.suppress(Exception):  # logged, counted and stored by run()
+            await self.reconciler.run(report_id)
+
+    async def stop(self) -> None:
+        for task in list(self.tasks.values()):
+            task.cancel()
+        await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+
+
+class PaymentsService(Service):
+    """The runtime's :class:`Service` plus the ledger database, the outbox relay and the API."""
+
+    def __init__(
+        self,
+        settings: PaymentsSettings,
+        *,
+        redis_settings: RedisSettings | None = None,
+        consumer_settings: ConsumerSettings | None = None,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        app = FastAPI(
+            title="Riverbed payments",
+            version="1",
+            description="A double-entry ledger of payment events, and settlement reconciliation.",
+        )
+        super().__init__(
+            settings, redis_settings=redis_settings, consumer_settings=consumer_settings, app=app
+        )
+        self.payments = settings
+        self.container: Container | None = None
+        self._clock = clock
+        self._wired = asyncio.Event()
+        self._relay_task: asyncio.Task[None] | None = None
+        for stream in INBOUND_STREAMS:
+            self.subscribe(settings.stream(stream), self._handle)
+        api_key = settings.api_key.get_secret_value() if settings.api_key else None
+        app.state.payments_context = lambda: self.container
+        app.include_router(api.router(api_key, settings))
+        problems.install(app)
+
+    @property
+    def group(self) -> str:
+        """The consumer group of every subscription (the processed-messages key's first half)."""
+        return self.settings.service_name
+
+    async def _handle(self, message: Message[Any]) -> None:
+        await self._wired.wait()  # consumers start a moment before the wiring is done
+        assert self.container is not None
+        await self.container.recorder(message)
+
+    async def start(self) -> None:
+        settings = self.payments
+        engine = create_engine(
+            settings.database_url.get_secret_value(), schema=settings.database_schema
+        )
+        try:
+            await self._prepare_database(engine)
+            await super().start()
+        except BaseException:
+            await engine.dispose()
+            raise
+        self.container = self._wire(engine)
+        self._wired.set()
+        self._relay_task = asyncio.create_task(self.container.relay.run(), name="outbox-relay")
+        for report_id in await self.container.reports.in_status("processing"):
+            log.info("resuming reconciliation", report_id=report_id)
+            self.container.jobs.start(report_id)
+        log.info(
+            "payments wired",
+            streams=[settings.stream(s) for s in INBOUND_STREAMS],
+            group=self.group,
+        )
+
+    async def stop(self) -> None:
+        await super().stop()  # stop reading and drain in-flight handlers first
+        if self._relay_task is not None:
+            self._relay_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._relay_task
+            self._relay_task = None
+        if self.container is not None:
+            await self.container.jobs.stop()
+            await self.container.engine.dispose()
+            self.container = None
+        self._wired.clear()
+
+    async def _prepare_database(self, engine: AsyncEngine) -> None:
+        if self.payments.migrate_on_start:
+            await migrate.upgrade(engine)
+            return
+        current, head = await migrate.current_revision(engine), migrate.head_revision()
+        if current != head:
+            raise RuntimeError(
+                f"the payments database is at revision {current}, the code needs {head}: "
+                "run `riverbed-payments migrate` (or set PAYMENTS_MIGRATE_ON_START=true)"
+            )
+
+    def _wire(self, engine: AsyncEngine) -> Container:
+        """Build the use cases on the open resources (no I/O here)."""
+        settings = self.payments
+        publisher = Publisher(self.redis)
+        relay = OutboxRelay(
+            engine,
+            lambda: publisher,
+            clock=self._clock,
+            batch_size=settings.outbox_batch_size,
+            poll_interval_s=settings.outbox_poll_interval_s,
+            retention=timedelta(seconds=settings.outbox_retention_s),
+        )
+        ledger = SqlLedger(engine)
+        reports = SqlReports(engine)
+        recorder = Recorder(
+            ledger,
+            group=self.group,
+            stream_for=settings.stream,
+            clock=self._clock,
+            receipts=settings.receipts,
+            out_of_order_retry_ms=settings.out_of_order_retry_ms,
+            on_commit=relay.notify,
+        )
+        reconciler = Reconciler(
+            reports,
+            stream_for=settings.stream,
+            clock=self._clock,
+            chunk_lines=settings.report_chunk_lines,
+            max_bytes=settings.report_max_bytes,
+            max_record_chars=settings.report_max_record_chars,
+            on_commit=relay.notify,
+        )
+        return Container(
+            engine=engine,
+            ledger=ledger,
+            reports=reports,
+            recorder=recorder,
+            reconciler=reconciler,
+            relay=relay,
+            jobs=Jobs(reconciler),
+        )
+
+
+def create_service(
+    settings: PaymentsSettings,
+    *,
+    redis_settings: RedisSettings | None = None,
+    consumer_settings: ConsumerSettings | None = None,
+    clock: Callable[[], datetime] = utc_now,
+) -> PaymentsService:
+    """The payments service for ``settings``; call ``run()`` (or ``start()``/``stop()``)."""
+    return PaymentsService(
+        settings,
+        redis_settings=redis_settings,
+        consumer_settings=consumer_settings,
+        clock=clock,
+    )

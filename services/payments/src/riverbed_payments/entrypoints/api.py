@@ -1,0 +1,232 @@
+"""The payments API: the ledger (read-only) and settlement reconciliation.
+
+Every route needs ``Authorization: Bearer <PAYMENTS_API_KEY or RIVERBED_API_KEY>``: the
+ledger is financial data. Nothing here writes to the ledger; events do.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated, Literal
+
+from fastapi import APIRouter, Depends, Query, Request, Response, status
+
+from riverbed_payments.entrypoints.problems import Problem
+from riverbed_payments.entrypoints.schemas import (
+    BalanceList,
+    BalanceOut,
+    FailureOut,
+    LineList,
+    LineOut,
+    PaymentOut,
+    PayoutList,
+    PayoutOut,
+    ReportList,
+    ReportOut,
+    TransactionList,
+    TransactionOut,
+)
+from riverbed_payments.settings import PaymentsSettings
+
+if TYPE_CHECKING:
+    from riverbed_payments.bootstrap import Container
+
+#: content types a settlement report may be sent as
+CSV_TYPES = ("text/csv", "application/csv", "text/plain", "application/octet-stream")
+LineClassParam = Literal["matched", "missing_in_ledger", "missing_at_provider", "amount_mismatch"]
+Provider = Annotated[str, Query(min_length=1, max_length=50, pattern=r"^[a-z][a-z0-9_-]*$")]
+
+
+def _started(request: Request) -> Container:
+    """The wired dependencies (``app.state.payments_context()``), or 503 while starting."""
+    provider: Callable[[], Container | None] = request.app.state.payments_context
+    found = provider()
+    if found is None:
+        raise Problem(
+            503, "starting", "Service starting", "the service is not ready; retry shortly",
+            headers={"Retry-After": "1"},
+        )  # fmt: skip
+    return found
+
+
+Ctx = Annotated["Container", Depends(_started)]
+
+
+def router(api_key: str | None, settings: PaymentsSettings) -> APIRouter:
+    """The /v1 routes; the app must set ``app.state.payments_context`` (see bootstrap)."""
+
+    def authorized(request: Request) -> None:
+        if api_key is None:
+            raise Problem(
+                503,
+                "api-disabled",
+                "API disabled",
+                "no API key is configured: set PAYMENTS_API_KEY (or RIVERBED_API_KEY)",
+            )
+        scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            presented.strip().encode(), api_key.encode()
+        ):
+            raise Problem(
+                401,
+                "unauthorized",
+                "Unauthorized",
+                "send Authorization: Bearer <API key>",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+
+    api = APIRouter(prefix="/v1", tags=["payments"], dependencies=[Depends(authorized)])
+
+    # -- the ledger -------------------------------------------------------------------------
+
+    @api.get("/balances", summary="Balances per account and currency, derived from postings")
+    async def balances(
+        ctx: Ctx,
+        account: Annotated[str | None, Query(max_length=200)] = None,
+        currency: Annotated[str | None, Query(pattern=r"^[A-Z]{3}$")] = None,
+    ) -> BalanceList:
+        found = await ctx.ledger.balances(account=account, currency=currency)
+        return BalanceList(data=[BalanceOut.of(b) for b in found])
+
+    @api.get("/transactions", summary="Ledger transactions with their postings (by id, paged)")
+    async def list_transactions(
+        ctx: Ctx,
+        provider: Annotated[str | None, Query(max_length=50)] = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 100,
+        after: Annotated[str | None, Query(max_length=36)] = None,
+    ) -> TransactionList:
+        page = await ctx.ledger.page(limit=limit, provider=provider, after=after)
+        return TransactionList(
+            data=[TransactionOut.of(t) for t in page],
+            next_after=page[-1].id if len(page) == limit else None,
+        )
+
+    @api.get("/transactions/{transaction_id}", summary="One ledger transaction")
+    async def get_transaction(transaction_id: str, ctx: Ctx) -> TransactionOut:
+        found = await ctx.ledger.transaction(transaction_id)
+        if found is None:
+            raise Problem(
+                404, "not-found", "Unknown transaction", f"no transaction {transaction_id}"
+            )
+        return TransactionOut.of(found)
+
+    @api.get(
+        "/payments/{provider}/{provider_payment_id}",
+        summary="A payment: its transactions (payment, refunds, disputes) and failed attempts",
+    )
+    async def get_payment(provider: str, provider_payment_id: str, ctx: Ctx) -> PaymentOut:
+        found = await ctx.ledger.for_payment(provider, provider_payment_id)
+        failures = await ctx.ledger.failures(provider, provider_payment_id)
+        if not found and not failures:
+            raise Problem(
+                404,
+                "not-found",
+                "Unknown payment",
+                f"no payment {provider_payment_id} of {provider} in the ledger",
+            )
+        return PaymentOut(
+            provider=provider,
+            provider_payment_id=provider_payment_id,
+            status="recorded" if found else "failed",
+            transactions=[TransactionOut.of(t) for t in found],
+            failures=[FailureOut.model_validate(f) for f in failures],
+        )
+
+    # -- reconciliation ---------------------------------------------------------------------
+
+    @api.post(
+        "/reconciliations",
+        status_code=status.HTTP_202_ACCEPTED,
+        summary="Submit a settlement report (CSV, streamed); it is matched in the background",
+        responses={413: {"description": "too large"}, 422: {"description": "invalid report"}},
+    )
+    async def submit_report(
+        request: Request,
+        response: Response,
+        ctx: Ctx,
+        provider: Provider,
+        filename: Annotated[str | None, Query(max_length=255)] = None,
+        period_start: datetime | None = None,
+        period_end: datetime | None = None,
+    ) -> ReportOut:
+        """The body is the CSV itself (README: the layout); it is read as it arrives."""
+        content_type = request.headers.get("content-type", "text/csv").split(";")[0].strip()
+        if content_type not in CSV_TYPES:
+            raise Problem(
+                415,
+                "unsupported-media-type",
+                "Unsupported media type",
+                f"send the report as text/csv, not {content_type}",
+            )
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > settings.report_max_bytes:
+            raise Problem(
+                413,
+                "too-large",
+                "Report too large",
+                f"the report is larger than {settings.report_max_bytes} bytes",
+            )
+        for name, value in (("period_start", period_start), ("period_end", period_end)):
+            if value is not None and value.tzinfo is None:
+                raise Problem(422, "invalid-request", "Invalid request",
+                              f"{name} needs a time zone offset (e.g. Z)")  # fmt: skip
+
+        async def body() -> AsyncIterator[bytes]:
+            async for chunk in request.stream():
+                yield chunk
+
+        report_id = await ctx.reconciler.receive(
+            provider, body(), filename=filename, period=(period_start, period_end)
+        )
+        ctx.jobs.start(report_id)
+        report = await ctx.reports.get(report_id)
+        assert report is not None
+        response.headers["Location"] = f"/v1/reconciliations/{report_id}"
+        return ReportOut.of(report)
+
+    @api.get("/reconciliations", summary="Reports, newest first")
+    async def list_reports(
+        ctx: Ctx,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        before: Annotated[str | None, Query(max_length=40)] = None,
+    ) -> ReportList:
+        page = await ctx.reports.page(limit=limit, before=before)
+        return ReportList(
+            data=[ReportOut.of(r) for r in page],
+            next_before=page[-1]["id"] if len(page) == limit else None,
+        )
+
+    async def _report(ctx: Container, report_id: str) -> dict[str, object]:
+        found = await ctx.reports.get(report_id)
+        if found is None:
+            raise Problem(404, "not-found", "Unknown report", f"no reconciliation {report_id}")
+        return found
+
+    @api.get("/reconciliations/{report_id}", summary="One report: status and counts per class")
+    async def get_report(report_id: str, ctx: Ctx) -> ReportOut:
+        return ReportOut.of(await _report(ctx, report_id))
+
+    @api.get("/reconciliations/{report_id}/lines", summary="A report's lines, by class (paged)")
+    async def report_lines(
+        report_id: str,
+        ctx: Ctx,
+        line_class: Annotated[LineClassParam | None, Query(alias="class")] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        after: Annotated[int | None, Query(ge=0)] = None,
+    ) -> LineList:
+        await _report(ctx, report_id)
+        rows = await ctx.reports.lines(report_id, limit=limit, after=after, line_class=line_class)
+        return LineList(
+            data=[LineOut.of(r) for r in rows],
+            next_after=int(rows[-1]["seq"]) if len(rows) == limit else None,
+        )
+
+    @api.get("/reconciliations/{report_id}/payouts", summary="A report's payouts, checked")
+    async def report_payouts(report_id: str, ctx: Ctx) -> PayoutList:
+        await _report(ctx, report_id)
+        rows = await ctx.reports.payouts(report_id)
+        return PayoutList(data=[PayoutOut.model_validate(r) for r in rows])
+
+    return api

@@ -1,0 +1,1 @@
+"""Use cases over ports: recording payment events, reconciling settlement reports."""

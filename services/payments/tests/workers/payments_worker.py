@@ -1,0 +1,45 @@
+"""A payments service process for the crash test: the real service, configured by environment.
+
+Everything comes from ``PAYMENTS_*``, ``RIVERBED_CONSUMER_*`` and ``REDIS_URL`` as in
+production. One test-only hook: with ``WORKER_PAUSE_FILE`` set, each handler, once it
+has returned (the ledger transaction is committed), writes the event id to that file
+and waits forever — before the runtime acknowledges the entry. The test kills the
+process there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any
+
+from riverbed.consumer import Handler, Message
+from riverbed_payments.bootstrap import create_service
+from riverbed_payments.settings import PaymentsSettings
+
+
+def pause_after(handler: Handler, pause_file: Path) -> Handler:
+    async def handle_then_pause(message: Message[Any]) -> Any:
+        events = await handler(message)
+        await asyncio.to_thread(pause_file.write_text, message.event.id)
+        await asyncio.Event().wait()  # until SIGKILL
+        return events
+
+    return handle_then_pause
+
+
+def main() -> None:
+    service = create_service(PaymentsSettings())
+    pause_file = os.environ.get("WORKER_PAUSE_FILE")
+    if pause_file:
+        service.subscriptions[:] = [
+            dataclasses.replace(s, handler=pause_after(s.handler, Path(pause_file)))
+            for s in service.subscriptions
+        ]
+    service.run()
+
+
+if __name__ == "__main__":
+    main()
