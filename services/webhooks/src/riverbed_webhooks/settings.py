@@ -45,7 +45,14 @@ class WebhooksSettings(ServiceSettings):
 
     # -- what is delivered ---------------------------------------------------------
     source_streams: list[str] = Field(
-        default=["payment.succeeded", "payment.failed", "payment.refunded"],
+        default=[
+            "payment.succeeded",
+            "payment.failed",
+            "payment.refunded",
+            # the ledger's confirmations (payments service): what merchants usually want
+            "payment.recorded",
+            "payment.refund.recorded",
+        ],
         min_length=1,
         description="logical streams whose events fan out to endpoints",
     )
