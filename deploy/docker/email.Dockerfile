@@ -1,0 +1,67 @@
+# syntax=docker/dockerfile:1.7
+# Image of the email service (templated email over SMTP, consuming email.requested).
+# Build from the repository root (the workspace and its one uv.lock are the context):
+#
+#   docker build -f deploy/docker/email.Dockerfile -t riverbed-email .
+#
+# Stage "build" installs the locked third-party dependencies first, in a layer that is
+# rebuilt only when uv.lock or pyproject.toml change, then this service and the two
+# workspace packages it depends on (contracts, riverbed), not editable, into /app/.venv.
+# The final stage is the slim Python image plus that virtualenv: no uv, no compiler, no
+# sources or tests, running as an unprivileged user; it works with a read-only root
+# filesystem given a writable /tmp.
+
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+FROM ghcr.io/astral-sh/uv:0.13.9 AS uv
+
+FROM ${PYTHON_IMAGE} AS build
+COPY --from=uv /uv /usr/local/bin/uv
+ENV UV_COMPILE_BYTECODE=1 \
+    UV_LINK_MODE=copy \
+    UV_PYTHON_DOWNLOADS=never \
+    UV_PYTHON=/usr/local/bin/python3 \
+    UV_PROJECT_ENVIRONMENT=/app/.venv
+WORKDIR /src
+# 1. third-party dependencies only (the lock is the truth; no workspace package yet)
+RUN --mount=type=cache,target=/root/.cache/uv \
+    --mount=type=bind,source=uv.lock,target=uv.lock \
+    --mount=type=bind,source=pyproject.toml,target=pyproject.toml \
+    uv sync --frozen --no-dev --no-install-workspace --package riverbed-email
+# 2. the workspace packages this service needs, as wheels: the sources stay in this stage
+COPY pyproject.toml uv.lock ./
+COPY contracts/ contracts/
+COPY riverbed/ riverbed/
+COPY services/email/ services/email/
+RUN --mount=type=cache,target=/root/.cache/uv \
+    uv sync --frozen --no-dev --no-editable --package riverbed-email
+
+FROM ${PYTHON_IMAGE}
+LABEL org.opencontainers.image.title="riverbed-email" \
+      org.opencontainers.image.description="Riverbed email service" \
+      org.opencontainers.image.source="deploy/docker/email.Dockerfile"
+# a fixed numeric uid/gid, so that Kubernetes can check runAsNonRoot
+RUN groupadd --system --gid 10001 riverbed \
+    && useradd --system --uid 10001 --gid riverbed --no-create-home \
+        --home-dir /nonexistent --shell /usr/sbin/nologin riverbed
+# owned by root and not writable by the service: the code cannot be changed at run time
+COPY --from=build /app/.venv /app/.venv
+COPY deploy/docker/healthcheck.py /app/healthcheck.py
+# the example templates; mount your own over /app/templates (or set EMAIL_TEMPLATES_DIR)
+COPY services/email/templates/ /app/templates/
+ENV PATH=/app/.venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    EMAIL_TEMPLATES_DIR=/app/templates \
+    EMAIL_HOST=0.0.0.0 \
+    EMAIL_PORT=8001 \
+    EMAIL_LOG_FORMAT=json
+WORKDIR /app
+USER 10001:10001
+EXPOSE 8001
+# exec form below: the service is PID 1 and receives SIGTERM itself, then drains
+# (RIVERBED_CONSUMER_SHUTDOWN_TIMEOUT_S, 30 s) and exits 0; give it longer than that
+STOPSIGNAL SIGTERM
+HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
+    CMD ["python", "/app/healthcheck.py", "EMAIL_PORT", "/readyz"]
+ENTRYPOINT ["/app/.venv/bin/riverbed-email"]

@@ -1,0 +1,113 @@
+"""deploy/grafana: the provisioned dashboard is a well-formed Grafana dashboard that shows
+what operators need. Its queries are checked against promtool and the services' metrics in
+test_prometheus_rules.py.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+GRAFANA = ROOT / "deploy" / "grafana"
+DASHBOARD = GRAFANA / "dashboards" / "riverbed.json"
+GRID_WIDTH = 24  # Grafana's grid columns
+
+#: what an operator looks for, and a metric that shows it
+REQUIRED = {
+    "throughput": "riverbed_consumed_total",
+    "handler latency": "riverbed_handler_seconds_bucket",
+    "lag": "riverbed_group_lag",
+    "pending": "riverbed_group_pending",
+    "oldest pending age": "riverbed_oldest_pending_age_seconds",
+    "dead-letter depth": "riverbed_dead_letter_depth",
+    "Redis memory": "riverbed_redis_used_memory_bytes",
+}
+
+
+@pytest.fixture(scope="module")
+def dashboard() -> dict[str, Any]:
+    document: dict[str, Any] = json.loads(DASHBOARD.read_text())
+    return document
+
+
+def _queries(panel: dict[str, Any]) -> list[str]:
+    return [t["expr"] for t in panel.get("targets", [])]
+
+
+def test_dashboard_has_identity_and_a_schema_version(dashboard: dict[str, Any]) -> None:
+    assert dashboard["uid"] == "riverbed-overview"
+    assert dashboard["title"]
+    assert isinstance(dashboard["schemaVersion"], int)
+    assert dashboard["schemaVersion"] >= 36  # panels with datasource objects
+    assert "id" not in dashboard or dashboard["id"] is None, "provisioned: Grafana assigns ids"
+
+
+def test_panels_have_unique_ids_and_tile_the_grid_without_overlap(
+    dashboard: dict[str, Any],
+) -> None:
+    panels = dashboard["panels"]
+    ids = [p["id"] for p in panels]
+    assert len(ids) == len(set(ids))
+    taken: set[tuple[int, int]] = set()
+    for panel in panels:
+        grid = panel["gridPos"]
+        assert grid["x"] >= 0
+        assert grid["w"] > 0
+        assert grid["h"] > 0
+        assert grid["x"] + grid["w"] <= GRID_WIDTH, panel["title"]
+        cells = {
+            (x, y)
+            for x in range(grid["x"], grid["x"] + grid["w"])
+            for y in range(grid["y"], grid["y"] + grid["h"])
+        }
+        assert not cells & taken, f"{panel['title']} overlaps another panel"
+        taken |= cells
+
+
+def test_every_query_uses_the_provisioned_datasource(dashboard: dict[str, Any]) -> None:
+    [source] = yaml.safe_load((GRAFANA / "provisioning/datasources/prometheus.yml").read_text())[
+        "datasources"
+    ]
+    expected = {"type": source["type"], "uid": source["uid"]}
+    for panel in dashboard["panels"]:
+        if panel["type"] == "row":
+            continue
+        assert panel["datasource"] == expected, panel["title"]
+        refs = [t["refId"] for t in panel["targets"]]
+        assert refs
+        assert len(refs) == len(set(refs)), panel["title"]
+        for target in panel["targets"]:
+            assert target["datasource"] == expected
+            assert target["expr"].strip()
+        assert panel["fieldConfig"]["defaults"]["unit"], f"{panel['title']} has no unit"
+
+
+def test_template_variables_used_are_defined(dashboard: dict[str, Any]) -> None:
+    defined = {v["name"] for v in dashboard["templating"]["list"]}
+    builtin = {"__rate_interval", "__interval", "__range"}
+    for panel in dashboard["panels"]:
+        for query in _queries(panel):
+            used = set(re.findall(r"\$(\w+)", query))
+            assert used <= defined | builtin, f"{panel['title']}: {used - defined - builtin}"
+
+
+@pytest.mark.parametrize("topic", sorted(REQUIRED))
+def test_dashboard_shows(topic: str, dashboard: dict[str, Any]) -> None:
+    metric = REQUIRED[topic]
+    showing = [p["title"] for p in dashboard["panels"] if any(metric in q for q in _queries(p))]
+    assert showing, f"no panel shows {topic} ({metric})"
+
+
+def test_dashboard_provider_serves_this_directory() -> None:
+    [provider] = yaml.safe_load((GRAFANA / "provisioning/dashboards/riverbed.yml").read_text())[
+        "providers"
+    ]
+    assert provider["type"] == "file"
+    assert provider["options"]["path"] == "/var/lib/grafana/dashboards"
+    assert provider["allowUiUpdates"] is False, "the JSON in the repository is the truth"
