@@ -23,12 +23,15 @@ from riverbed.testing import free_port, wait_for
 from riverbed_contracts import event_from_entry
 from riverbed_payments.adapters.sql import SqlLedger, create_engine, sqlite_url
 from riverbed_payments.adapters.tables import outbox, postings, processed_messages, transactions
+from riverbed_payments.settings import INBOUND_STREAMS
 from riverbed_payments.testing import succeeded
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault]
 
 WORKER = Path(__file__).parent / "workers" / "payments_worker.py"
-STREAMS = ("payment.succeeded", "payment.recorded", "email.requested")
+#: every stream the worker reads or writes, routed to names unique to the test: an
+#: unrouted inbound stream would be the shared one, where other tests publish
+STREAMS = (*INBOUND_STREAMS, "payment.recorded", "payment.refund.recorded", "email.requested")
 
 
 class Workers:
