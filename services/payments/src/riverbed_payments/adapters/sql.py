@@ -15,7 +15,6 @@ dispute is checked against it, so two refunds of one payment cannot both pass.
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,6 +26,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from riverbed.sql import sqlite_url as sqlite_url  # re-exported: tests and the CLI use it
 from riverbed_contracts import CloudEvent
 from riverbed_payments.adapters.tables import (
     accounts,
@@ -78,11 +78,6 @@ def create_engine(
         connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
     return engine
-
-
-def sqlite_url(path: str | os.PathLike[str]) -> str:
-    """The SQLAlchemy URL of an SQLite file."""
-    return f"sqlite+aiosqlite:///{Path(path)}"
 
 
 def upsert(dialect: str, table: Any) -> Any:

@@ -8,7 +8,6 @@ conditional statements, so the database settles the race.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -19,6 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from riverbed.sql import sqlite_url as sqlite_url  # re-exported: tests and the CLI use it
 from riverbed_webhooks.adapters.tables import attempts, deliveries, endpoints
 from riverbed_webhooks.domain.model import (
     FAILED_STATUSES,
@@ -344,8 +344,3 @@ class SqlDeliveryLog(_Sql):
         )
         async with self.engine.connect() as conn:
             return [_attempt(row) for row in await conn.execute(query)]
-
-
-def sqlite_url(path: str | os.PathLike[str]) -> str:
-    """The SQLAlchemy URL of an SQLite file."""
-    return f"sqlite+aiosqlite:///{Path(path)}"

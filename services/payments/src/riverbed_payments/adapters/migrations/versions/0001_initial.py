@@ -11,7 +11,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from riverbed_payments.adapters.tables import UtcDateTime, currency_check, ledger_guards
+from riverbed.sql import UtcDateTime
+from riverbed_payments.adapters.tables import currency_check, ledger_guards
 
 revision = "0001"
 down_revision = None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from riverbed_webhooks.adapters.tables import UtcDateTime
+from riverbed.sql import UtcDateTime
 
 revision = "0001"
 down_revision = None

@@ -1,0 +1,102 @@
+"""What services that own a SQL database share: UTC times, ids, migrations (``riverbed[sql]``).
+
+SQLAlchemy 2 and Alembic are an optional extra of the runtime: only services with a
+database (webhooks, payments) import this module.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import BigInteger, Connection, DateTime, Integer, text
+from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.types import TypeDecorator
+
+log = structlog.get_logger(__name__)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """An aware datetime in, an aware UTC datetime out, on every dialect.
+
+    SQLite has no time-zone type: times are stored there as naive UTC strings.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: pass an aware one (UTC)")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+#: BIGINT autoincrement on PostgreSQL; SQLite only autoincrements INTEGER PRIMARY KEY
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def sqlite_url(path: str | os.PathLike[str]) -> str:
+    """The SQLAlchemy URL of an SQLite file."""
+    return f"sqlite+aiosqlite:///{Path(path)}"
+
+
+class Migrations:
+    """A service's Alembic migrations, applied at start-up or by an operator command.
+
+    On PostgreSQL an advisory lock (``lock_key``, a constant unique to the service)
+    serialises replicas that start together; SQLite's write lock does the same.
+    """
+
+    def __init__(self, directory: Path, *, lock_key: int) -> None:
+        self.directory = directory
+        self.lock_key = lock_key
+
+    def _config(self, connection: Connection | None = None) -> Config:
+        config = Config()
+        config.set_main_option("script_location", str(self.directory))
+        if connection is not None:
+            config.attributes["connection"] = connection
+        return config
+
+    def head_revision(self) -> str | None:
+        return ScriptDirectory.from_config(self._config()).get_current_head()
+
+    def _upgrade(self, connection: Connection) -> str | None:
+        before = MigrationContext.configure(connection).get_current_revision()
+        command.upgrade(self._config(connection), "head")
+        after = MigrationContext.configure(connection).get_current_revision()
+        if before != after:
+            log.info("database migrated", revision_before=before, revision=after)
+        return after
+
+    async def upgrade(self, engine: AsyncEngine) -> str | None:
+        """Apply every migration not yet applied; returns the revision the database is at."""
+        async with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                await conn.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": self.lock_key}
+                )
+            return await conn.run_sync(self._upgrade)
+
+    async def current_revision(self, engine: AsyncEngine) -> str | None:
+        async with engine.connect() as conn:
+            return await conn.run_sync(
+                lambda sync: MigrationContext.configure(sync).get_current_revision()
+            )
