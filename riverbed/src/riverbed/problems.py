@@ -7,6 +7,7 @@ data). ``install`` makes every error an app can produce one of these documents.
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -164,3 +165,33 @@ def install(
         )
 
     return answer
+
+
+def bearer_key_check(api_key: str | None, *, setting: str) -> Callable[[Request], None]:
+    """A FastAPI dependency admitting requests that present ``api_key`` as a Bearer token.
+
+    Without a configured key the API answers 503 (naming ``setting``) rather than being
+    open: a service's own HTTP API is never served unauthenticated by accident.
+    """
+
+    def authorized(request: Request) -> None:
+        if api_key is None:
+            raise Problem(
+                503,
+                "api-disabled",
+                "API disabled",
+                f"no API key is configured: set {setting} (or RIVERBED_API_KEY)",
+            )
+        scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            presented.strip().encode(), api_key.encode()
+        ):
+            raise Problem(
+                401,
+                "unauthorized",
+                "Unauthorized",
+                "send Authorization: Bearer <API key>",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+
+    return authorized

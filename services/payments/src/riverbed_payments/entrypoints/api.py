@@ -6,13 +6,13 @@ ledger is financial data. Nothing here writes to the ledger; events do.
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 
+from riverbed.problems import bearer_key_check
 from riverbed_payments.entrypoints.problems import Problem
 from riverbed_payments.entrypoints.schemas import (
     BalanceList,
@@ -57,25 +57,7 @@ Ctx = Annotated["Container", Depends(_started)]
 def router(api_key: str | None, settings: PaymentsSettings) -> APIRouter:
     """The /v1 routes; the app must set ``app.state.payments_context`` (see bootstrap)."""
 
-    def authorized(request: Request) -> None:
-        if api_key is None:
-            raise Problem(
-                503,
-                "api-disabled",
-                "API disabled",
-                "no API key is configured: set PAYMENTS_API_KEY (or RIVERBED_API_KEY)",
-            )
-        scheme, _, presented = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            presented.strip().encode(), api_key.encode()
-        ):
-            raise Problem(
-                401,
-                "unauthorized",
-                "Unauthorized",
-                "send Authorization: Bearer <API key>",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
+    authorized = bearer_key_check(api_key, setting="PAYMENTS_API_KEY")
 
     api = APIRouter(prefix="/v1", tags=["payments"], dependencies=[Depends(authorized)])
 

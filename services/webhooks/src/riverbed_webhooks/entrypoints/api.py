@@ -7,13 +7,13 @@ Secrets appear in a response only when created or rotated.
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Annotated, Protocol
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 
+from riverbed.problems import bearer_key_check
 from riverbed_webhooks.domain.model import DeliveryStatus
 from riverbed_webhooks.entrypoints.problems import Problem
 from riverbed_webhooks.entrypoints.schemas import (
@@ -70,25 +70,7 @@ Ctx = Annotated[ApiContext, Depends(_started)]
 def router(api_key: str | None) -> APIRouter:
     """The /v1 routes; the app must set ``app.state.webhooks_context`` (see bootstrap)."""
 
-    def authorized(request: Request) -> None:
-        if api_key is None:
-            raise Problem(
-                503,
-                "api-disabled",
-                "Management API disabled",
-                "no API key is configured: set WEBHOOKS_API_KEY (or RIVERBED_API_KEY)",
-            )
-        scheme, _, presented = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            presented.strip().encode(), api_key.encode()
-        ):
-            raise Problem(
-                401,
-                "unauthorized",
-                "Unauthorized",
-                "send Authorization: Bearer <API key>",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
+    authorized = bearer_key_check(api_key, setting="WEBHOOKS_API_KEY")
 
     api = APIRouter(prefix="/v1", tags=["webhooks"], dependencies=[Depends(authorized)])
 
