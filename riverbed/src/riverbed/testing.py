@@ -21,6 +21,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -332,3 +333,61 @@ def processes(tmp_path: Path) -> Iterator[Processes]:
     started = Processes(tmp_path)
     yield started
     started.kill_all()
+
+
+# -- databases of the services that own one (riverbed[sql]) ------------------------------
+
+
+@dataclass(frozen=True)
+class ScratchDatabase:
+    """An empty database of one test: an SQLite file, or a PostgreSQL schema of its own."""
+
+    url: str
+    schema: str | None = None
+
+    @property
+    def dialect(self) -> str:
+        return "sqlite" if self.url.startswith("sqlite") else "postgresql"
+
+
+async def postgres_unreachable(url: str) -> str | None:
+    """None when PostgreSQL answers at ``url`` (a postgresql+asyncpg URL), else why not."""
+    import asyncpg  # type: ignore[import-untyped]  # a dependency of database services only
+
+    try:
+        connection = await asyncpg.connect(_asyncpg_dsn(url), timeout=2)
+    except (OSError, asyncpg.PostgresError, TimeoutError) as error:
+        return f"{type(error).__name__}: {error}"
+    await connection.close()
+    return None
+
+
+@asynccontextmanager
+async def scratch_database(
+    kind: str, *, sqlite_file: Path, postgres_url: str, schema: str, url_setting: str
+) -> AsyncIterator[ScratchDatabase]:
+    """``kind`` "sqlite" or "postgresql"; the PostgreSQL schema is dropped afterwards.
+
+    Skips (printing why) when PostgreSQL is not reachable; ``url_setting`` names the
+    variable that points the tests at another PostgreSQL.
+    """
+    if kind == "sqlite":
+        yield ScratchDatabase(f"sqlite+aiosqlite:///{sqlite_file}")
+        return
+    import asyncpg
+
+    why = await postgres_unreachable(postgres_url)
+    if why is not None:
+        print(f"PostgreSQL not reachable at {postgres_url}: {why}")
+        pytest.skip(f"PostgreSQL not reachable at {postgres_url} ({why}); set {url_setting}")
+    connection = await asyncpg.connect(_asyncpg_dsn(postgres_url))
+    await connection.execute(f'CREATE SCHEMA "{schema}"')
+    try:
+        yield ScratchDatabase(postgres_url, schema)
+    finally:
+        await connection.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        await connection.close()
+
+
+def _asyncpg_dsn(url: str) -> str:
+    return url.replace("postgresql+asyncpg://", "postgresql://")

@@ -14,13 +14,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from riverbed.settings import RedisSettings
-from riverbed.testing import fast_settings
+from riverbed.testing import ScratchDatabase, fast_settings, scratch_database
 from riverbed_contracts import CloudEvent, Payload
 from riverbed_contracts.registry import new_event
 from riverbed_payments.adapters import migrate
@@ -45,25 +44,7 @@ OWN_STREAMS = (
 )
 
 
-async def postgres_reachable() -> str | None:
-    """None when PostgreSQL answers at POSTGRES_URL, else why not."""
-    dsn = POSTGRES_URL.replace("postgresql+asyncpg://", "postgresql://")
-    try:
-        connection = await asyncpg.connect(dsn, timeout=2)
-    except (OSError, asyncpg.PostgresError, TimeoutError) as error:
-        return f"{type(error).__name__}: {error}"
-    await connection.close()
-    return None
-
-
-@dataclass(frozen=True)
-class Database:
-    url: str
-    schema: str | None = None
-
-    @property
-    def dialect(self) -> str:
-        return "sqlite" if self.url.startswith("sqlite") else "postgresql"
+Database = ScratchDatabase
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -71,23 +52,14 @@ async def database(
     request: pytest.FixtureRequest, tmp_path: Path, unique: str
 ) -> AsyncIterator[Database]:
     """An empty database: an SQLite file, or a PostgreSQL schema of this test's own."""
-    if request.param == "sqlite":
-        yield Database(sqlite_url(tmp_path / "payments.db"))
-        return
-    why = await postgres_reachable()
-    if why is not None:
-        print(f"PostgreSQL not reachable at {POSTGRES_URL}: {why}")
-        pytest.skip(f"PostgreSQL not reachable at {POSTGRES_URL} ({why}); "
-                    "set PAYMENTS_TEST_POSTGRES_URL")  # fmt: skip
-    schema = f"pay_test_{unique}"
-    dsn = POSTGRES_URL.replace("postgresql+asyncpg://", "postgresql://")
-    connection = await asyncpg.connect(dsn)
-    await connection.execute(f'CREATE SCHEMA "{schema}"')
-    try:
-        yield Database(POSTGRES_URL, schema)
-    finally:
-        await connection.execute(f'DROP SCHEMA "{schema}" CASCADE')
-        await connection.close()
+    async with scratch_database(
+        request.param,
+        sqlite_file=tmp_path / "payments.db",
+        postgres_url=POSTGRES_URL,
+        schema=f"pay_test_{unique}",
+        url_setting="PAYMENTS_TEST_POSTGRES_URL",
+    ) as scratch:
+        yield scratch
 
 
 @pytest.fixture
