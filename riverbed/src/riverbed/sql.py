@@ -16,10 +16,13 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from pydantic import Field, SecretStr
 from sqlalchemy import BigInteger, Connection, DateTime, Integer, text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.types import TypeDecorator
+
+from riverbed.settings import ServiceSettings
 
 log = structlog.get_logger(__name__)
 
@@ -95,8 +98,35 @@ class Migrations:
                 )
             return await conn.run_sync(self._upgrade)
 
+    async def upgrade_and_close(self, engine: AsyncEngine) -> str | None:
+        """``upgrade``, then dispose of the engine: the ``<service> migrate`` command."""
+        try:
+            return await self.upgrade(engine)
+        finally:
+            await engine.dispose()
+
     async def current_revision(self, engine: AsyncEngine) -> str | None:
         async with engine.connect() as conn:
             return await conn.run_sync(
                 lambda sync: MigrationContext.configure(sync).get_current_revision()
             )
+
+
+class DatabaseServiceSettings(ServiceSettings):
+    """Settings every service that owns a database has (its own prefix still applies).
+
+    Subclasses set ``database_url``'s default (``<PREFIX>DATABASE_URL``).
+    """
+
+    database_url: SecretStr = Field(
+        default=SecretStr("sqlite+aiosqlite:///var/riverbed.db"),
+        description="SQLAlchemy async URL: sqlite+aiosqlite:///path or postgresql+asyncpg://…",
+    )
+    database_schema: str | None = Field(
+        default=None,
+        pattern=r"^[a-z_][a-z0-9_]{0,62}$",
+        description="PostgreSQL schema of the tables (search_path); default: the user's",
+    )
+    migrate_on_start: bool = Field(
+        default=True, description="apply pending migrations at start-up (else: `migrate`)"
+    )

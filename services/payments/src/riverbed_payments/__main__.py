@@ -22,16 +22,6 @@ from riverbed_payments.settings import PaymentsSettings
 __all__ = ["create_service", "main"]
 
 
-async def _migrate(settings: PaymentsSettings) -> str | None:
-    engine = create_engine(
-        settings.database_url.get_secret_value(), schema=settings.database_schema
-    )
-    try:
-        return await migrate.upgrade(engine)
-    finally:
-        await engine.dispose()
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="riverbed-payments", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command")
@@ -50,7 +40,10 @@ def main(argv: list[str] | None = None) -> None:
     settings = PaymentsSettings()
     if args.command == "migrate":
         configure_logging(settings.log_level, settings.log_format)
-        revision = asyncio.run(_migrate(settings))
+        engine = create_engine(
+            settings.database_url.get_secret_value(), schema=settings.database_schema
+        )
+        revision = asyncio.run(migrate.MIGRATIONS.upgrade_and_close(engine))
         print(f"payments database at revision {revision}")
         sys.exit(0)
     if args.command == "reconcile":

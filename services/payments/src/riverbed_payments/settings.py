@@ -9,7 +9,7 @@ from __future__ import annotations
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
-from riverbed.settings import ServiceSettings
+from riverbed.sql import DatabaseServiceSettings
 
 #: the streams the ledger consumes
 INBOUND_STREAMS = (
@@ -22,7 +22,7 @@ INBOUND_STREAMS = (
 )
 
 
-class PaymentsSettings(ServiceSettings):
+class PaymentsSettings(DatabaseServiceSettings):
     model_config = SettingsConfigDict(env_prefix="PAYMENTS_", extra="ignore", populate_by_name=True)
 
     service_name: str = "payments"
@@ -32,14 +32,6 @@ class PaymentsSettings(ServiceSettings):
     database_url: SecretStr = Field(
         default=SecretStr("sqlite+aiosqlite:///var/payments/payments.db"),
         description="SQLAlchemy async URL: sqlite+aiosqlite:///path or postgresql+asyncpg://…",
-    )
-    database_schema: str | None = Field(
-        default=None,
-        pattern=r"^[a-z_][a-z0-9_]{0,62}$",
-        description="PostgreSQL schema of the tables (search_path); default: the user's",
-    )
-    migrate_on_start: bool = Field(
-        default=True, description="apply pending migrations at start-up (else: `migrate`)"
     )
 
     # -- API ---------------------------------------------------------------------------

@@ -19,16 +19,6 @@ from riverbed_webhooks.settings import WebhooksSettings
 __all__ = ["create_service", "main"]
 
 
-async def _migrate(settings: WebhooksSettings) -> str | None:
-    engine = create_engine(
-        settings.database_url.get_secret_value(), schema=settings.database_schema
-    )
-    try:
-        return await migrate.upgrade(engine)
-    finally:
-        await engine.dispose()
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="riverbed-webhooks", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command")
@@ -38,7 +28,10 @@ def main(argv: list[str] | None = None) -> None:
     settings = WebhooksSettings()
     if args.command == "migrate":
         configure_logging(settings.log_level, settings.log_format)
-        revision = asyncio.run(_migrate(settings))
+        engine = create_engine(
+            settings.database_url.get_secret_value(), schema=settings.database_schema
+        )
+        revision = asyncio.run(migrate.MIGRATIONS.upgrade_and_close(engine))
         print(f"webhooks database at revision {revision}")
         sys.exit(0)
     service: WebhooksService = create_service(settings)

@@ -11,12 +11,12 @@ from datetime import timedelta
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from riverbed.settings import ServiceSettings
+from riverbed.sql import DatabaseServiceSettings
 from riverbed_webhooks.domain.addresses import AddressPolicy, parse_networks
 from riverbed_webhooks.domain.retry import STANDARD_SCHEDULE_MS, RetrySchedule
 
 
-class WebhooksSettings(ServiceSettings):
+class WebhooksSettings(DatabaseServiceSettings):
     model_config = SettingsConfigDict(env_prefix="WEBHOOKS_", extra="ignore", populate_by_name=True)
 
     service_name: str = "webhooks"
@@ -26,14 +26,6 @@ class WebhooksSettings(ServiceSettings):
     database_url: SecretStr = Field(
         default=SecretStr("sqlite+aiosqlite:///var/webhooks/webhooks.db"),
         description="SQLAlchemy async URL: sqlite+aiosqlite:///path or postgresql+asyncpg://…",
-    )
-    database_schema: str | None = Field(
-        default=None,
-        pattern=r"^[a-z_][a-z0-9_]{0,62}$",
-        description="PostgreSQL schema of the tables (search_path); default: the user's",
-    )
-    migrate_on_start: bool = Field(
-        default=True, description="apply pending migrations at start-up (else: `migrate`)"
     )
 
     # -- management API ----------------------------------------------------------
