@@ -25,7 +25,7 @@ from pathlib import Path
 
 import redis.asyncio
 
-from riverbed import keys
+from riverbed import eventloop, keys
 from riverbed.connection import redacted_url
 from riverbed.logging import configure_logging
 from riverbed.testing import RedisServer, make_event
@@ -155,3 +155,11 @@ def parse_options(description: str, argv: list[str] | None = None) -> Options:
 def quiet_runtime_logs() -> None:
     """The runtime logs its lifecycle at INFO; only warnings belong next to the figures."""
     configure_logging(level="WARNING", fmt="json", service="bench")
+
+
+def run_alone(description: str, run: Callable[[str, Options], Awaitable[list[str]]]) -> None:
+    """``main()`` of one benchmark run by itself: options, a Redis, the service event loop."""
+    options = parse_options(description)
+    with bench_redis() as (url, where):
+        note(f"Redis: {where}; {options.events} events; best of {options.repeat} rounds")
+        eventloop.run(run(url, options))

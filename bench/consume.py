@@ -31,18 +31,17 @@ from _common import (
     Rate,
     RawRedis,
     bench_line,
-    bench_redis,
     best,
     delete_stream_family,
     emit,
     make_events,
     note,
-    parse_options,
     quiet_runtime_logs,
+    run_alone,
     unique_stream,
 )
 
-from riverbed import eventloop, keys
+from riverbed import keys
 from riverbed.connection import connect
 from riverbed.consumer import Message, StreamConsumer, Subscription
 from riverbed.publisher import Publisher
@@ -227,10 +226,7 @@ async def run(url: str, options: Options) -> list[str]:
 
 
 def main() -> None:
-    options = parse_options(__doc__.splitlines()[0])
-    with bench_redis() as (url, where):
-        note(f"Redis: {where}; {options.events} events; best of {options.repeat} rounds")
-        eventloop.run(run(url, options))
+    run_alone(__doc__.splitlines()[0], run)
 
 
 if __name__ == "__main__":
