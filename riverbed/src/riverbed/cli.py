@@ -44,7 +44,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from riverbed import keys
+from riverbed import keys, scripts
 from riverbed.connection import Redis, connect, redacted_url
 from riverbed.monitor import LAG_COUNT_LIMIT
 from riverbed.publisher import Publisher
@@ -55,23 +55,6 @@ from riverbed_contracts.registry import REGISTRY, UnknownEventType, get_spec
 
 #: entries read per XRANGE round trip when scanning a dead-letter stream
 PAGE = 500
-
-# Moves one dead-lettered entry back onto its stream, atomically, and only if it is still
-# there (two operators replaying at once must not replay it twice).
-# KEYS: stream, dead-letter stream (one hash tag, one slot). ARGV: dead-letter entry id.
-_REPLAY = """
-local found = redis.call('XRANGE', KEYS[2], ARGV[1], ARGV[1])[1]
-if not found then return false end
-local fields = found[2]
-for i = 1, #fields, 2 do
-  if fields[i] == 'event' then
-    local id = redis.call('XADD', KEYS[1], '*', 'event', fields[i + 1])
-    redis.call('XDEL', KEYS[2], ARGV[1])
-    return id
-  end
-end
-return redis.error_reply('dead-lettered entry has no event field')
-"""
 
 
 class UsageError(Exception):
@@ -587,7 +570,7 @@ async def cmd_dlq_replay(redis: Redis, args: argparse.Namespace, out: Console, e
     replayed: list[dict[str, str]] = []
     vanished: list[str] = []
     if not args.dry_run:
-        script = redis.register_script(_REPLAY)
+        script = redis.register_script(scripts.REPLAY_DEAD_LETTER)
         stream_key, dlq_key = keys.stream_key(stream), keys.dead_letter_key(stream)
         for entry in replayable:
             new_id = await script(keys=[stream_key, dlq_key], args=[entry.dlq_id])

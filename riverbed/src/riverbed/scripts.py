@@ -132,6 +132,24 @@ return redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 """
 
 
+#: Move one dead-lettered entry back onto its stream (the operator CLI's replay),
+#: atomically and only if it is still there: two operators replaying at once must not
+#: replay it twice. KEYS: stream, dead-letter stream. ARGV: dead-letter entry id.
+REPLAY_DEAD_LETTER: Final = """
+local found = redis.call('XRANGE', KEYS[2], ARGV[1], ARGV[1])[1]
+if not found then return false end
+local fields = found[2]
+for i = 1, #fields, 2 do
+  if fields[i] == 'event' then
+    local id = redis.call('XADD', KEYS[1], '*', 'event', fields[i + 1])
+    redis.call('XDEL', KEYS[2], ARGV[1])
+    return id
+  end
+end
+return redis.error_reply('dead-lettered entry has no event field')
+"""
+
+
 class LuaScript:
     """A script bound to no client: ``await script(redis, keys=[…], args=[…])``.
 
