@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from typing import Any
 
 import httpx
@@ -104,6 +105,34 @@ async def test_metrics_over_http_show_what_the_service_did(
     finally:
         service.request_stop()
         await asyncio.wait_for(serving, 20)
+
+
+async def test_start_up_objects_are_frozen_out_of_full_collections(redis_url: str) -> None:
+    # full collections walking the start-up heap were the gateway's latency tail
+    gc.unfreeze()
+    assert gc.get_freeze_count() == 0
+    port = free_port()
+    service = Service(
+        ServiceSettings(service_name="freeze-test", port=port),
+        redis_settings=RedisSettings(url=redis_url),
+        consumer_settings=fast_settings(),
+    )
+    serving = asyncio.create_task(service.serve())
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+
+            async def ready() -> bool:
+                try:
+                    return (await http.get("/readyz")).status_code == 200
+                except httpx.TransportError:
+                    return False
+
+            await wait_for(ready, what="/readyz 200")
+        assert gc.get_freeze_count() > 0
+    finally:
+        service.request_stop()
+        await asyncio.wait_for(serving, 20)
+        gc.unfreeze()  # the rest of the test session collects as usual
 
 
 async def test_readiness_fails_when_a_consumer_loop_has_died(redis_url: str, unique: str) -> None:
