@@ -107,6 +107,7 @@ def test_new_event_ids_are_distinct_version_4_uuids() -> None:
 
     ids = [new_event_id() for _ in range(10_000)]
     assert len(set(ids)) == len(ids)
-    parsed = uuid.UUID(ids[0])
-    assert (parsed.version, parsed.variant) == (4, uuid.RFC_4122)
-    assert str(parsed) == ids[0]
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert (parsed.version, parsed.variant) == (4, uuid.RFC_4122)
+        assert str(parsed) == text  # canonical: lowercase, hyphens at 8-4-4-4-12

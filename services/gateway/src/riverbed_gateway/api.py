@@ -232,8 +232,9 @@ class Ingestion:
         for event_type in sorted(stream_of):  # once per type, not per event
             if not key.allows(event_type):
                 raise forbidden(key, event_type)
-        request_print = fingerprint(request.method, request.url.path, raw)
+        request_print = ""
         if idempotency_key is not None:
+            request_print = fingerprint(request.method, request.scope["path"], raw)
             replay = await self.idempotency.claim(key.name, idempotency_key, request_print)
             if replay is not None:
                 return JSONResponse(

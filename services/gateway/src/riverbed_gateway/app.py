@@ -136,9 +136,10 @@ def create_gateway(
             RateLimiter(
                 redis, per_second=settings.rate_limit_per_s, burst=settings.rate_limit_burst
             ),
-            # a lease of 1/16 of the burst (at most 64): one Redis call per lease, not per
-            # request; small limits (tests, tight keys) stay exact with leases of 1
-            lease_size=min(64, settings.rate_limit_burst // 16),
+            # a lease of 1/16 of the burst, at most one full batch: one Redis call per
+            # lease, not per request (a lease smaller than a batch meant one per batch);
+            # small limits (tests, tight keys) stay exact with leases of 1
+            lease_size=min(settings.max_batch_events, settings.rate_limit_burst // 16),
         ),
         backpressure,
     )
