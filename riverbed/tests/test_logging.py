@@ -259,3 +259,21 @@ def test_unknown_level_or_format_is_rejected_naming_what_is_accepted(
 ) -> None:
     with pytest.raises(ValueError, match=message):
         configure_logging(**kwargs)
+
+
+def test_a_logger_used_before_a_reconfiguration_follows_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    configure_logging(level="info", fmt="json", service="first")
+    log = get_logger("t")
+    log.info("%s sent", 3)  # structlog caches the logger on first use
+    configure_logging(level="error", fmt="json", service="second")
+    log.warning("hidden now")
+    log.error("shown", token="s3cret-value")
+
+    lines = json_lines(capsys)
+    assert [(line["event"], line["service"]) for line in lines] == [
+        ("3 sent", "first"),
+        ("shown", "second"),
+    ]
+    assert lines[1]["token"] == REDACTED

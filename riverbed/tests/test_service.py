@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
+import signal
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,7 +21,14 @@ from riverbed.monitor import StreamMonitor
 from riverbed.publisher import Publisher
 from riverbed.service import Service
 from riverbed.settings import RedisSettings, ServiceSettings
-from riverbed.testing import TEST_TYPE, fast_settings, free_port, make_event, wait_for
+from riverbed.testing import (
+    TEST_TYPE,
+    Processes,
+    fast_settings,
+    free_port,
+    make_event,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -133,6 +143,41 @@ async def test_start_up_objects_are_frozen_out_of_full_collections(redis_url: st
         service.request_stop()
         await asyncio.wait_for(serving, 20)
         gc.unfreeze()  # the rest of the test session collects as usual
+
+
+SERVICE_SCRIPT = """
+import os
+
+from riverbed.service import Service
+from riverbed.settings import ServiceSettings
+
+port = int(os.environ["SERVICE_PORT"])
+Service(ServiceSettings(service_name="log-test", port=port, log_format="json")).run()
+"""
+
+
+async def test_a_running_service_names_itself_on_every_log_line(
+    redis_url: str, processes: Processes, tmp_path: Path
+) -> None:
+    script = tmp_path / "service.py"
+    script.write_text(SERVICE_SCRIPT)
+    port = free_port()
+    env = {"REDIS_URL": redis_url, "SERVICE_PORT": str(port)}
+    process = processes.start("service", script, env)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+
+        async def ready() -> bool:
+            try:
+                return (await http.get("/readyz")).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        await wait_for(ready, what="/readyz 200")
+    process.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(process.wait, 20) == 0
+    lines = [json.loads(line) for line in processes.log("service").splitlines() if line]
+    assert "service stopped" in [line["event"] for line in lines]
+    assert {line.get("service") for line in lines} == {"log-test"}
 
 
 async def test_readiness_fails_when_a_consumer_loop_has_died(redis_url: str, unique: str) -> None:

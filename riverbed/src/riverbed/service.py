@@ -194,7 +194,9 @@ class Service:
 
     def run(self) -> None:
         """Entry point for ``main()``: configure logging, serve until a signal."""
-        configure_logging(self.settings.log_level, self.settings.log_format)
+        configure_logging(
+            self.settings.log_level, self.settings.log_format, service=self.settings.service_name
+        )
         eventloop.run(self.serve())
 
     # -- health ---------------------------------------------------------------

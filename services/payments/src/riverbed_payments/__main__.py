@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     settings = PaymentsSettings()
     if args.command == "migrate":
-        configure_logging(settings.log_level, settings.log_format)
+        configure_logging(settings.log_level, settings.log_format, service=settings.service_name)
         engine = create_engine(
             settings.database_url.get_secret_value(), schema=settings.database_schema
         )

@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     settings = WebhooksSettings()
     if args.command == "migrate":
-        configure_logging(settings.log_level, settings.log_format)
+        configure_logging(settings.log_level, settings.log_format, service=settings.service_name)
         engine = create_engine(
             settings.database_url.get_secret_value(), schema=settings.database_schema
         )
