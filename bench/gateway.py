@@ -1,7 +1,8 @@
 """Gateway ingestion over real HTTP versus raw redis-py XADD, in the same run.
 
 The gateway runs as its own process (``python -m riverbed_gateway``, configured only
-through its environment, as an operator runs it); a load generator in another
+through its environment, as an operator runs it, its JSON access log at INFO going to
+a file); a load generator in another
 process (aiohttp, keep-alive connections, a fixed number of requests in flight)
 posts ``payment.succeeded.v1`` events to it. Every response must be ``202``; any
 other answer or a failed request is counted and reported, and only accepted events
@@ -260,7 +261,9 @@ def _gateway_environment(redis_url: str, port: int, key_name: str, api_key: str)
         {
             "REDIS_URL": redis_url,
             "GATEWAY_PORT": str(port),
-            "GATEWAY_LOG_LEVEL": "WARNING",
+            # access logs on, as in production: one JSON line a request, to the log file
+            "GATEWAY_LOG_LEVEL": "INFO",
+            "GATEWAY_LOG_FORMAT": "json",
             # a key of its own: its rate-limit state is a key no one else uses
             "GATEWAY_API_KEYS": json.dumps(
                 [{"name": key_name, "key": api_key, "scopes": ["payment.*"]}]
