@@ -108,7 +108,11 @@ def test_stdlib_records_use_the_same_format_and_redaction(
 ) -> None:
     configure_logging(fmt="json", service="gateway")
 
-    logging.getLogger("uvicorn.error").warning("cannot reach %s", "redis://u:pw9@h:1/0")
+    logging.getLogger("uvicorn.error").warning(
+        "cannot reach %s",
+        "redis://u:pw9@h:1/0",
+        extra={"color_message": "cannot reach \x1b[36m%s\x1b[0m"},  # as uvicorn logs
+    )
 
     [line] = json_lines(capsys)
     assert line["event"] == f"cannot reach redis://u:{REDACTED}@h:1/0"
@@ -116,6 +120,7 @@ def test_stdlib_records_use_the_same_format_and_redaction(
     assert line["logger"] == "uvicorn.error"
     assert line["service"] == "gateway"
     assert "timestamp" in line
+    assert "color_message" not in line, "terminal colour codes stay out of JSON lines"
 
 
 def test_exception_is_formatted_and_redacted(capsys: pytest.CaptureFixture[str]) -> None:

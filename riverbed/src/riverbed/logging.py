@@ -173,6 +173,12 @@ def _add_logger_name(logger: WrappedLogger, _method: str, event_dict: EventDict)
     return event_dict
 
 
+def _drop_color_message(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
+    # uvicorn passes a copy of its message with terminal colour codes as an "extra"
+    event_dict.pop("color_message", None)
+    return event_dict
+
+
 def _add_service(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
     if _OUTPUT.service is not None:
         event_dict.setdefault("service", _OUTPUT.service)
@@ -274,6 +280,7 @@ def configure_logging(level: str = "INFO", fmt: str = "auto", service: str | Non
             structlog.stdlib.add_log_level,
             structlog.stdlib.add_logger_name,
             structlog.stdlib.ExtraAdder(),
+            _drop_color_message,
             timestamper,
         ],
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *finishing],
