@@ -268,6 +268,61 @@ async def test_retry_later_overrides_the_backoff(
     assert due_ms - now_ms > 50_000, "the retry waits for the peer's Retry-After"
 
 
+async def test_deferrals_do_not_count_towards_the_dead_letter_limit(
+    start_consumer: ConsumerFactory,
+    publisher: Publisher,
+    redis_client: redis.asyncio.Redis,
+    unique: str,
+) -> None:
+    stream = f"t.{unique}"
+    attempts: list[int] = []
+
+    async def handler(message: Message[Any]) -> None:
+        attempts.append(message.attempt)
+        if len(attempts) <= 5:  # a rate limit says "not now", five times: max_deliveries is 3
+            raise RetryLater("domain over its rate", delay_ms=10, counts_as_delivery=False)
+        if len(attempts) == 6:
+            raise RuntimeError("then one real failure")
+
+    await publisher.publish(make_event(1), stream=stream)
+    start_consumer(stream, handler)
+    await wait_for(lambda: len(attempts) == 7, what="five deferrals, a failure, a success")
+
+    async def acknowledged() -> bool:
+        return await pending_count(redis_client, stream) == 0
+
+    await wait_for(acknowledged, what="acknowledged")
+    assert attempts == [1, 1, 1, 1, 1, 1, 2], "deferrals keep the attempt; a failure counts"
+    assert await dead_letters(redis_client, stream) == []
+
+
+async def test_a_deferral_on_the_last_attempt_still_gets_that_attempt(
+    start_consumer: ConsumerFactory,
+    publisher: Publisher,
+    redis_client: redis.asyncio.Redis,
+    unique: str,
+) -> None:
+    stream = f"t.{unique}"
+    calls: list[str] = []
+
+    async def handler(message: Message[Any]) -> None:
+        if message.attempt < 3:
+            calls.append(f"fail {message.attempt}")
+            raise RuntimeError("transient")
+        if "defer 3" not in calls:
+            calls.append("defer 3")
+            raise RetryLater("not now", delay_ms=10, counts_as_delivery=False)
+        calls.append("fail 3")
+        raise RuntimeError("still failing on the last attempt")
+
+    await publisher.publish(make_event(1), stream=stream)
+    start_consumer(stream, handler)  # max_deliveries=3
+    await wait_for(lambda: dead_letters(redis_client, stream), what="a dead letter")
+    assert calls == ["fail 1", "fail 2", "defer 3", "fail 3"]
+    [dead] = await dead_letters(redis_client, stream)
+    assert (dead["reason"], dead["attempts"]) == ("exhausted", "3")
+
+
 async def test_entries_of_a_crashed_consumer_are_reclaimed_after_the_visibility_timeout(
     start_consumer: ConsumerFactory,
     publisher: Publisher,

@@ -94,6 +94,7 @@ class _Outcome:
     raw: dict[bytes, bytes] = field(default_factory=dict)
     attempt: int = 1
     reason: str = ""
+    counted: bool = True  # False: a deferral, the next delivery keeps this attempt
 
 
 def default_consumer_name() -> str:
@@ -140,6 +141,7 @@ class StreamConsumer:
         self._ack_done = redis.register_script(scripts.ACK_DONE)
         self._handled = redis.register_script(scripts.HANDLED)
         self._dead_letter = redis.register_script(scripts.DEAD_LETTER)
+        self._defer = redis.register_script(scripts.DEFER)
         self._in_flight: dict[str, asyncio.Task[None]] = {}
         self._outcomes: list[_Outcome] = []
         self._outcome_ready = asyncio.Event()
@@ -462,8 +464,13 @@ class StreamConsumer:
         except PermanentError as error:
             self._fail(outcome, error, permanent=True, reason="permanent")
         except RetryLater as error:
+            outcome.counted = error.counts_as_delivery
             self._fail(
-                outcome, error, permanent=False, reason="retry_later", delay_ms=error.delay_ms
+                outcome,
+                error,
+                permanent=False,
+                reason="retry_later" if outcome.counted else "deferred",
+                delay_ms=error.delay_ms,
             )
         except asyncio.CancelledError:
             raise
@@ -483,8 +490,10 @@ class StreamConsumer:
     ) -> None:
         outcome.error = error
         outcome.reason = reason
-        metrics.FAILED.labels(self.stream, self.group, outcome.event_type).inc()
-        if permanent or outcome.attempt >= self.settings.max_deliveries:
+        if outcome.counted:  # a deferral is not a failure: the handler did not try
+            metrics.FAILED.labels(self.stream, self.group, outcome.event_type).inc()
+        exhausted = outcome.counted and outcome.attempt >= self.settings.max_deliveries
+        if permanent or exhausted:
             outcome.kind = "dead"
             if not permanent:
                 outcome.reason = "exhausted"
@@ -500,7 +509,9 @@ class StreamConsumer:
                 delay_ms if delay_ms is not None else self.backoff.delay_ms(outcome.attempt)
             )
             log.info(
-                "handler failed; retry scheduled",
+                "handler failed; retry scheduled"
+                if outcome.counted
+                else "handler deferred; redelivery scheduled, not counted as a delivery",
                 delay_ms=outcome.delay_ms,
                 error_type=type(error).__name__,
                 error=str(error),
@@ -540,9 +551,23 @@ class StreamConsumer:
                 self._forget(acks)
             if retries:
                 now_ms = int(time.time() * 1000)
-                await self.redis.zadd(
-                    self.schedule_key, {o.entry_id: now_ms + o.delay_ms for o in retries}
-                )
+                counted = {o.entry_id: now_ms + o.delay_ms for o in retries if o.counted}
+                if counted:
+                    await self.redis.zadd(self.schedule_key, counted)
+                deferred = [o for o in retries if not o.counted]
+                if deferred:
+                    await self._defer(
+                        keys=[self.stream_key, self.schedule_key],
+                        args=[
+                            self.group,
+                            self.name,
+                            *(
+                                value
+                                for o in deferred
+                                for value in (o.entry_id, now_ms + o.delay_ms, o.attempt - 1)
+                            ),
+                        ],
+                    )
                 self._forget(retries)
                 for o in retries:
                     metrics.RETRIED.labels(self.stream, self.group, o.event_type).inc()

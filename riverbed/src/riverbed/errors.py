@@ -17,8 +17,14 @@ class RetryLater(Exception):
     """Transient failure with a known wait, e.g. a ``Retry-After`` from a peer.
 
     ``delay_ms`` overrides the backoff schedule for this attempt.
+
+    ``counts_as_delivery=False`` is for "not now" rather than "failed": the handler did
+    not try (a rate limit or a concurrency cap of its own said wait), so this delivery
+    does not count towards the dead-letter limit and the next one carries the same
+    ``attempt``. Such an entry is never dead-lettered for waiting, however long it waits.
     """
 
-    def __init__(self, message: str, *, delay_ms: int) -> None:
+    def __init__(self, message: str, *, delay_ms: int, counts_as_delivery: bool = True) -> None:
         super().__init__(message)
         self.delay_ms = delay_ms
+        self.counts_as_delivery = counts_as_delivery

@@ -90,6 +90,24 @@ end
 return lost
 """
 
+#: Schedule entries for a later delivery that will not count: the delivery count of each
+#: entry this consumer still owns is set back by one (XCLAIM JUSTID RETRYCOUNT neither
+#: delivers nor increments), so the claim that redelivers it lands on the same count.
+#: KEYS: stream, retry schedule. ARGV: group, consumer, then (id, due ms, count) triples,
+#: count being the delivery count to restore minus one.
+DEFER: Final = """
+local stream, schedule, group, consumer = KEYS[1], KEYS[2], ARGV[1], ARGV[2]
+for i = 3, #ARGV, 3 do
+  local id = ARGV[i]
+  redis.call('ZADD', schedule, ARGV[i + 1], id)
+  local entry = redis.call('XPENDING', stream, group, id, id, 1)[1]
+  if entry and entry[2] == consumer then
+    redis.call('XCLAIM', stream, group, consumer, 0, id, 'RETRYCOUNT', ARGV[i + 2], 'JUSTID')
+  end
+end
+return redis.status_reply('OK')
+"""
+
 #: Ids travel as one JSON array argument each, not one argument per id: packing
 #: hundreds of arguments per call was the largest client-side cost of a batch.
 

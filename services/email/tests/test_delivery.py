@@ -330,7 +330,16 @@ async def test_a_long_wait_for_the_domain_rate_reschedules_the_request(world: Wo
         await world.delivery(message_for(request()))
     assert world.slept == [1.5]
     assert 1_500 <= caught.value.delay_ms <= 3_000
+    assert caught.value.counts_as_delivery is False, "waiting for our pace is no attempt"
     assert world.sender.sent == []
+
+
+async def test_a_rescheduled_request_on_its_last_attempt_is_not_given_up(world: World) -> None:
+    world.throttle.waits = [5_000]
+    last = message_for(request(), attempt=world.max_attempts)
+    with pytest.raises(RetryLater):
+        await world.delivery(last)
+    assert world.published == [], "no email.failed: the last attempt has not been made"
 
 
 # -- the marker ------------------------------------------------------------------------

@@ -91,16 +91,24 @@ async def harness(
         await redis_client.hdel(keys.email_suppression_key(), *running.addresses)
 
 
-async def start(start_email: ServiceFactory, harness: Harness, **consumer: Any) -> Service:
-    settings = settings_for(
-        harness.server,
-        stream=harness.stream,
-        retry_schedule_ms=[50],
-        domain_rate_per_s=1_000,
-        domain_burst=100,
-        metrics_domains=["example.com"],
-        retention_interval_s=3_600,
-    )
+async def start(
+    start_email: ServiceFactory,
+    harness: Harness,
+    *,
+    email: dict[str, Any] | None = None,
+    **consumer: Any,
+) -> Service:
+    """The email service on the harness's stream; ``email`` overrides its settings."""
+    values: dict[str, Any] = {
+        "stream": harness.stream,
+        "retry_schedule_ms": [50],
+        "domain_rate_per_s": 1_000,
+        "domain_burst": 100,
+        "metrics_domains": ["example.com"],
+        "retention_interval_s": 3_600,
+    }
+    values.update(email or {})
+    settings = settings_for(harness.server, **values)
     service: Service = await start_email(settings, **consumer)
     return service
 
@@ -217,6 +225,28 @@ async def test_a_request_deferred_on_every_attempt_is_given_up_with_email_failed
     [dead] = await harness.dead_letters()
     assert dead["reason"] == "exhausted"
     assert await harness.redis.hget(keys.email_suppression_key(), to.lower()) is None
+
+
+async def test_a_burst_to_one_throttled_domain_is_all_sent_without_using_up_attempts(
+    start_email: ServiceFactory, harness: Harness
+) -> None:
+    # 10 mails/s to the domain, one at a time, no waiting in-process: most requests are
+    # rescheduled several times, far more often than the 2 deliveries allowed
+    await start(
+        start_email,
+        harness,
+        email={"domain_rate_per_s": 10, "domain_burst": 1, "rate_limit_max_wait_ms": 0},
+        max_deliveries=2,
+    )
+    domain = f"slow-{harness.unique}.example"  # a rate-limit state no other test shares
+    requests = [await harness.request(harness.address(f"r{n}", domain)) for n in range(8)]
+
+    for request in requests:
+        sent = await harness.wait_outcome("email.sent", request)
+        assert sent.data["attempts"] == 1, "rescheduling for the domain's pace is no attempt"
+    await wait_for(harness.settled, what="every request acknowledged")
+    assert await harness.dead_letters() == []
+    assert all(harness.server.attempts[to.lower()] == 1 for to in harness.addresses)
 
 
 async def test_a_missing_template_variable_is_dead_lettered_naming_it(

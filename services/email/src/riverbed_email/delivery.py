@@ -197,12 +197,11 @@ class Delivery:
                 metrics.RATE_LIMITED.labels(label, "rescheduled").inc()
                 metrics.RETRIED.labels(label, "rate_limited").inc()
                 reason = f"rate limit of {domain}: next send in {wait_ms} ms"
-                if message.attempt >= self.policy.max_attempts:
-                    metrics.FAILED.labels(label, "exhausted").inc()
-                    await self._give_up(message, reason, None, permanent=False)
                 # spread the requests refused together, or they come back together
                 delay_ms = wait_ms + int(random.uniform(0, max(wait_ms, 1_000)))
-                raise RetryLater(reason, delay_ms=delay_ms)
+                # nothing was tried: waiting for our own pace must not use up attempts
+                # (a burst of 10,000 mails to one domain would dead-letter nearly all)
+                raise RetryLater(reason, delay_ms=delay_ms, counts_as_delivery=False)
             metrics.RATE_LIMITED.labels(label, "waited").inc()
             await self.sleep(wait_ms / 1000)
             waited_ms += wait_ms
