@@ -219,3 +219,34 @@ async def test_failed_deliveries_since_a_time_are_the_exhausted_and_dropped_ones
     assert [d.event_id for d in found] == ["exhausted", "dropped"]
     listed = await log.deliveries_for_endpoint("ep_a", limit=10, status=[DeliveryStatus.DROPPED])
     assert [d.event_id for d in listed] == ["dropped"]
+
+
+async def test_prune_deletes_only_finished_deliveries_older_than_the_cutoff_with_attempts(
+    engine: AsyncEngine,
+) -> None:
+    log = SqlDeliveryLog(engine)
+    old, recent = T0 - timedelta(days=40), T0 - timedelta(days=1)
+    rows = {
+        "old-ok": (DeliveryStatus.SUCCEEDED, old),
+        "old-exhausted": (DeliveryStatus.EXHAUSTED, old),
+        "old-dropped": (DeliveryStatus.DROPPED, old),
+        "old-retrying": (DeliveryStatus.RETRYING, old),  # a task still works on it
+        "old-pending": (DeliveryStatus.PENDING, old),
+        "recent-ok": (DeliveryStatus.SUCCEEDED, recent),
+    }
+    for name, (status, updated) in rows.items():
+        d = delivery("ep_a", name, f"t_{name}", created_at=updated, updated_at=updated)
+        await log.begin_task(d)
+        await log.record_attempt(
+            attempt(d, 1, status=500, at=updated), status, event_type=d.event_type, event=d.event
+        )
+
+    cutoff = T0 - timedelta(days=30)
+    assert await log.prune(cutoff, limit=2) == 2  # a batch at a time
+    assert await log.prune(cutoff, limit=2) == 1
+    assert await log.prune(cutoff, limit=2) == 0
+
+    left = {d.event_id for d in await log.deliveries_for_endpoint("ep_a", limit=100)}
+    assert left == {"old-retrying", "old-pending", "recent-ok"}
+    attempted = {a.event_id for a in await log.attempts_for_endpoint("ep_a", limit=100)}
+    assert attempted == left, "a pruned delivery's attempts go with it, the others stay"

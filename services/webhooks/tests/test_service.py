@@ -311,3 +311,19 @@ async def test_replaying_one_delivery_sends_it_again(
     assert answer.status_code == 202
     await wait_for(lambda: len(receiver.to("/again")) == 2, what="the replay")
     assert {r.headers["webhook-id"] for r in receiver.to("/again")} == {event.id}
+
+
+async def test_finished_deliveries_past_the_retention_are_pruned_from_the_log(
+    start_service: Any, receiver: Any, redis_client: redis.asyncio.Redis
+) -> None:
+    # a retention of ~0.1 s (in days) and a pass every 50 ms: the delivery goes soon after
+    running = await start_service(log_retention_days=1e-6, log_prune_interval_s=0.05)
+    await add_endpoint(running, receiver, "/a", 200)
+    before = counter(metrics.LOG_PRUNED)
+    event = await publish(redis_client, running, 1)
+    await wait_for(lambda: len(receiver.to("/a")) == 1, what="the delivery")
+
+    # counted only for rows deleted, so this cannot pass before the delivery was logged
+    await wait_for(lambda: counter(metrics.LOG_PRUNED) > before, what="a delivery pruned")
+    assert await running.service.container.delivery_log.deliveries_for_event(event.id) == []
+    assert await attempts_of(running, event.id) == []

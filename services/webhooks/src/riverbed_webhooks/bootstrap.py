@@ -104,6 +104,7 @@ class WebhooksService(Service):
         self._rng = rng or random.Random()
         self._wired = asyncio.Event()
         self._gauges: asyncio.Task[None] | None = None
+        self._pruning: asyncio.Task[None] | None = None
         for stream in settings.source_streams:
             self.subscribe(stream, self._handle_event)
         self.subscribe(settings.stream(DELIVERY_STREAM), self._handle_task)
@@ -161,6 +162,8 @@ class WebhooksService(Service):
             consumer.publisher = self.container.publisher
         self._wired.set()
         self._gauges = asyncio.create_task(self._refresh_gauges(), name="webhooks-gauges")
+        if settings.log_retention_days > 0:
+            self._pruning = asyncio.create_task(self._prune_log(), name="webhooks-log-pruning")
         log.info(
             "webhooks wired",
             source_streams=settings.source_streams,
@@ -170,10 +173,12 @@ class WebhooksService(Service):
 
     async def stop(self) -> None:
         await super().stop()  # stop reading and drain in-flight deliveries first
-        if self._gauges is not None:
-            self._gauges.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._gauges
+        for task in (self._gauges, self._pruning):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._gauges = self._pruning = None
         if self.container is not None:
             await self.container.sender.close()
             await self.container.engine.dispose()
@@ -244,6 +249,32 @@ class WebhooksService(Service):
             deliverer=deliverer,
             clock=self._clock,
         )
+
+    async def _prune_log(self) -> None:
+        """Every ``log_prune_interval_s``, delete finished deliveries older than the
+        retention, a batch per transaction, so the log (which keeps every body for
+        replays) does not grow without bound. Replicas may prune at once: harmless."""
+        settings = self.webhooks
+        retention = timedelta(days=settings.log_retention_days)
+        while True:
+            container = self.container
+            if container is not None:
+                cutoff = container.clock() - retention
+                pruned = 0
+                try:
+                    while True:
+                        deleted = await container.delivery_log.prune(
+                            cutoff, limit=settings.log_prune_batch
+                        )
+                        pruned += deleted
+                        metrics.LOG_PRUNED.inc(deleted)
+                        if deleted < settings.log_prune_batch:
+                            break
+                except Exception as error:
+                    log.warning("could not prune the delivery log", error=str(error))
+                if pruned:
+                    log.info("delivery log pruned", deliveries=pruned, finished_before=cutoff)
+            await asyncio.sleep(settings.log_prune_interval_s)
 
     async def _refresh_gauges(self) -> None:
         """Sample database-backed gauges (disabled endpoints) every ``gauge_refresh_s``."""

@@ -63,3 +63,9 @@ class EndpointLabels:
             self._known.add(endpoint_id)
             return endpoint_id
         return OTHER
+
+
+LOG_PRUNED = Counter(
+    "riverbed_webhooks_log_pruned_total",
+    "Finished deliveries deleted from the delivery log (with their attempts) for their age",
+)

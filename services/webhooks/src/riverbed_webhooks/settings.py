@@ -105,6 +105,20 @@ class WebhooksSettings(DatabaseServiceSettings):
         default=30.0, gt=0, description="how often database gauges are sampled, s"
     )
 
+    # -- delivery log retention --------------------------------------------------------
+    log_retention_days: float = Field(
+        default=30.0,
+        ge=0,
+        description="finished deliveries (and their attempts, bodies included) older than "
+        "this are deleted, days; 0 keeps them forever. Replays reach back this far at most",
+    )
+    log_prune_interval_s: float = Field(
+        default=3_600.0, gt=0, description="how often the delivery log is pruned, s"
+    )
+    log_prune_batch: int = Field(
+        default=1_000, ge=1, le=100_000, description="deliveries deleted per transaction"
+    )
+
     @field_validator("allowed_networks")
     @classmethod
     def _networks(cls, values: list[str]) -> list[str]:

@@ -13,7 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Row, and_, event, func, insert, select, update
+from sqlalchemy import Row, and_, delete, event, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -22,6 +22,7 @@ from riverbed.sql import sqlite_url as sqlite_url  # re-exported: tests and the 
 from riverbed_webhooks.adapters.tables import attempts, deliveries, endpoints
 from riverbed_webhooks.domain.model import (
     FAILED_STATUSES,
+    FINISHED_STATUSES,
     Attempt,
     Delivery,
     DeliveryStatus,
@@ -279,6 +280,31 @@ class SqlDeliveryLog(_Sql):
         async with self.engine.connect() as conn:
             row = (await conn.execute(query)).first()
         return None if row is None else _delivery(row)
+
+    async def prune(self, finished_before: datetime, *, limit: int) -> int:
+        """Delete up to ``limit`` deliveries finished (succeeded, exhausted, dropped) before
+        ``finished_before``, with their attempts, in one transaction; how many were deleted.
+
+        A delivery a replay reopened in the meantime is no longer finished and is kept;
+        replicas pruning at once delete each row once.
+        """
+        old_and_finished = and_(
+            deliveries.c.status.in_([s.value for s in FINISHED_STATUSES]),
+            deliveries.c.updated_at < finished_before,
+        )
+        chosen = select(deliveries.c.delivery_id).where(old_and_finished).limit(limit)
+        async with self.engine.begin() as conn:
+            deleted = [
+                row.delivery_id
+                for row in await conn.execute(
+                    delete(deliveries)
+                    .where(deliveries.c.delivery_id.in_(chosen.scalar_subquery()), old_and_finished)
+                    .returning(deliveries.c.delivery_id)
+                )
+            ]
+            if deleted:
+                await conn.execute(delete(attempts).where(attempts.c.delivery_id.in_(deleted)))
+        return len(deleted)
 
     async def failed_deliveries(
         self, endpoint_id: str, since: datetime, *, limit: int

@@ -68,6 +68,8 @@ Index(
     deliveries.c.created_at,
 )
 Index("ix_webhook_deliveries_event", deliveries.c.event_id)
+# pruning finds finished deliveries by age (migration 0002)
+Index("ix_webhook_deliveries_status_updated", deliveries.c.status, deliveries.c.updated_at)
 
 attempts = Table(
     "webhook_attempts",
@@ -89,3 +91,4 @@ attempts = Table(
 Index("ix_webhook_attempts_endpoint", attempts.c.endpoint_id, attempts.c.id)
 Index("ix_webhook_attempts_event", attempts.c.event_id, attempts.c.id)
 Index("ix_webhook_attempts_task", attempts.c.task_id)
+Index("ix_webhook_attempts_delivery", attempts.c.delivery_id)  # pruning (migration 0002)

@@ -64,6 +64,8 @@ class DeliveryStatus(enum.StrEnum):
 
 #: the statuses "replay every failed delivery" picks up
 FAILED_STATUSES = (DeliveryStatus.EXHAUSTED, DeliveryStatus.DROPPED)
+#: no task is working on a delivery in these: the log may prune it once it is old
+FINISHED_STATUSES = (DeliveryStatus.SUCCEEDED, *FAILED_STATUSES)
 
 
 class Delivery(BaseModel):
