@@ -136,6 +136,14 @@ def email_domain_slowdown_key(domain: str) -> str:
     return f"{PREFIX}:email:slow:{{{domain}}}"
 
 
+# -- payments ---------------------------------------------------------------------
+
+
+def reconciliation_lease_key(report_id: str) -> str:
+    """Lease of the replica matching a settlement report (token; TTL: the lease, renewed)."""
+    return f"{PREFIX}:payments:reconciliation:{report_id}:lease"
+
+
 # -- webhooks ---------------------------------------------------------------------
 # Per subscriber endpoint, not per stream: each endpoint is its own hash tag.
 

@@ -201,3 +201,41 @@ async def test_the_cli_streams_a_report_and_reports_the_discrepancies(
     )
     assert code == 0, out.getvalue()
     assert '"status": "completed"' in out.getvalue()
+
+
+async def _received(running: Any) -> str:
+    """A report stored and waiting to be matched, as a replica that crashed left it."""
+
+    async def body() -> Any:
+        yield report_csv(REPORT)
+
+    report_id: str = await running.service.container.reconciler.receive("stripe", body())
+    return report_id
+
+
+async def test_a_report_another_replica_holds_is_left_to_it_until_its_lease_lapses(
+    start_service: Any, redis_client: redis.asyncio.Redis
+) -> None:
+    running = await start_service(reconciliation_sweep_s=3_600)  # no sweep during the test
+    jobs = running.service.container.jobs
+    report_id = await _received(running)
+    lease = keys.reconciliation_lease_key(report_id)
+    await redis_client.set(lease, "another-replica", px=60_000)
+
+    jobs.start(report_id)
+    await wait_for(lambda: not jobs.tasks, what="the job to give way")
+    answer = await running.client.get(f"/v1/reconciliations/{report_id}")
+    assert answer.json()["status"] == "processing", "not matched while another replica holds it"
+
+    await redis_client.delete(lease)  # that replica died and its lease lapsed
+    jobs.start(report_id)
+    report = await _completed(running, report_id)
+    assert (report["status"], report["lines"]) == ("completed", len(REPORT))
+    assert await redis_client.exists(lease) == 0, "the lease is given back"
+
+
+async def test_the_sweep_resumes_a_report_left_unfinished(start_service: Any) -> None:
+    running = await start_service(reconciliation_sweep_s=0.05)
+    report_id = await _received(running)  # stored, but no job was started for it
+    report = await _completed(running, report_id)
+    assert report["status"] == "completed"

@@ -20,7 +20,10 @@ import structlog
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from riverbed import keys
+from riverbed.connection import Redis
 from riverbed.consumer import Message
+from riverbed.lease import LeaseLost, run_exclusively
 from riverbed.publisher import Publisher
 from riverbed.service import Service
 from riverbed.settings import ConsumerSettings, RedisSettings
@@ -54,10 +57,19 @@ class Container:
 
 
 class Jobs:
-    """Reconciliation jobs running in this process (background tasks, cancelled at stop)."""
+    """Reconciliation jobs running in this process (background tasks, cancelled at stop).
 
-    def __init__(self, reconciler: Reconciler) -> None:
+    Each report is matched by one replica at a time: the job holds a lease in Redis,
+    renewed while it works. A report whose lease another replica holds is left to it; one
+    whose holder crashed is taken over by the next sweep once the lease has lapsed.
+    """
+
+    def __init__(
+        self, reconciler: Reconciler, redis: Callable[[], Redis], *, lease_s: float
+    ) -> None:
         self.reconciler = reconciler
+        self.redis = redis
+        self.lease_ms = int(lease_s * 1000)
         self.tasks: dict[str, asyncio.Task[None]] = {}
 
     def start(self, report_id: str) -> None:
@@ -68,8 +80,20 @@ class Jobs:
         task.add_done_callback(lambda _: self.tasks.pop(report_id, None))
 
     async def _run(self, report_id: str) -> None:
-        with contextlib.suppress(Exception):  # logged, counted and stored by run()
-            await self.reconciler.run(report_id)
+        try:
+            ran = await run_exclusively(
+                self.redis(),
+                keys.reconciliation_lease_key(report_id),
+                lambda: self.reconciler.run(report_id),
+                ttl_ms=self.lease_ms,
+            )
+        except LeaseLost:
+            log.warning("reconciliation handed over: its lease was lost", report_id=report_id)
+        except Exception as error:  # run() logs, counts and stores its own failures
+            log.debug("reconciliation ended with an error", report_id=report_id, error=str(error))
+        else:
+            if not ran:
+                log.debug("reconciliation runs in another replica", report_id=report_id)
 
     async def stop(self) -> None:
         for task in list(self.tasks.values()):
@@ -101,6 +125,7 @@ class PaymentsService(Service):
         self._clock = clock
         self._wired = asyncio.Event()
         self._relay_task: asyncio.Task[None] | None = None
+        self._sweep_task: asyncio.Task[None] | None = None
         for stream in INBOUND_STREAMS:
             self.subscribe(settings.stream(stream), self._handle)
         api_key = settings.api_key.get_secret_value() if settings.api_key else None
@@ -132,9 +157,9 @@ class PaymentsService(Service):
         self.container = self._wire(engine)
         self._wired.set()
         self._relay_task = asyncio.create_task(self.container.relay.run(), name="outbox-relay")
-        for report_id in await self.container.reports.in_status("processing"):
-            log.info("resuming reconciliation", report_id=report_id)
-            self.container.jobs.start(report_id)
+        self._sweep_task = asyncio.create_task(
+            self._sweep_reconciliations(), name="reconciliation-sweep"
+        )
         log.info(
             "payments wired",
             streams=[settings.stream(s) for s in INBOUND_STREAMS],
@@ -143,16 +168,33 @@ class PaymentsService(Service):
 
     async def stop(self) -> None:
         await super().stop()  # stop reading and drain in-flight handlers first
-        if self._relay_task is not None:
-            self._relay_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._relay_task
-            self._relay_task = None
+        for task in (self._relay_task, self._sweep_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._relay_task = self._sweep_task = None
         if self.container is not None:
             await self.container.jobs.stop()
             await self.container.engine.dispose()
             self.container = None
         self._wired.clear()
+
+    async def _sweep_reconciliations(self) -> None:
+        """Now and every ``reconciliation_sweep_s``: start a job for every report still
+        being matched (a crashed replica's, or one left by a restart); the lease decides
+        which replica runs it."""
+        while True:
+            container = self.container
+            if container is not None:
+                try:
+                    for report_id in await container.reports.in_status("processing"):
+                        if report_id not in container.jobs.tasks:
+                            log.info("resuming reconciliation", report_id=report_id)
+                            container.jobs.start(report_id)
+                except Exception as error:
+                    log.warning("could not look for unfinished reports", error=str(error))
+            await asyncio.sleep(self.payments.reconciliation_sweep_s)
 
     async def _prepare_database(self, engine: AsyncEngine) -> None:
         if self.payments.migrate_on_start:
@@ -204,7 +246,7 @@ class PaymentsService(Service):
             recorder=recorder,
             reconciler=reconciler,
             relay=relay,
-            jobs=Jobs(reconciler),
+            jobs=Jobs(reconciler, lambda: self.redis, lease_s=settings.reconciliation_lease_s),
         )
 
 

@@ -80,6 +80,15 @@ class PaymentsSettings(DatabaseServiceSettings):
     report_chunk_lines: int = Field(
         default=500, ge=1, le=10_000, description="lines stored and matched per transaction"
     )
+    reconciliation_lease_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="a replica matching a report holds it this long, renewed while it works; "
+        "a crashed replica's report is taken over after this, s",
+    )
+    reconciliation_sweep_s: float = Field(
+        default=30.0, gt=0, description="how often unfinished reports are looked for, s"
+    )
 
     def stream(self, logical: str) -> str:
         """The stream actually used for logical stream ``logical``."""
