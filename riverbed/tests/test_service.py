@@ -43,6 +43,18 @@ def samples(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
     return found
 
 
+async def wait_ready(http: httpx.AsyncClient) -> None:
+    """Until the service at ``http``'s base URL answers /readyz with 200."""
+
+    async def ready() -> bool:
+        try:
+            return (await http.get("/readyz")).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    await wait_for(ready, what="/readyz 200")
+
+
 async def test_metrics_over_http_show_what_the_service_did(
     redis_url: str, redis_client: redis.asyncio.Redis, unique: str
 ) -> None:
@@ -69,14 +81,7 @@ async def test_metrics_over_http_show_what_the_service_did(
     base = f"http://127.0.0.1:{port}"
     try:
         async with httpx.AsyncClient(base_url=base) as http:
-
-            async def ready() -> bool:
-                try:
-                    return (await http.get("/readyz")).status_code == 200
-                except httpx.TransportError:
-                    return False
-
-            await wait_for(ready, what="/readyz 200")
+            await wait_ready(http)
             await wait_for(lambda: len(handled) == 4, what="4 handled")
             await wait_for(
                 lambda: redis_client.xlen(keys.dead_letter_key(stream)), what="poison dead-lettered"
@@ -130,14 +135,7 @@ async def test_start_up_objects_are_frozen_out_of_full_collections(redis_url: st
     serving = asyncio.create_task(service.serve())
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
-
-            async def ready() -> bool:
-                try:
-                    return (await http.get("/readyz")).status_code == 200
-                except httpx.TransportError:
-                    return False
-
-            await wait_for(ready, what="/readyz 200")
+            await wait_ready(http)
         assert gc.get_freeze_count() > 0
     finally:
         service.request_stop()
@@ -165,14 +163,7 @@ async def test_a_running_service_names_itself_on_every_log_line(
     env = {"REDIS_URL": redis_url, "SERVICE_PORT": str(port)}
     process = processes.start("service", script, env)
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
-
-        async def ready() -> bool:
-            try:
-                return (await http.get("/readyz")).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        await wait_for(ready, what="/readyz 200")
+        await wait_ready(http)
     process.send_signal(signal.SIGTERM)
     assert await asyncio.to_thread(process.wait, 20) == 0
     lines = [json.loads(line) for line in processes.log("service").splitlines() if line]
