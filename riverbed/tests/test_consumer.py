@@ -564,3 +564,31 @@ async def test_emitted_events_are_published_before_the_ack(own_redis: Any, uniqu
         consumer.stop()
         await consumer.join()
         await client.aclose()
+
+
+async def test_a_handlers_log_lines_carry_the_events_trace_id(
+    start_consumer: ConsumerFactory,
+    publisher: Publisher,
+    unique: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from riverbed.logging import configure_logging, get_logger
+
+    configure_logging(fmt="json")
+    stream = f"t.{unique}"
+    traced = make_event(1).model_copy(
+        update={"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
+    )
+    handled: list[str] = []
+
+    async def handler(message: Message[Any]) -> None:
+        get_logger("handler").info("handling traced event")
+        handled.append(message.event.id)
+
+    await publisher.publish(traced, stream=stream)
+    start_consumer(stream, handler)
+    await wait_for(lambda: handled == [traced.id], what="the event handled")
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line]
+    [line] = [line for line in lines if line["event"] == "handling traced event"]
+    assert line["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert line["event_id"] == traced.id

@@ -150,6 +150,7 @@ def test_bound_message_context_appears_on_lines_inside_the_block_only(
         entry_id="1-0",
         attempt=2,
         correlation_id="corr-9",
+        trace_id="4bf92f3577b34da6a3ce929d0e0e4736",
     ):
         log.info("handling")
         logging.getLogger("smtp").info("stdlib line inside the block")
@@ -163,6 +164,7 @@ def test_bound_message_context_appears_on_lines_inside_the_block_only(
         "entry_id": "1-0",
         "attempt": 2,
         "correlation_id": "corr-9",
+        "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
     }
     assert expected.items() <= inside.items()
     assert expected.items() <= stdlib_inside.items()

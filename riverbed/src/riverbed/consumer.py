@@ -102,6 +102,15 @@ def default_consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
+def _trace_id(traceparent: str | None) -> str | None:
+    """The trace id of a W3C ``traceparent`` (version-traceid-parentid-flags), for log lines
+    that a tracing backend can link to the trace."""
+    if traceparent is None:
+        return None
+    parts = traceparent.split("-")
+    return parts[1] if len(parts) >= 4 and len(parts[1]) == 32 else None
+
+
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
@@ -422,6 +431,7 @@ class StreamConsumer:
             entry_id=entry_id,
             attempt=attempt,
             correlation_id=parsed.correlationid if isinstance(parsed, CloudEvent) else None,
+            trace_id=_trace_id(parsed.traceparent) if isinstance(parsed, CloudEvent) else None,
         ):
             if isinstance(parsed, Exception):
                 self._fail(outcome, parsed, permanent=True, reason="undecodable")

@@ -370,6 +370,7 @@ def bind_message_context(
     entry_id: str,
     attempt: int,
     correlation_id: str | None = None,
+    trace_id: str | None = None,
 ) -> AbstractContextManager[None]:
     """Bind one message's identity to every log line written inside the ``with`` block.
 
@@ -386,5 +387,6 @@ def bind_message_context(
             "entry_id": entry_id,
             "attempt": attempt,
             "correlation_id": correlation_id,
+            "trace_id": trace_id,
         }
     )

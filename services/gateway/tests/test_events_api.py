@@ -370,3 +370,31 @@ async def test_an_unreasonable_request_id_is_replaced(
     assert len(chosen) == 32
     stored = await stored_event(redis_client, "email.requested", response.json()["entry_id"])
     assert stored["correlationid"] == chosen
+
+
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+@pytest.mark.parametrize(
+    ("header", "carried"),
+    [
+        (TRACEPARENT, TRACEPARENT),
+        ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7", None),  # no flags
+        ("00-00000000000000000000000000000000-00f067aa0ba902b7-01", None),  # zero trace id
+        ("00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-01", None),  # uppercase
+    ],
+    ids=["valid", "truncated", "zero-trace", "uppercase"],
+)
+async def test_a_w3c_traceparent_is_carried_into_every_event_and_a_bad_one_ignored(
+    gateway: Gateway, redis_client: redis.asyncio.Redis, header: str, carried: str | None
+) -> None:
+    _, http = gateway
+    response = await http.post(
+        "/v1/events:batch",
+        json={"events": [email(), email("bob@example.com")]},
+        headers={"traceparent": header},
+    )
+    assert response.status_code == 202, response.text
+    for accepted in response.json()["events"]:
+        stored = await stored_event(redis_client, "email.requested", accepted["entry_id"])
+        assert stored.get("traceparent") == carried

@@ -9,6 +9,7 @@ all events of a request in one pipeline, and answer 202.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -36,6 +37,8 @@ from riverbed_gateway.settings import GatewaySettings
 #: event ids derived from an Idempotency-Key, so a retried request republishes the same ids
 EVENT_ID_NAMESPACE: Final = uuid.UUID("6f1c1c52-8f5e-4a55-9d67-6b0d3b8e2a10")
 REQUEST_ID_HEADER: Final = "X-Request-Id"
+#: W3C Trace Context: version-traceid-parentid-flags in lowercase hex
+_TRACEPARENT: Final = re.compile(r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
 
 
 class EventIn(BaseModel):
@@ -165,6 +168,7 @@ class Ingestion:
         correlation_id: str,
         event_id: str | None,
         at: tuple[str | int, ...],
+        traceparent: str | None = None,
     ) -> CloudEvent:
         if posted.type not in REGISTRY:
             raise Problem(
@@ -193,6 +197,7 @@ class Ingestion:
             "source": posted.source or f"urn:riverbed:gateway:{key.name}",
             "subject": posted.subject,
             "correlationid": correlation_id,
+            "traceparent": traceparent,
         }
         if posted.id or event_id:
             attributes["id"] = posted.id or event_id
@@ -213,6 +218,7 @@ class Ingestion:
                 f"{len(items)} events in one batch; at most {self.settings.max_batch_events}",
             )
         correlation_id = request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
+        traceparent = valid_traceparent(request.headers.get("traceparent"))
         idempotency_key = request.headers.get("idempotency-key")
         if idempotency_key is not None:
             validate_key(idempotency_key)
@@ -225,6 +231,7 @@ class Ingestion:
                 correlation_id,
                 _derived_id(key, idempotency_key, index) if idempotency_key else None,
                 ("events", index) if batch else (),
+                traceparent,
             )
             for index, item in enumerate(items)
         ]
@@ -294,6 +301,22 @@ def _parse(model: type[EventIn] | type[BatchIn], document: Any) -> EventIn | Bat
             "the body does not have the shape of an event" + (" batch" if model is BatchIn else ""),
             errors=field_errors(list(error.errors())),
         ) from None
+
+
+def valid_traceparent(header: str | None) -> str | None:
+    """The caller's W3C ``traceparent`` when well formed, else None: Trace Context says an
+    invalid one is ignored, so a bad header never refuses an event."""
+    if header is None:
+        return None
+    value = header.strip()
+    if (
+        not _TRACEPARENT.match(value)
+        or value.startswith("ff")  # version 255 is invalid
+        or value[3:35] == "0" * 32  # an all-zero trace id is invalid
+        or value[36:52] == "0" * 16  # so is an all-zero parent id
+    ):
+        return None
+    return value
 
 
 def _derived_id(key: ApiKey, idempotency_key: str, index: int) -> str:
