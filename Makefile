@@ -18,10 +18,10 @@ UV_RUN := $(UV) run --frozen
 # Extra arguments: `make test ARGS="-k consumer -x"`, `make run ARGS=--check`.
 ARGS ?=
 
-.PHONY: help setup run test lint format bench contracts clean
+.PHONY: help setup run test test-cluster lint format bench contracts clean
 
 help: ## list the targets
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
 setup: ## install uv if missing, then the locked environment (uv sync --frozen)
 	@if ! command -v uv >/dev/null 2>&1 && ! python3 -m uv --version >/dev/null 2>&1; then \
@@ -37,6 +37,12 @@ run: setup ## Redis (unless REDIS_URL is set) and every service, on 127.0.0.1:80
 
 test: setup ## the whole test suite on a real Redis
 	$(UV_RUN) pytest $(ARGS)
+
+# the Redis-facing tests again, against a throwaway local Redis Cluster (needs redis-server)
+CLUSTER_TESTS ?= contracts riverbed/tests services
+
+test-cluster: setup ## the runtime's, contracts' and services' tests on a local Redis Cluster
+	$(UV_RUN) python deploy/local/with_redis_cluster.py -- $(UV_RUN) pytest $(CLUSTER_TESTS) $(ARGS)
 
 lint: setup ## ruff check, ruff format --check, mypy --strict on src/
 	@status=0; \

@@ -10,9 +10,9 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-import redis
 
 from riverbed import keys
+from riverbed.testing import redis_cli_args, sync_redis_client
 from riverbed_contracts import SendEmail, event_from_entry, new_event, validate_data
 
 pytestmark = [
@@ -25,14 +25,14 @@ pytestmark = [
 def stream_key(redis_url: str, unique: str) -> Iterator[str]:
     key = keys.stream_key(f"test.contracts.{unique}")
     yield key
-    client = redis.Redis.from_url(redis_url)
+    client = sync_redis_client(redis_url)
     client.delete(key)
     client.close()
 
 
 def redis_cli(url: str, *args: str) -> str:
     result = subprocess.run(
-        ["redis-cli", "-u", url, "--raw", *args],
+        ["redis-cli", *redis_cli_args(url), "--raw", *args],
         capture_output=True,
         check=True,
         timeout=30,
@@ -45,7 +45,7 @@ def test_an_event_written_by_python_is_plain_cloudevents_json_to_redis_cli(
 ) -> None:
     payload = SendEmail(to="ada@example.com", template="welcome", variables={"name": "Adà"})
     event = new_event(payload, subject="user/42", correlationid="req-7")
-    client: Any = redis.Redis.from_url(redis_url)  # redis-py's stubs type replies loosely
+    client: Any = sync_redis_client(redis_url)  # redis-py's stubs type replies loosely
     try:
         entry_id = client.xadd(stream_key, event.to_entry())
     finally:
@@ -89,7 +89,7 @@ def test_an_event_written_by_redis_cli_reads_back_as_a_typed_payload(
     }
     redis_cli(redis_url, "XADD", stream_key, "*", "event", json.dumps(document))
 
-    client: Any = redis.Redis.from_url(redis_url)  # redis-py's stubs type replies loosely
+    client: Any = sync_redis_client(redis_url)  # redis-py's stubs type replies loosely
     try:
         ((_, fields),) = client.xrange(stream_key)
     finally:

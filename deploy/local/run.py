@@ -474,6 +474,8 @@ def main(argv: list[str] | None = None) -> int:
                     PYTHONUNBUFFERED="1",
                     **{f"{spec.prefix}PORT": str(port)},
                 )
+                if redis is not None:  # the Redis started here is one node, not a cluster
+                    env.pop("REDIS_CLUSTER", None)
                 if spec.name == "email":
                     env.update(email_env)
                 if spec.name == "webhooks":

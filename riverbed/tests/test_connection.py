@@ -32,6 +32,12 @@ from riverbed.testing import RedisServer, free_port, wait_for
 ACCEPTED = "redis://, rediss:// or unix://"
 
 
+@pytest.fixture(autouse=True)
+def _single_node(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests start single-node servers of their own, also in a cluster test run."""
+    monkeypatch.delenv("REDIS_CLUSTER", raising=False)
+
+
 # -- REDIS_URL validation -------------------------------------------------------
 
 

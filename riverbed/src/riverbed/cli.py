@@ -39,7 +39,7 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from pydantic import ValidationError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -843,7 +843,7 @@ def main(
         return asyncio.run(_run(args.run, args, settings, out, err))
     except UsageError as error:
         return fail(str(error), 2)
-    except RedisError as error:
+    except (RedisError, RedisClusterException) as error:
         return fail(f"Redis at {where} failed: {error}", 1)
     except KeyboardInterrupt:
         return 130

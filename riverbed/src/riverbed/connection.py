@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import cast
 
 import redis.asyncio as redis_async
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -22,9 +24,25 @@ Redis = redis_async.Redis
 
 
 def connect(settings: RedisSettings, *, decode_responses: bool = False) -> Redis:
-    """A client pool for ``settings.url``; the first command opens the connection."""
+    """A client pool for ``settings.url``; the first command opens the connection.
+
+    With ``settings.cluster`` it is a Redis Cluster client. It is typed as :data:`Redis`
+    because the runtime only uses commands both have: single-key commands and scripts
+    whose keys share one hash tag (every key of a stream does, see :mod:`riverbed.keys`).
+    """
+    url = settings.url.get_secret_value()
+    if settings.cluster:
+        cluster = RedisCluster.from_url(
+            url,
+            decode_responses=decode_responses,
+            socket_timeout=settings.socket_timeout,
+            socket_connect_timeout=settings.connect_timeout,
+            max_connections=settings.max_connections,
+            retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
+        )
+        return cast(Redis, cluster)
     client: Redis = redis_async.Redis.from_url(
-        settings.url.get_secret_value(),
+        url,
         decode_responses=decode_responses,
         socket_timeout=settings.socket_timeout,
         socket_connect_timeout=settings.connect_timeout,

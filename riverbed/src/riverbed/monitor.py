@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import structlog
+from redis.asyncio.cluster import RedisCluster
 
 from riverbed import keys, metrics
 from riverbed.connection import Redis
@@ -64,9 +65,13 @@ class StreamMonitor:
             self._last = time.monotonic()
 
     async def _sample_redis(self) -> None:
-        info = await self.redis.info("memory")
-        metrics.REDIS_USED_MEMORY.set(int(info.get("used_memory", 0)))
-        metrics.REDIS_MAX_MEMORY.set(int(info.get("maxmemory", 0)))
+        if isinstance(self.redis, RedisCluster):
+            by_node = await self.redis.info("memory", target_nodes=RedisCluster.PRIMARIES)
+            used, limit = fullest_node(list(by_node.values()))
+        else:
+            used, limit = fullest_node([await self.redis.info("memory")])
+        metrics.REDIS_USED_MEMORY.set(used)
+        metrics.REDIS_MAX_MEMORY.set(limit)
 
     async def _sample_stream(self, stream: str) -> None:
         key = keys.stream_key(stream)
@@ -136,3 +141,21 @@ class StreamMonitor:
             metrics.RETENTION_TRIMMED.labels(stream).inc(removed)
             log.info("trimmed acknowledged entries", stream=stream, removed=removed, minid=minid)
         return removed
+
+
+def fullest_node(infos: list[dict[str, Any]]) -> tuple[int, int]:
+    """(used_memory, maxmemory) in bytes of the node closest to its limit.
+
+    On a Redis Cluster each primary has its own ``maxmemory`` and the fullest one refuses
+    writes (or evicts) first, so that is the node to watch; a node without a limit (0)
+    ranks by its use alone.
+    """
+
+    def figures(info: dict[str, Any]) -> tuple[int, int]:
+        return int(info.get("used_memory", 0)), int(info.get("maxmemory", 0))
+
+    def fill(info: dict[str, Any]) -> tuple[float, int]:
+        used, limit = figures(info)
+        return (used / limit if limit else 0.0), used
+
+    return figures(max(infos, key=fill)) if infos else (0, 0)

@@ -21,7 +21,11 @@ class RedisSettings(BaseSettings):
     url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
     socket_timeout: float = Field(default=10.0, gt=0, description="seconds, per command")
     connect_timeout: float = Field(default=5.0, gt=0, description="seconds")
-    max_connections: int = Field(default=64, ge=2)
+    max_connections: int = Field(default=64, ge=2, description="per Redis node")
+    cluster: bool = Field(
+        default=False,
+        description="REDIS_URL names one node of a Redis Cluster; the client finds the rest",
+    )
 
     @field_validator("url")
     @classmethod

@@ -24,15 +24,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
 import redis.asyncio
 
+from riverbed.connection import connect
 from riverbed.consumer import Handler, Message, StreamConsumer, Subscription
 from riverbed.publisher import Publisher
-from riverbed.settings import ConsumerSettings
+from riverbed.settings import ConsumerSettings, RedisSettings
 from riverbed_contracts import CloudEvent
 from riverbed_contracts.registry import get_spec
 
@@ -121,6 +122,70 @@ class RedisServer:
         self.start()
 
 
+#: hash slots of a Redis Cluster, shared out evenly between its masters
+CLUSTER_SLOTS = 16_384
+
+
+@dataclass
+class LocalRedisCluster:
+    """A throwaway Redis Cluster of ``masters`` redis-server processes on loopback (no
+    replicas), for running the test suite against cluster mode."""
+
+    directory: Path
+    masters: int = 3
+    nodes: list[RedisServer] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return self.nodes[0].url
+
+    def start(self, timeout_s: float = 30.0) -> None:
+        for index in range(self.masters):
+            node_dir = self.directory / f"node-{index}"
+            node_dir.mkdir(parents=True, exist_ok=True)
+            node = RedisServer(
+                node_dir,
+                extra_config={
+                    "cluster-enabled": "yes",
+                    "cluster-config-file": "nodes.conf",
+                    "cluster-port": str(free_port()),  # the bus port, explicit (Redis 7.0+)
+                    "cluster-node-timeout": "5000",  # ms
+                },
+            )
+            self.nodes.append(node)
+            node.start()
+        # Any: redis-py leaves execute_command untyped; these are plain cluster commands
+        clients: list[Any] = [redis.Redis(port=node.port) for node in self.nodes]
+        try:
+            share = CLUSTER_SLOTS // self.masters
+            for index, client in enumerate(clients):
+                first = index * share
+                last = CLUSTER_SLOTS - 1 if index == self.masters - 1 else first + share - 1
+                client.execute_command("CLUSTER ADDSLOTSRANGE", first, last)
+            for node in self.nodes[1:]:
+                bus_port = node.extra_config["cluster-port"]
+                clients[0].execute_command("CLUSTER MEET", "127.0.0.1", node.port, bus_port)
+            deadline = time.monotonic() + timeout_s
+            while not all(self._settled(client) for client in clients):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the local Redis Cluster did not form in {timeout_s:g} s")
+                time.sleep(0.1)
+        finally:
+            for client in clients:
+                client.close()
+
+    def _settled(self, client: Any) -> bool:
+        info = client.execute_command("CLUSTER INFO")  # parsed by redis-py into a dict
+        return bool(
+            info.get("cluster_state") == "ok"
+            and int(info.get("cluster_known_nodes", 0)) == self.masters
+        )
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
 def _docker_redis_url() -> tuple[str, object] | None:
     try:
         from testcontainers.redis import RedisContainer
@@ -163,8 +228,13 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    """A private redis-server for tests that restart, flush or reconfigure Redis."""
+def own_redis(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[RedisServer]:
+    """A private redis-server for tests that restart, flush or reconfigure Redis.
+
+    It is a single node, also in a test run against a Redis Cluster (``REDIS_CLUSTER``
+    is unset for the test, so settings made from the environment match it).
+    """
+    monkeypatch.delenv("REDIS_CLUSTER", raising=False)
     if shutil.which("redis-server") is None:
         pytest.skip("needs the redis-server binary to start a private Redis: " + NO_REDIS_HELP)
     short_dir = Path(tempfile.mkdtemp(prefix="rb-redis-"))
@@ -185,11 +255,28 @@ def unique() -> str:
 
 @pytest.fixture
 async def redis_client(redis_url: str) -> AsyncIterator[redis.asyncio.Redis]:
-    client: redis.asyncio.Redis = redis.asyncio.Redis.from_url(redis_url)
+    """A client of the test Redis (of a Redis Cluster when ``REDIS_CLUSTER=true``)."""
+    settings = RedisSettings(url=redis_url)
+    client: redis.asyncio.Redis = (
+        connect(settings) if settings.cluster else redis.asyncio.Redis.from_url(redis_url)
+    )
     try:
         yield client
     finally:
         await client.aclose()
+
+
+def sync_redis_client(redis_url: str) -> redis.Redis:
+    """A blocking client of the test Redis for fixtures and checks outside the event loop:
+    of a Redis Cluster when ``REDIS_CLUSTER=true``, as the services would connect."""
+    if RedisSettings(url=redis_url).cluster:
+        return cast(redis.Redis, redis.RedisCluster.from_url(redis_url))
+    return redis.Redis.from_url(redis_url)
+
+
+def redis_cli_args(redis_url: str) -> list[str]:
+    """``redis-cli`` arguments that reach the test Redis (``-c`` follows a cluster's MOVED)."""
+    return ["-u", redis_url, *(["-c"] if RedisSettings(url=redis_url).cluster else [])]
 
 
 # -- helpers for tests of consumers -------------------------------------------

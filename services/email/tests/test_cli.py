@@ -10,9 +10,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import redis
 
 from riverbed import keys
+from riverbed.testing import sync_redis_client
 from riverbed_email import cli
 
 pytestmark = pytest.mark.integration
@@ -24,7 +24,7 @@ def address(redis_url: str, unique: str, monkeypatch: pytest.MonkeyPatch) -> Ite
     monkeypatch.setenv("REDIS_URL", redis_url)
     value = f"cli-{unique}@example.com"
     yield value
-    client = redis.Redis.from_url(redis_url)
+    client = sync_redis_client(redis_url)
     client.hdel(keys.email_suppression_key(), value)
     client.close()
 
@@ -66,7 +66,7 @@ def test_removing_an_address_that_is_not_suppressed_fails_and_says_so(
 def test_list_json_gives_one_object_per_address(
     address: str, redis_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    client = redis.Redis.from_url(redis_url)
+    client = sync_redis_client(redis_url)
     client.hset(
         keys.email_suppression_key(),
         address,

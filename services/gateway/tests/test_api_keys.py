@@ -7,9 +7,9 @@ import uuid
 from typing import Any
 
 import pytest
-import redis
 
 from riverbed import keys
+from riverbed.testing import sync_redis_client
 from riverbed_gateway.auth import KeyStore, hash_key
 from riverbed_gateway.cli import main
 
@@ -38,7 +38,7 @@ def test_cli_creates_lists_and_revokes_keys_storing_only_hashes(
     presented = capsys.readouterr().out.strip()
     assert presented.startswith("rbk_")
 
-    stored = redis.Redis.from_url(own_env).hgetall(keys.api_keys_key())
+    stored = sync_redis_client(own_env).hgetall(keys.api_keys_key())
     assert list(stored) == [hash_key(presented).encode()]
     assert presented not in json.dumps({k.decode(): v.decode() for k, v in stored.items()})
 
@@ -49,7 +49,7 @@ def test_cli_creates_lists_and_revokes_keys_storing_only_hashes(
     assert "exists" in capsys.readouterr().err
 
     assert main(["keys", "revoke", "ci-bot"]) == 0
-    assert redis.Redis.from_url(own_env).hlen(keys.api_keys_key()) == 0
+    assert sync_redis_client(own_env).hlen(keys.api_keys_key()) == 0
     assert main(["keys", "revoke", "ci-bot"]) == 1
 
 

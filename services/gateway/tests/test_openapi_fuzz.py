@@ -44,7 +44,7 @@ from schemathesis.specs.openapi.checks import (
 from riverbed import keys
 from riverbed.service import Service
 from riverbed.settings import RedisSettings
-from riverbed.testing import free_port
+from riverbed.testing import free_port, sync_redis_client
 from riverbed_contracts.registry import REGISTRY, STREAMS
 from riverbed_gateway.app import create_gateway
 from riverbed_gateway.settings import GatewaySettings
@@ -132,7 +132,7 @@ class ServedGateway:
 
 @pytest.fixture(scope="module")
 def served_gateway(redis_url: str) -> Iterator[ServedGateway]:
-    client = redis.Redis.from_url(redis_url)
+    client = sync_redis_client(redis_url)
     existed = {stream for stream in STREAMS if client.exists(keys.stream_key(stream))}
     gateway = ServedGateway(redis_url)
     gateway.start()
