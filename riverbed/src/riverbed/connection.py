@@ -1,7 +1,8 @@
 """The Redis connection: created from a URL at start-up, closed at shutdown.
 
 Never at import time. ``redis://``, ``rediss://`` (TLS) and ``unix://`` URLs are
-accepted, with an ACL user and password in the URL (``redis://user:pass@host``).
+accepted, with an ACL user and password in the URL (``redis://user:pass@host``). With
+``REDIS_CLUSTER=true`` the URL names one node of a Redis Cluster.
 """
 
 from __future__ import annotations
