@@ -15,6 +15,7 @@ import gc
 import signal
 import time
 from collections.abc import Generator
+from typing import Any
 
 import structlog
 import uvicorn
@@ -134,9 +135,8 @@ class Service:
                     log.warning("retention trim failed", stream=stream, error=str(error))
 
     async def stop(self) -> None:
-        for task in self._background:
-            task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
+        await cancel_tasks(*self._background)
+        self._background.clear()
         for consumer in self.consumers:
             consumer.stop()
         await asyncio.gather(*(consumer.join() for consumer in self.consumers))
@@ -216,6 +216,14 @@ class Service:
     async def _sample(self) -> None:
         if self.monitor is not None:
             await self.monitor.refresh()
+
+
+async def cancel_tasks(*tasks: asyncio.Task[Any] | None) -> None:
+    """Cancel background tasks (``None`` is skipped) and wait until each has ended."""
+    running = [task for task in tasks if task is not None]
+    for task in running:
+        task.cancel()
+    await asyncio.gather(*running, return_exceptions=True)
 
 
 def _freeze_start_up_objects() -> None:

@@ -10,7 +10,6 @@ drains the consumers first, then stops the relay and the jobs and closes the dat
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -25,7 +24,7 @@ from riverbed.connection import Redis
 from riverbed.consumer import Message
 from riverbed.lease import LeaseLost, run_exclusively
 from riverbed.publisher import Publisher
-from riverbed.service import Service
+from riverbed.service import Service, cancel_tasks
 from riverbed.settings import ConsumerSettings, RedisSettings
 from riverbed_payments.adapters import migrate
 from riverbed_payments.adapters.outbox import OutboxRelay
@@ -168,11 +167,7 @@ class PaymentsService(Service):
 
     async def stop(self) -> None:
         await super().stop()  # stop reading and drain in-flight handlers first
-        for task in (self._relay_task, self._sweep_task):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        await cancel_tasks(self._relay_task, self._sweep_task)
         self._relay_task = self._sweep_task = None
         if self.container is not None:
             await self.container.jobs.stop()

@@ -10,7 +10,6 @@ rest. The wiring is the only place that knows which adapter serves which port.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from riverbed.cache import Cache
 from riverbed.consumer import Message
 from riverbed.errors import PermanentError
-from riverbed.service import Service
+from riverbed.service import Service, cancel_tasks
 from riverbed.settings import ConsumerSettings, RedisSettings
 from riverbed_contracts import CloudEvent, DeliverWebhook
 from riverbed_contracts.registry import get_spec
@@ -173,11 +172,7 @@ class WebhooksService(Service):
 
     async def stop(self) -> None:
         await super().stop()  # stop reading and drain in-flight deliveries first
-        for task in (self._gauges, self._pruning):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        await cancel_tasks(self._gauges, self._pruning)
         self._gauges = self._pruning = None
         if self.container is not None:
             await self.container.sender.close()
