@@ -17,7 +17,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from pydantic import Field, SecretStr
-from sqlalchemy import BigInteger, Connection, DateTime, Integer, text
+from sqlalchemy import BigInteger, Connection, DateTime, Integer, MetaData, text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.types import TypeDecorator
@@ -58,6 +58,27 @@ BigId = BigInteger().with_variant(Integer(), "sqlite")
 def sqlite_url(path: str | os.PathLike[str]) -> str:
     """The SQLAlchemy URL of an SQLite file."""
     return f"sqlite+aiosqlite:///{Path(path)}"
+
+
+def run_migrations_in_env(metadata: MetaData, *, service: str) -> None:
+    """The body of a service's Alembic ``env.py``: migrate on the connection that
+    :meth:`Migrations.upgrade` handed over (there is no alembic.ini; migrations run from
+    the service, at start-up or with ``riverbed-<service> migrate``)."""
+    from alembic import context  # only importable while Alembic runs an env.py
+
+    connection = context.config.attributes.get("connection")
+    if connection is None:
+        raise RuntimeError(
+            f"run the {service} migrations with `riverbed-{service} migrate` (or at start-up "
+            f"with {service.upper()}_MIGRATE_ON_START=true), not with the alembic command"
+        )
+    context.configure(
+        connection=connection,
+        target_metadata=metadata,
+        render_as_batch=connection.dialect.name == "sqlite",  # SQLite alters tables by copying
+    )
+    with context.begin_transaction():
+        context.run_migrations()
 
 
 class Migrations:
