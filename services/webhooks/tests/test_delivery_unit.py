@@ -176,6 +176,7 @@ class World:
     publisher: FakePublisher
     clock: Clock
     endpoint: Endpoint
+    task_created: datetime = T0  # the tasks' CloudEvent time: when fan-out made them
 
     def task(self, event_id: str = "evt_1") -> tuple[DeliverWebhook, CloudEvent]:
         payload = DeliverWebhook(
@@ -187,16 +188,12 @@ class World:
             id=f"task-{event_id}",
             type="webhook.delivery.requested.v1",
             data=payload.model_dump(mode="json"),
+            time=self.task_created,
         )
 
-    async def deliver(
-        self, event_id: str = "evt_1", *, count: int | None = None
-    ) -> list[CloudEvent]:
+    async def deliver(self, event_id: str = "evt_1") -> list[CloudEvent]:
         payload, event = self.task(event_id)
-        made = await self.log.attempts_in_task(event.id)
-        return await self.deliverer.deliver(
-            payload, task_id=event.id, cause=event, delivery_count=count or made + 1
-        )
+        return await self.deliverer.deliver(payload, task_id=event.id, cause=event)
 
 
 def make_world(
@@ -340,19 +337,26 @@ async def test_over_the_rate_limit_the_task_is_put_back_without_an_attempt() -> 
     with pytest.raises(RetryLater) as retry:
         await world.deliver()
     assert 400 <= retry.value.delay_ms <= 440
+    assert retry.value.counts_as_delivery is False
     assert world.sender.requests == []
     assert world.log.attempts == []
     assert world.gate.held == 0
     world.limiter.wait_ms = 0
-    await world.deliver(count=2)
+    await world.deliver()
     assert world.log.attempts[0].attempt == 1  # the deferral was not an attempt
 
 
 async def test_an_endpoint_at_its_concurrency_cap_is_deferred_without_an_attempt() -> None:
     world = make_world([status(200)])
     world.gate.full = True
-    with pytest.raises(RetryLater):
+    with pytest.raises(RetryLater) as fresh:
         await world.deliver()
+    assert fresh.value.counts_as_delivery is False
+    assert 50 <= fresh.value.delay_ms <= 150, "a new task waits the base (100 ms)"
+    world.clock.now += timedelta(milliseconds=600)  # the task has waited 600 ms
+    with pytest.raises(RetryLater) as older:
+        await world.deliver()
+    assert 300 <= older.value.delay_ms <= 900, "about as long again, so queues thin out"
     assert world.sender.requests == []
     assert world.limiter.asked == 0
 
@@ -387,5 +391,5 @@ async def test_fan_out_makes_one_task_per_matching_endpoint_with_stable_ids() ->
 async def test_a_duplicate_of_a_concluded_task_is_skipped() -> None:
     world = make_world([status(200)])
     await world.deliver()
-    assert await world.deliver(count=1) == []
+    assert await world.deliver() == []
     assert len(world.sender.requests) == 1

@@ -96,14 +96,18 @@ def test_no_retry_after_the_last_attempt_even_with_retry_after() -> None:
     )
 
 
-def test_deferrals_double_up_to_a_cap_and_are_spread() -> None:
+def test_a_deferral_waits_as_long_as_the_task_has_waited_within_bounds_and_spread() -> None:
     rng = random.Random(1)
     first = [deferral_delay_ms(0, base_ms=100, max_ms=1_000, rng=rng) for _ in range(100)]
-    assert all(50 <= d <= 150 for d in first)
+    assert all(50 <= d <= 150 for d in first), "a fresh task waits the base"
+    assert len(set(first)) > 50, "spread, not in lockstep"
     assert all(
-        500 <= deferral_delay_ms(n, base_ms=100, max_ms=1_000, rng=rng) <= 1_500
-        for n in (4, 10, 1000)
-    )
+        200 <= deferral_delay_ms(400, base_ms=100, max_ms=1_000, rng=rng) <= 600 for _ in range(100)
+    ), "a task that waited 400 ms waits about 400 ms more: its age doubles"
+    assert all(
+        500 <= deferral_delay_ms(waited, base_ms=100, max_ms=1_000, rng=rng) <= 1_500
+        for waited in (1_000, 60_000, 10**9)
+    ), "capped"
 
 
 @pytest.mark.parametrize(

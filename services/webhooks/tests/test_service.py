@@ -289,6 +289,21 @@ async def test_a_rate_limited_endpoint_gets_everything_paced_without_lost_attemp
         assert [x["attempt"] for x in await attempts_of(running, event.id)] == [1]
 
 
+async def test_a_backlog_for_a_rate_limited_endpoint_waits_without_using_up_deliveries(
+    start_service: Any, receiver: Any, redis_client: redis.asyncio.Redis
+) -> None:
+    # 4 deliveries allowed per task, while a queue of 8 at 4/s defers most tasks more often
+    running = await start_service(max_deliveries=4)
+    await add_endpoint(running, receiver, "/slow", 200, rate_limit_per_s=4)
+    events = [await publish(redis_client, running, 40 + i) for i in range(8)]
+    await wait_for(lambda: len(receiver.to("/slow")) == 8, what="all eight deliveries")
+    for event in events:
+        assert [x["attempt"] for x in await attempts_of(running, event.id)] == [1]
+    tasks = running.stream("webhook.delivery.requested")
+    dead = await redis_client.xlen(keys.dead_letter_key(tasks))
+    assert dead == 0, "no task was dead-lettered for waiting"
+
+
 async def test_replaying_one_delivery_sends_it_again(
     start_service: Any, receiver: Any, redis_client: redis.asyncio.Redis
 ) -> None:

@@ -131,7 +131,6 @@ class WebhooksService(Service):
             message.payload,
             task_id=message.event.id,
             cause=message.event,
-            delivery_count=message.attempt,
         )
 
     # -- lifecycle ------------------------------------------------------------------------------

@@ -77,8 +77,8 @@ class WebhooksSettings(DatabaseServiceSettings):
     max_deliveries: int = Field(
         default=200,
         ge=2,
-        description="runtime backstop on the deliveries of one task, deferrals included; "
-        "real attempts are bounded by the retry schedule",
+        description="runtime backstop on the deliveries of one task (a handler that keeps "
+        "crashing); deferrals do not count, real attempts are bounded by the retry schedule",
     )
 
     # -- endpoint health -----------------------------------------------------------

@@ -128,13 +128,15 @@ def status_class(status_code: int | None, error_kind: str | None) -> str:
 
 
 def deferral_delay_ms(
-    deferrals: int, *, base_ms: int, max_ms: int, rng: random.Random | None = None
+    waited_ms: int, *, base_ms: int, max_ms: int, rng: random.Random | None = None
 ) -> int:
     """Wait before a task put back by a limit (no attempt made) is tried again.
 
-    Doubles with every deferral of the same task (``deferrals`` before this one),
-    so that a long queue for one busy endpoint thins out instead of spinning, and
-    is spread ±50 % so that the queued tasks do not come back together.
+    As long again as the task has waited so far (``waited_ms`` since it was created), at
+    least ``base_ms`` and at most ``max_ms``: each deferral about doubles the task's age,
+    so a long queue for one busy endpoint thins out instead of spinning, without a
+    deferral counter (deferrals do not count as deliveries). Spread ±50 % so that the
+    queued tasks do not come back together.
     """
-    nominal = min(base_ms * 2 ** min(max(deferrals, 0), 30), max_ms)
+    nominal = min(max(waited_ms, base_ms), max_ms)
     return max(int(nominal * (rng or random).uniform(0.5, 1.5)), 1)

@@ -12,7 +12,9 @@ What the answer decides (see :mod:`riverbed_webhooks.domain.retry`):
 
 Attempts are counted per task in the delivery log, not by the stream's delivery
 count: a task put back by the endpoint's rate limit or concurrency cap has made
-no attempt, and a replay starts a new task with a full schedule.
+no attempt (``RetryLater(counts_as_delivery=False)``: it waits as long as it must and
+is never dead-lettered for waiting), and a replay starts a new task with a full
+schedule.
 """
 
 from __future__ import annotations
@@ -105,7 +107,7 @@ class Deliverer:
     rng: random.Random = field(default_factory=random.Random)
 
     async def deliver(
-        self, task: DeliverWebhook, *, task_id: str, cause: CloudEvent, delivery_count: int
+        self, task: DeliverWebhook, *, task_id: str, cause: CloudEvent
     ) -> list[CloudEvent]:
         """Run one delivery of the task; the events to publish, or RetryLater/PermanentError."""
         endpoint = await self.cache.endpoint(task.endpoint_id)
@@ -132,9 +134,10 @@ class Deliverer:
         if attempt > self.policy.schedule.max_attempts:
             # the last attempt was recorded but the process died before the task ended
             await self._exhausted(task, task_id, cause, made, None, "retries exhausted")
-        self._acquire(endpoint, deferrals=delivery_count - 1 - made)
+        waited_ms = max(int((self.clock() - cause.time).total_seconds() * 1000), 0)
+        self._acquire(endpoint, waited_ms=waited_ms)
         try:
-            await self._within_rate_limit(endpoint, deferrals=delivery_count - 1 - made)
+            await self._within_rate_limit(endpoint, waited_ms=waited_ms)
             result = await self._send(endpoint, task)
         finally:
             self.gate.release(endpoint.id)
@@ -142,30 +145,33 @@ class Deliverer:
 
     # -- limits --------------------------------------------------------------------------
 
-    def _acquire(self, endpoint: Endpoint, *, deferrals: int) -> None:
+    def _acquire(self, endpoint: Endpoint, *, waited_ms: int) -> None:
         cap = endpoint.max_concurrency or self.policy.default_concurrency
         if not self.gate.try_acquire(endpoint.id, cap):
             metrics.DEFERRED.labels("concurrency").inc()
             raise RetryLater(
                 f"endpoint has {cap} requests in flight",
-                delay_ms=self._deferral(deferrals),
+                delay_ms=self._deferral(waited_ms),
+                counts_as_delivery=False,  # nothing was attempted
             )
 
-    async def _within_rate_limit(self, endpoint: Endpoint, *, deferrals: int) -> None:
+    async def _within_rate_limit(self, endpoint: Endpoint, *, waited_ms: int) -> None:
         if endpoint.rate_limit_per_s is None:
             return
         wait_ms = await self.limiter.acquire(endpoint.id, endpoint.rate_limit_per_s)
         if wait_ms > 0:
             metrics.DEFERRED.labels("rate_limit").inc()
             # spread the queued tasks over the next window instead of bunching at its start
-            delay = wait_ms + self._deferral(deferrals) // 4
+            delay = wait_ms + self._deferral(waited_ms) // 4
             raise RetryLater(
-                f"endpoint rate limit of {endpoint.rate_limit_per_s}/s", delay_ms=delay
+                f"endpoint rate limit of {endpoint.rate_limit_per_s}/s",
+                delay_ms=delay,
+                counts_as_delivery=False,  # nothing was attempted
             )
 
-    def _deferral(self, deferrals: int) -> int:
+    def _deferral(self, waited_ms: int) -> int:
         return deferral_delay_ms(
-            deferrals,
+            waited_ms,
             base_ms=self.policy.deferral_base_ms,
             max_ms=self.policy.deferral_max_ms,
             rng=self.rng,
