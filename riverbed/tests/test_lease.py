@@ -24,15 +24,19 @@ async def test_only_one_holder_runs_and_the_lease_is_given_back(
         ran.append(name)
         await release.wait()
 
-    first = asyncio.create_task(run_exclusively(redis_client, key, lambda: work("a"), ttl_ms=300))
+    # renewed every 300 ms: a margin of 600 ms for a loaded machine
+    ttl_ms = 900
+    first = asyncio.create_task(
+        run_exclusively(redis_client, key, lambda: work("a"), ttl_ms=ttl_ms)
+    )
     await wait_for(lambda: ran == ["a"], what="the first holder running")
-    assert await run_exclusively(redis_client, key, lambda: work("b"), ttl_ms=300) is False
-    await asyncio.sleep(0.5)  # longer than the TTL: renewals keep it
-    assert await run_exclusively(redis_client, key, lambda: work("c"), ttl_ms=300) is False
+    assert await run_exclusively(redis_client, key, lambda: work("b"), ttl_ms=ttl_ms) is False
+    await asyncio.sleep(1.2)  # longer than the TTL: renewals keep it
+    assert await run_exclusively(redis_client, key, lambda: work("c"), ttl_ms=ttl_ms) is False
     release.set()
     assert await first is True
     assert await redis_client.exists(key) == 0, "given back at the end"
-    assert await run_exclusively(redis_client, key, lambda: work("d"), ttl_ms=300) is True
+    assert await run_exclusively(redis_client, key, lambda: work("d"), ttl_ms=ttl_ms) is True
     assert ran == ["a", "d"]
 
 

@@ -240,3 +240,44 @@ async def test_retention_trims_only_what_every_group_acknowledged(
     assert 0 < removed <= 200
     assert set(ids[200:]) <= set(remaining), "pending and undelivered entries are kept"
     assert len(remaining) == 300 - removed
+
+
+async def test_the_cache_can_live_on_a_redis_of_its_own(
+    redis_url: str, redis_client: redis.asyncio.Redis, own_redis: Any, unique: str
+) -> None:
+    from datetime import timedelta
+
+    from riverbed.cache import Cache
+
+    service = Service(
+        ServiceSettings(service_name="cache-test", port=free_port()),
+        redis_settings=RedisSettings(url=redis_url, cache_url=own_redis.url),
+        consumer_settings=fast_settings(),
+    )
+    await service.start()
+    try:
+        entries = Cache(service.cache_redis).namespace(f"t-{unique}", ttl=timedelta(minutes=1))
+        await entries.set("k", {"v": 1})
+        assert await entries.get("k") == {"v": 1}
+        cache_side = redis.asyncio.Redis.from_url(own_redis.url)
+        try:
+            assert [key async for key in cache_side.scan_iter(match=f"*t-{unique}*")]
+        finally:
+            await cache_side.aclose()
+        on_streams_redis = [key async for key in redis_client.scan_iter(match=f"*t-{unique}*")]
+        assert on_streams_redis == [], "no cache key on the streams' Redis"
+    finally:
+        await service.stop()
+
+
+async def test_without_a_cache_url_the_cache_shares_the_streams_redis(redis_url: str) -> None:
+    service = Service(
+        ServiceSettings(service_name="cache-test", port=free_port()),
+        redis_settings=RedisSettings(url=redis_url),
+        consumer_settings=fast_settings(),
+    )
+    await service.start()
+    try:
+        assert service.cache_redis is service.redis
+    finally:
+        await service.stop()

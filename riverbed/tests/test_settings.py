@@ -50,3 +50,9 @@ def test_an_unknown_redis_scheme_names_the_accepted_ones() -> None:
 )
 def test_redacted_url_hides_the_password(url: str, shown: str) -> None:
     assert redacted_url(url) == shown
+
+
+def test_a_cache_url_of_an_unknown_scheme_is_refused_by_its_own_name() -> None:
+    with pytest.raises(ValidationError, match="REDIS_CACHE_URL scheme 'http' is not supported"):
+        RedisSettings(url="redis://127.0.0.1:6379/0", cache_url="http://cache:6379")
+    assert RedisSettings(url="redis://h:1/0").cache_url is None

@@ -24,14 +24,17 @@ from riverbed.settings import RedisSettings
 Redis = redis_async.Redis
 
 
-def connect(settings: RedisSettings, *, decode_responses: bool = False) -> Redis:
-    """A client pool for ``settings.url``; the first command opens the connection.
+def connect(
+    settings: RedisSettings, *, decode_responses: bool = False, cache: bool = False
+) -> Redis:
+    """A client pool for ``settings.url`` (``cache=True``: for ``settings.cache_url`` when
+    one is set); the first command opens the connection.
 
     With ``settings.cluster`` it is a Redis Cluster client. It is typed as :data:`Redis`
     because the runtime only uses commands both have: single-key commands and scripts
     whose keys share one hash tag (every key of a stream does, see :mod:`riverbed.keys`).
     """
-    url = settings.url.get_secret_value()
+    url = (settings.cache_url if cache and settings.cache_url else settings.url).get_secret_value()
     if settings.cluster:
         cluster = RedisCluster.from_url(
             url,

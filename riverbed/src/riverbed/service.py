@@ -57,6 +57,7 @@ class Service:
         self.subscriptions: list[Subscription] = []
         self.consumers: list[StreamConsumer] = []
         self._redis: Redis | None = None
+        self._cache_redis: Redis | None = None  # REDIS_CACHE_URL, when the cache has its own
         self.monitor: StreamMonitor | None = None
         self.stopped = asyncio.Event()
         self._stop_requested = asyncio.Event()
@@ -97,12 +98,25 @@ class Service:
             raise RuntimeError("the service has not started: Redis is opened by start()")
         return self._redis
 
+    @property
+    def cache_redis(self) -> Redis:
+        """Where the global cache lives: ``REDIS_CACHE_URL``'s Redis, else :attr:`redis`."""
+        return self._cache_redis if self._cache_redis is not None else self.redis
+
     # -- lifecycle ------------------------------------------------------------
 
     async def start(self) -> None:
         self._redis = connect(self.redis_settings)
         await self._redis.ping()
         log.info("connected to Redis", url=redacted_url(self.redis_settings.url.get_secret_value()))
+        if self.redis_settings.cache_url is not None:
+            # not pinged: the cache is for speed, and a cache Redis that is down only
+            # means loading from the source (riverbed.cache), never a failed start
+            self._cache_redis = connect(self.redis_settings, cache=True)
+            log.info(
+                "cache on its own Redis",
+                url=redacted_url(self.redis_settings.cache_url.get_secret_value()),
+            )
         publisher = Publisher(self._redis)
         name = self.settings.consumer_name or default_consumer_name()
         for subscription in self.subscriptions:
@@ -143,6 +157,9 @@ class Service:
         if self._redis is not None:
             await self._redis.aclose()
             self._redis = None
+        if self._cache_redis is not None:
+            await self._cache_redis.aclose()
+            self._cache_redis = None
         self.stopped.set()
 
     async def serve(self) -> None:

@@ -6,7 +6,7 @@ Each service subclasses :class:`ServiceSettings` with its own prefix
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -19,6 +19,11 @@ class RedisSettings(BaseSettings):
     )
 
     url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
+    cache_url: SecretStr | None = Field(
+        default=None,
+        description="REDIS_CACHE_URL: a Redis of its own for the global cache (e.g. with "
+        "allkeys-lru), so the streams' Redis can run with noeviction; default: REDIS_URL",
+    )
     socket_timeout: float = Field(default=10.0, gt=0, description="seconds, per command")
     connect_timeout: float = Field(default=5.0, gt=0, description="seconds")
     max_connections: int = Field(default=64, ge=2, description="per Redis node")
@@ -27,15 +32,18 @@ class RedisSettings(BaseSettings):
         description="REDIS_URL names one node of a Redis Cluster; the client finds the rest",
     )
 
-    @field_validator("url")
+    @field_validator("url", "cache_url")
     @classmethod
-    def _known_scheme(cls, url: SecretStr) -> SecretStr:
+    def _known_scheme(cls, url: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if url is None:
+            return None
+        name = "REDIS_URL" if info.field_name == "url" else "REDIS_CACHE_URL"
         scheme, sep, _ = url.get_secret_value().partition("://")
         if not sep:
-            raise ValueError("REDIS_URL must start with redis://, rediss:// or unix://")
+            raise ValueError(f"{name} must start with redis://, rediss:// or unix://")
         if scheme not in {"redis", "rediss", "unix"}:
             raise ValueError(
-                f"REDIS_URL scheme {scheme!r} is not supported; use redis://, rediss:// or unix://"
+                f"{name} scheme {scheme!r} is not supported; use redis://, rediss:// or unix://"
             )
         return url
 

@@ -196,11 +196,13 @@ async def start_service(
     """Start webhooks services on the test Redis (settings overridable); stopped at teardown."""
     started: list[Running] = []
 
-    async def factory(database: Database | None = None, **overrides: Any) -> Running:
+    async def factory(
+        database: Database | None = None, *, cache_url: str | None = None, **overrides: Any
+    ) -> Running:
         settings = settings_for(unique, database or sqlite_database, **overrides)
         service = create_service(
             settings,
-            redis_settings=RedisSettings(url=redis_url),
+            redis_settings=RedisSettings(url=redis_url, cache_url=cache_url),
             consumer_settings=fast_settings(),
         )
         await service.start()

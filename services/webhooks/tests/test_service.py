@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio
+from redis.asyncio.cluster import RedisCluster
 
 from riverbed import keys
 from riverbed.publisher import Publisher
@@ -342,3 +343,21 @@ async def test_finished_deliveries_past_the_retention_are_pruned_from_the_log(
     await wait_for(lambda: counter(metrics.LOG_PRUNED) > before, what="a delivery pruned")
     assert await running.service.container.delivery_log.deliveries_for_event(event.id) == []
     assert await attempts_of(running, event.id) == []
+
+
+async def test_the_endpoint_cache_lives_on_the_cache_redis_when_one_is_given(
+    start_service: Any, receiver: Any, redis_client: redis.asyncio.Redis, own_redis: Any
+) -> None:
+    if isinstance(redis_client, RedisCluster):
+        pytest.skip("REDIS_CLUSTER applies to both URLs: a single-node cache needs a single node")
+    running = await start_service(cache_url=own_redis.url)
+    await add_endpoint(running, receiver, "/a", 200)
+    await publish(redis_client, running, 1)
+    await wait_for(lambda: len(receiver.to("/a")) == 1, what="the delivery")
+    pattern = f"*{running.settings.cache_namespace}*"
+    cache_side = redis.asyncio.Redis.from_url(own_redis.url)
+    try:
+        assert [key async for key in cache_side.scan_iter(match=pattern)], "cached there"
+    finally:
+        await cache_side.aclose()
+    assert [key async for key in redis_client.scan_iter(match=pattern)] == []

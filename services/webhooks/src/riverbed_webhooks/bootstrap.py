@@ -196,7 +196,7 @@ class WebhooksService(Service):
         repository = SqlEndpointRepository(engine)
         delivery_log = SqlDeliveryLog(engine)
         cache = CachedEndpoints(
-            Cache(self.redis),
+            Cache(self.cache_redis),
             repository,
             namespace=settings.cache_namespace,
             ttl=timedelta(seconds=settings.cache_ttl_s),
