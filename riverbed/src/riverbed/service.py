@@ -14,7 +14,7 @@ import contextlib
 import gc
 import signal
 import time
-from collections.abc import Generator
+from collections.abc import Awaitable, Callable, Generator
 from typing import Any
 
 import structlog
@@ -233,6 +233,17 @@ class Service:
     async def _sample(self) -> None:
         if self.monitor is not None:
             await self.monitor.refresh()
+
+
+async def every(interval_s: float, work: Callable[[], Awaitable[object]], *, failing: str) -> None:
+    """Run ``work`` now and then every ``interval_s`` seconds until cancelled: a service's
+    background chore. A failure is logged as ``failing`` and the next round comes as planned."""
+    while True:
+        try:
+            await work()
+        except Exception as error:
+            log.warning(failing, error=str(error))
+        await asyncio.sleep(interval_s)
 
 
 async def cancel_tasks(*tasks: asyncio.Task[Any] | None) -> None:

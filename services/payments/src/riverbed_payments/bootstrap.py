@@ -24,7 +24,7 @@ from riverbed.connection import Redis
 from riverbed.consumer import Message
 from riverbed.lease import LeaseLost, run_exclusively
 from riverbed.publisher import Publisher
-from riverbed.service import Service, cancel_tasks
+from riverbed.service import Service, cancel_tasks, every
 from riverbed.settings import ConsumerSettings, RedisSettings
 from riverbed_payments.adapters import migrate
 from riverbed_payments.adapters.outbox import OutboxRelay
@@ -157,7 +157,12 @@ class PaymentsService(Service):
         self._wired.set()
         self._relay_task = asyncio.create_task(self.container.relay.run(), name="outbox-relay")
         self._sweep_task = asyncio.create_task(
-            self._sweep_reconciliations(), name="reconciliation-sweep"
+            every(
+                settings.reconciliation_sweep_s,
+                self._sweep_reconciliations,
+                failing="could not look for unfinished reports",
+            ),
+            name="reconciliation-sweep",
         )
         log.info(
             "payments wired",
@@ -176,20 +181,16 @@ class PaymentsService(Service):
         self._wired.clear()
 
     async def _sweep_reconciliations(self) -> None:
-        """Now and every ``reconciliation_sweep_s``: start a job for every report still
-        being matched (a crashed replica's, or one left by a restart); the lease decides
-        which replica runs it."""
-        while True:
-            container = self.container
-            if container is not None:
-                try:
-                    for report_id in await container.reports.in_status("processing"):
-                        if report_id not in container.jobs.tasks:
-                            log.info("resuming reconciliation", report_id=report_id)
-                            container.jobs.start(report_id)
-                except Exception as error:
-                    log.warning("could not look for unfinished reports", error=str(error))
-            await asyncio.sleep(self.payments.reconciliation_sweep_s)
+        """Start a job for every report still being matched (a crashed replica's, or one
+        left by a restart); the lease decides which replica runs it. Runs at start-up and
+        every ``reconciliation_sweep_s``."""
+        container = self.container
+        if container is None:
+            return
+        for report_id in await container.reports.in_status("processing"):
+            if report_id not in container.jobs.tasks:
+                log.info("resuming reconciliation", report_id=report_id)
+                container.jobs.start(report_id)
 
     async def _prepare_database(self, engine: AsyncEngine) -> None:
         if self.payments.migrate_on_start:

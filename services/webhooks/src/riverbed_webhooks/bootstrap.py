@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from riverbed.cache import Cache
 from riverbed.consumer import Message
 from riverbed.errors import PermanentError
-from riverbed.service import Service, cancel_tasks
+from riverbed.service import Service, cancel_tasks, every
 from riverbed.settings import ConsumerSettings, RedisSettings
 from riverbed_contracts import CloudEvent, DeliverWebhook
 from riverbed_contracts.registry import get_spec
@@ -159,9 +159,23 @@ class WebhooksService(Service):
         for consumer in self.consumers:
             consumer.publisher = self.container.publisher
         self._wired.set()
-        self._gauges = asyncio.create_task(self._refresh_gauges(), name="webhooks-gauges")
+        self._gauges = asyncio.create_task(
+            every(
+                settings.gauge_refresh_s,
+                self._refresh_gauges,
+                failing="could not sample the endpoint gauges",
+            ),
+            name="webhooks-gauges",
+        )
         if settings.log_retention_days > 0:
-            self._pruning = asyncio.create_task(self._prune_log(), name="webhooks-log-pruning")
+            self._pruning = asyncio.create_task(
+                every(
+                    settings.log_prune_interval_s,
+                    self._prune_log,
+                    failing="could not prune the delivery log",
+                ),
+                name="webhooks-log-pruning",
+            )
         log.info(
             "webhooks wired",
             source_streams=settings.source_streams,
@@ -245,41 +259,26 @@ class WebhooksService(Service):
         )
 
     async def _prune_log(self) -> None:
-        """Every ``log_prune_interval_s``, delete finished deliveries older than the
-        retention, a batch per transaction, so the log (which keeps every body for
-        replays) does not grow without bound. Replicas may prune at once: harmless."""
-        settings = self.webhooks
-        retention = timedelta(days=settings.log_retention_days)
-        while True:
-            container = self.container
-            if container is not None:
-                cutoff = container.clock() - retention
-                pruned = 0
-                try:
-                    while True:
-                        deleted = await container.delivery_log.prune(
-                            cutoff, limit=settings.log_prune_batch
-                        )
-                        pruned += deleted
-                        metrics.LOG_PRUNED.inc(deleted)
-                        if deleted < settings.log_prune_batch:
-                            break
-                except Exception as error:
-                    log.warning("could not prune the delivery log", error=str(error))
-                if pruned:
-                    log.info("delivery log pruned", deliveries=pruned, finished_before=cutoff)
-            await asyncio.sleep(settings.log_prune_interval_s)
+        """Delete finished deliveries older than the retention, a batch per transaction, so
+        the log (which keeps every body for replays) does not grow without bound. Runs
+        every ``log_prune_interval_s``; replicas may prune at once: harmless."""
+        container = self.container
+        if container is None:
+            return
+        batch = self.webhooks.log_prune_batch
+        cutoff = container.clock() - timedelta(days=self.webhooks.log_retention_days)
+        deleted, pruned = batch, 0
+        while deleted == batch:  # a short batch means nothing older is left
+            deleted = await container.delivery_log.prune(cutoff, limit=batch)
+            pruned += deleted
+            metrics.LOG_PRUNED.inc(deleted)
+        if pruned:
+            log.info("delivery log pruned", deliveries=pruned, finished_before=cutoff)
 
     async def _refresh_gauges(self) -> None:
-        """Sample database-backed gauges (disabled endpoints) every ``gauge_refresh_s``."""
-        while True:
-            container = self.container
-            if container is not None:
-                try:
-                    metrics.DISABLED_ENDPOINTS.set(await container.repository.count_disabled())
-                except Exception as error:
-                    log.warning("could not sample the endpoint gauges", error=str(error))
-            await asyncio.sleep(self.webhooks.gauge_refresh_s)
+        """Sample database-backed gauges (disabled endpoints); every ``gauge_refresh_s``."""
+        if self.container is not None:
+            metrics.DISABLED_ENDPOINTS.set(await self.container.repository.count_disabled())
 
 
 def create_service(
