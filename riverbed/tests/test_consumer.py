@@ -261,11 +261,12 @@ async def test_retry_later_overrides_the_backoff(
     await publisher.publish(make_event(1), stream=stream)
     start_consumer(stream, handler)
     await wait_for(lambda: attempts == [1])
-    schedule = keys.retry_schedule_key(stream, "test")
-    await wait_for(lambda: redis_client.zcard(schedule), what="retry scheduled")
-    [(_, due_ms)] = await redis_client.zrange(schedule, 0, 0, withscores=True)
+    delay = keys.delay_key(stream)
+    await wait_for(lambda: redis_client.zcard(delay), what="retry parked in the delay store")
+    [(_, due_ms)] = await redis_client.zrange(delay, 0, 0, withscores=True)
     now_ms = (await redis_client.time())[0] * 1000
     assert due_ms - now_ms > 50_000, "the retry waits for the peer's Retry-After"
+    assert await pending_count(redis_client, stream) == 0, "a parked retry is not pending"
 
 
 async def test_deferrals_do_not_count_towards_the_dead_letter_limit(

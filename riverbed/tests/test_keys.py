@@ -16,7 +16,7 @@ def test_every_key_of_a_stream_family_shares_one_hash_tag() -> None:
     family = [
         keys.stream_key("email.requested"),
         keys.dead_letter_key("email.requested"),
-        keys.retry_schedule_key("email.requested", "email"),
+        keys.delay_key("email.requested"),
         keys.idempotency_key("email.requested", "email"),
     ]
     assert {_slot_tag(k) for k in family} == {"email.requested"}

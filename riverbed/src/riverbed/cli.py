@@ -167,7 +167,7 @@ class GroupInfo:
     pending: int
     oldest_pending_age_s: float | None  # from the oldest pending entry's id; None: none pending
     last_delivered_id: str
-    retry_scheduled: int
+    retries_waiting: int  # this group's retries and deferrals in the stream's delay store
     consumers: list[ConsumerInfo] = field(default_factory=list)
 
 
@@ -177,6 +177,7 @@ class StreamInfo:
     key: str
     length: int
     dead_letters: int
+    delayed: int = 0  # items in the delay store: retries of every group, events for later
     groups: list[GroupInfo] = field(default_factory=list)
 
 
@@ -199,12 +200,19 @@ async def _lag(redis: Redis, key: str, group: dict[Any, Any]) -> int | None:
     return None if len(entries) > LAG_COUNT_LIMIT else len(entries)
 
 
+async def _retries_waiting(redis: Redis, stream: str, group: str) -> int:
+    """This group's items in the delay store (a scan of the store: an operator's query)."""
+    items = redis.hscan_iter(keys.delay_items_key(stream), match=f"retry:{group}:*", count=1000)
+    return sum([1 async for _ in items])
+
+
 async def stream_info(redis: Redis, stream: str, *, now: float | None = None) -> StreamInfo:
     now = time.time() if now is None else now
     key = keys.stream_key(stream)
     length = int(await redis.xlen(key))
     dead = int(await redis.xlen(keys.dead_letter_key(stream)))
-    info = StreamInfo(stream=stream, key=key, length=length, dead_letters=dead)
+    delayed = int(await redis.zcard(keys.delay_key(stream)))
+    info = StreamInfo(stream=stream, key=key, length=length, dead_letters=dead, delayed=delayed)
     if not await redis.exists(key):
         return info
     for group in await redis.xinfo_groups(key):
@@ -231,7 +239,7 @@ async def stream_info(redis: Redis, stream: str, *, now: float | None = None) ->
                 pending=pending,
                 oldest_pending_age_s=age,
                 last_delivered_id=_text(group["last-delivered-id"]),
-                retry_scheduled=int(await redis.zcard(keys.retry_schedule_key(stream, name))),
+                retries_waiting=await _retries_waiting(redis, stream, name) if delayed else 0,
                 consumers=consumers,
             )
         )
@@ -267,7 +275,7 @@ async def cmd_streams(redis: Redis, args: argparse.Namespace, out: Console, err:
                 "?" if group.lag is None else str(group.lag),
                 str(group.pending),
                 "-" if age is None else _duration(age),
-                str(group.retry_scheduled),
+                str(group.retries_waiting),
                 str(len(group.consumers)),
             )
     out.print(table)

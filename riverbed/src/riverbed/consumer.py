@@ -5,10 +5,14 @@ its own outcome; handlers run concurrently up to a bound, and outcomes are
 applied to Redis together (one script call acknowledges every success of a
 flush). What each row of DESIGN.md's delivery table becomes here:
 
-- retries are driven by the pending list's delivery count and scheduled in a
-  sorted set (entry id -> due time), so a failing entry never blocks the stream;
-- past ``max_deliveries`` (or at once for a permanent error) an entry is copied
-  to the dead-letter stream and acknowledged in one script;
+- a failed (or deferred) delivery is parked in the stream's delay store and
+  acknowledged in one script; a promoter appends it again when due, as a new entry
+  carrying its attempt number and meant for this group only (``riverbed.delay``), so a
+  retry never blocks the stream and never pins it in the pending list;
+- the attempt is the carried attempt plus the redeliveries of this entry; past
+  ``max_deliveries`` (or at once for a permanent error) an entry is copied to the
+  dead-letter stream and acknowledged in one script;
+- a handler that runs past its timeout is cancelled: a failed delivery, reason ``timeout``;
 - held entries are kept alive with ``XCLAIM … JUSTID`` so the visibility timeout
   measures liveness, not handler time; entries idle past it are reclaimed;
 - on start the consumer re-reads its own pending entries first;
@@ -40,6 +44,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from riverbed import keys, metrics, scripts
 from riverbed.backoff import Backoff
 from riverbed.connection import Redis
+from riverbed.delay import ATTEMPT_FIELD, FIRST_SEEN_FIELD, GROUP_FIELD, DelayStore, Parked
 from riverbed.errors import PermanentError, RetryLater
 from riverbed.logging import bind_message_context
 from riverbed.publisher import Publisher
@@ -63,7 +68,10 @@ class Message(Generic[PayloadT]):
     payload: PayloadT
     entry_id: str
     stream: str
-    attempt: int  # delivery count from the pending list: 1 on first delivery
+    attempt: int  # this delivery's number for this group: 1 on the first delivery
+    #: when this group first received the event (ms since the epoch), carried across retries
+    #: and deferrals: how long an event has been waiting, whatever its attempt count says
+    first_seen_ms: int = 0
 
 
 #: a handler gets a message and returns the events it wants published (or None);
@@ -81,6 +89,7 @@ class Subscription:
     idempotent: bool = True  # skip events whose id this group already handled
     backoff: Backoff | None = None  # None: exponential, from ConsumerSettings
     start_id: str = "0"  # where a newly created group starts: "0" = everything retained
+    handler_timeout_s: float | None = None  # None: ConsumerSettings.handler_timeout_s
 
 
 @dataclass
@@ -95,6 +104,7 @@ class _Outcome:
     attempt: int = 1
     reason: str = ""
     counted: bool = True  # False: a deferral, the next delivery keeps this attempt
+    first_seen_ms: int = 0
 
 
 def default_consumer_name() -> str:
@@ -113,6 +123,27 @@ def _trace_id(traceparent: str | None) -> str | None:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+_GROUP_FIELD = GROUP_FIELD.encode()
+_ATTEMPT_FIELD = ATTEMPT_FIELD.encode()
+_FIRST_SEEN_FIELD = FIRST_SEEN_FIELD.encode()
+
+
+def _carried(fields: dict[bytes, bytes], entry_id: str) -> tuple[bytes | None, int, int]:
+    """(target group or None, attempt carried, first seen ms) of an entry: a promoted retry
+    carries all three; a first publication none (attempt 1, first seen = the entry's time)."""
+    target = fields.get(_GROUP_FIELD)
+    attempt = fields.get(_ATTEMPT_FIELD)
+    first_seen = fields.get(_FIRST_SEEN_FIELD)
+    try:
+        return (
+            target,
+            int(attempt) if attempt is not None else 1,
+            int(first_seen) if first_seen is not None else int(entry_id.split("-", 1)[0]),
+        )
+    except ValueError:  # a hand-written entry with a bad number: count from here
+        return target, 1, int(entry_id.split("-", 1)[0])
 
 
 class StreamConsumer:
@@ -138,7 +169,10 @@ class StreamConsumer:
         self.group = subscription.group
         self.stream_key = keys.stream_key(self.stream)
         self.dead_letter_key = keys.dead_letter_key(self.stream)
-        self.schedule_key = keys.retry_schedule_key(self.stream, self.group)
+        self.legacy_schedule_key = keys.legacy_retry_schedule_key(self.stream, self.group)
+        self.delay = DelayStore(redis, self.stream)
+        self.handler_timeout_s = subscription.handler_timeout_s or settings.handler_timeout_s
+        self._group_bytes = self.group.encode()
         self.done_key = keys.idempotency_key(self.stream, self.group)
         self.backoff = subscription.backoff or Backoff(
             base_ms=settings.retry_base_ms,
@@ -150,18 +184,19 @@ class StreamConsumer:
         self._ack_done = redis.register_script(scripts.ACK_DONE)
         self._handled = redis.register_script(scripts.HANDLED)
         self._dead_letter = redis.register_script(scripts.DEAD_LETTER)
-        self._defer = redis.register_script(scripts.DEFER)
         self._in_flight: dict[str, asyncio.Task[None]] = {}
+        self._handler_started: dict[str, float] = {}  # entry id -> monotonic s
         self._outcomes: list[_Outcome] = []
         self._outcome_ready = asyncio.Event()
         self._slot_free = asyncio.Event()
         self._stopping = asyncio.Event()  # no new reads or claims
         self._closing = asyncio.Event()  # in-flight work is over: background loops end
-        self._retry_soon = asyncio.Event()
+        self._promote_soon = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._main: asyncio.Task[None] | None = None
         labels = (self.stream, self.group)
         metrics.IN_FLIGHT.labels(*labels).set_function(lambda: len(self._in_flight))
+        metrics.HANDLERS_SLOW.labels(*labels).set_function(self._slow_handlers)
         self._by_type: dict[str, metrics.MessageMetrics] = {}
 
     # -- lifecycle ---------------------------------------------------------
@@ -171,10 +206,12 @@ class StreamConsumer:
         log.info("consumer starting", stream=self.stream, group=self.group, consumer=self.name)
         try:
             await self._ensure_group()
+            await self._guarded("carry-over", self._carry_over_legacy)
             self._tasks = [
                 asyncio.create_task(self._flush_loop(), name=f"flush:{self.stream}"),
                 asyncio.create_task(self._keepalive_loop(), name=f"keepalive:{self.stream}"),
                 asyncio.create_task(self._reclaim_loop(), name=f"reclaim:{self.stream}"),
+                asyncio.create_task(self._promote_loop(), name=f"promote:{self.stream}"),
             ]
             await self._recover_own_pending()
             await self._read_loop()
@@ -195,7 +232,7 @@ class StreamConsumer:
         """Stop reading; ``run()`` then drains in-flight work and returns."""
         self._stopping.set()
         self._slot_free.set()
-        self._retry_soon.set()
+        self._promote_soon.set()
 
     @property
     def healthy(self) -> bool:
@@ -216,7 +253,7 @@ class StreamConsumer:
         # applying every outcome); cancelling is only the fallback for a stuck Redis call
         self._closing.set()
         self._outcome_ready.set()
-        self._retry_soon.set()
+        self._promote_soon.set()
         _, stuck = await asyncio.wait(self._tasks, timeout=self.settings.shutdown_timeout_s)
         for task in stuck:
             task.cancel()
@@ -321,12 +358,11 @@ class StreamConsumer:
         )
         if count == 0:
             return []
-        now_ms = int(time.time() * 1000)
         reply = await self._guarded(
             f"claim-{mode}",
             lambda: self._claim(
-                keys=[self.stream_key, self.schedule_key],
-                args=[mode, self.group, self.name, min_idle_ms, count, now_ms, start],
+                keys=[self.stream_key, self.legacy_schedule_key],
+                args=[mode, self.group, self.name, min_idle_ms, count, start],
             ),
         )
         if not reply:
@@ -356,7 +392,7 @@ class StreamConsumer:
         self, entries: list[Any], *, deliveries: dict[str, int] | None
     ) -> None:
         """Start a handler task per entry; deliveries=None means first delivery."""
-        decoded: list[tuple[str, dict[bytes, bytes], int, CloudEvent | Exception]] = []
+        decoded: list[tuple[str, dict[bytes, bytes], int, int, CloudEvent | Exception]] = []
         for raw_id, raw_fields in entries:
             entry_id = _text(raw_id)
             # XREADGROUP replies carry a dict; a script's XCLAIM reply a flat list
@@ -365,19 +401,25 @@ class StreamConsumer:
                 if isinstance(raw_fields, dict)
                 else dict(zip(raw_fields[::2], raw_fields[1::2], strict=True))
             )
-            attempt = 1 if deliveries is None else deliveries.get(entry_id, 1)
+            target, carried, first_seen = _carried(fields, entry_id)
+            if target is not None and target != self._group_bytes:
+                # another group's retry: not ours to handle, only to acknowledge
+                self._record(_Outcome(entry_id, "other-group", None, "ack", counted=False))
+                continue
+            redelivered = 0 if deliveries is None else deliveries.get(entry_id, 1) - 1
+            attempt = carried + redelivered
             parsed: CloudEvent | Exception
             try:
                 parsed = event_from_entry(fields)
             except EntryDecodeError as error:
                 parsed = error
-            decoded.append((entry_id, fields, attempt, parsed))
+            decoded.append((entry_id, fields, attempt, first_seen, parsed))
         already_done: set[str] = set()
         if self.subscription.idempotent:
             already_done = await self._already_handled(
-                [d[3].id for d in decoded if isinstance(d[3], CloudEvent)]
+                [d[4].id for d in decoded if isinstance(d[4], CloudEvent)]
             )
-        for entry_id, fields, attempt, parsed in decoded:
+        for entry_id, fields, attempt, first_seen, parsed in decoded:
             if entry_id in self._in_flight:
                 continue  # claimed back while still running here: it is already in hand
             if isinstance(parsed, CloudEvent) and parsed.id in already_done:
@@ -385,7 +427,7 @@ class StreamConsumer:
                 self._record(_Outcome(entry_id, parsed.type, parsed.id, "ack", attempt=attempt))
                 continue
             self._in_flight[entry_id] = asyncio.create_task(
-                self._handle(entry_id, fields, attempt, parsed)
+                self._handle(entry_id, fields, attempt, first_seen, parsed)
             )
 
     async def _already_handled(self, event_ids: list[str]) -> set[str]:
@@ -419,11 +461,20 @@ class StreamConsumer:
         entry_id: str,
         fields: dict[bytes, bytes],
         attempt: int,
+        first_seen_ms: int,
         parsed: CloudEvent | Exception,
     ) -> None:
         event_type = parsed.type if isinstance(parsed, CloudEvent) else "unknown"
         event_id = parsed.id if isinstance(parsed, CloudEvent) else None
-        outcome = _Outcome(entry_id, event_type, event_id, "ack", raw=fields, attempt=attempt)
+        outcome = _Outcome(
+            entry_id,
+            event_type,
+            event_id,
+            "ack",
+            raw=fields,
+            attempt=attempt,
+            first_seen_ms=first_seen_ms,
+        )
         with bind_message_context(
             event_id=event_id,
             event_type=event_type,
@@ -464,13 +515,31 @@ class StreamConsumer:
             return
         self._counters(metric_type).consumed.inc()
         message: Message[Any] = Message(
-            event, payload, outcome.entry_id, self.stream, outcome.attempt
+            event,
+            payload,
+            outcome.entry_id,
+            self.stream,
+            outcome.attempt,
+            first_seen_ms=outcome.first_seen_ms,
         )
         started = time.perf_counter()
+        self._handler_started[outcome.entry_id] = time.monotonic()
         try:
-            emitted = await self.subscription.handler(message)
+            async with asyncio.timeout(self.handler_timeout_s) as deadline:
+                emitted = await self.subscription.handler(message)
             if emitted:
                 await self.publisher.publish_many(emitted)
+        except TimeoutError as error:
+            if not deadline.expired():
+                self._fail(outcome, error, permanent=False, reason="error")
+            else:
+                metrics.HANDLER_TIMEOUTS.labels(self.stream, self.group, metric_type).inc()
+                self._fail(
+                    outcome,
+                    TimeoutError(f"handler ran past its timeout of {self.handler_timeout_s} s"),
+                    permanent=False,
+                    reason="timeout",
+                )
         except PermanentError as error:
             self._fail(outcome, error, permanent=True, reason="permanent")
         except RetryLater as error:
@@ -487,7 +556,13 @@ class StreamConsumer:
         except Exception as error:
             self._fail(outcome, error, permanent=False, reason="error")
         finally:
+            self._handler_started.pop(outcome.entry_id, None)
             self._counters(metric_type).handler_seconds.observe(time.perf_counter() - started)
+
+    def _slow_handlers(self) -> int:
+        """Handlers running longer than half their timeout (a gauge, read at scrape time)."""
+        since = time.monotonic() - self.handler_timeout_s / 2
+        return sum(1 for started in list(self._handler_started.values()) if started < since)
 
     def _fail(
         self,
@@ -560,28 +635,8 @@ class StreamConsumer:
                 await self._acknowledge(acks)
                 self._forget(acks)
             if retries:
-                now_ms = int(time.time() * 1000)
-                counted = {o.entry_id: now_ms + o.delay_ms for o in retries if o.counted}
-                if counted:
-                    await self.redis.zadd(self.schedule_key, counted)
-                deferred = [o for o in retries if not o.counted]
-                if deferred:
-                    await self._defer(
-                        keys=[self.stream_key, self.schedule_key],
-                        args=[
-                            self.group,
-                            self.name,
-                            *(
-                                value
-                                for o in deferred
-                                for value in (o.entry_id, now_ms + o.delay_ms, o.attempt - 1)
-                            ),
-                        ],
-                    )
+                await self._park(retries)
                 self._forget(retries)
-                for o in retries:
-                    metrics.RETRIED.labels(self.stream, self.group, o.event_type).inc()
-                self._retry_soon.set()
             for o in dead:
                 await self._dead_letter(
                     keys=[self.stream_key, self.dead_letter_key],
@@ -589,6 +644,37 @@ class StreamConsumer:
                 )
                 self._forget([o])
                 metrics.DEAD_LETTERED.labels(self.stream, self.group, o.event_type, o.reason).inc()
+
+    async def _park(self, retries: list[_Outcome]) -> None:
+        """Move retries and deferrals to the delay store, acknowledging their entries."""
+        now_ms = int(time.time() * 1000)
+        parked = await self.delay.park(
+            self.group,
+            self.name,
+            [
+                Parked(
+                    entry_id=o.entry_id,
+                    event=o.raw.get(b"event", b""),
+                    due_ms=now_ms + o.delay_ms,
+                    # a deferral did not try: the next delivery keeps this attempt
+                    next_attempt=o.attempt + 1 if o.counted else o.attempt,
+                    first_seen_ms=o.first_seen_ms,
+                    reason=o.reason,
+                    error=f"{type(o.error).__name__}: {o.error}" if o.error else "",
+                )
+                for o in retries
+            ],
+        )
+        for o in retries:
+            if o.entry_id in parked:
+                metrics.RETRIED.labels(self.stream, self.group, o.event_type).inc()
+        if len(parked) < len(retries):
+            log.warning(
+                "entries claimed by a sibling before their retry was parked; it decides",
+                count=len(retries) - len(parked),
+                stream=self.stream,
+            )
+        self._promote_soon.set()  # the promoter looks again: a short retry may be due soon
 
     def _forget(self, applied: list[_Outcome]) -> None:
         done = {id(o) for o in applied}
@@ -664,35 +750,52 @@ class StreamConsumer:
         interval = self.settings.reclaim_interval_ms / 1000
         next_housekeeping = time.monotonic()
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._retry_soon.wait(), timeout=interval)
-            self._retry_soon.clear()
+            await self._pause(interval)
             if self._stopping.is_set():
                 return
-            while await self._claim_entries("due", min_idle_ms=0):
-                pass
             while await self._claim_entries(
                 "stale", min_idle_ms=self.settings.visibility_timeout_ms
             ):
                 pass
             if time.monotonic() >= next_housekeeping:
                 await self._guarded("remove-idle-consumers", self._remove_idle_consumers)
+                # a replica of an older version may still schedule retries the old way
+                await self._guarded("carry-over", self._carry_over_legacy)
                 # s: often enough to honour the idle limit, rarely enough to be free
                 next_housekeeping = time.monotonic() + min(
                     60.0, self.settings.consumer_idle_remove_ms / 2000
                 )
-            await self._wake_for_next_retry()
 
-    async def _wake_for_next_retry(self) -> None:
-        """If a scheduled retry falls due before the next scan, wake up for it."""
-        nearest = await self._guarded(
-            "retry-peek", lambda: self.redis.zrange(self.schedule_key, 0, 0, withscores=True)
-        )
-        if not nearest:
-            return
-        wait_s = (nearest[0][1] - time.time() * 1000) / 1000
-        if wait_s < self.settings.reclaim_interval_ms / 1000:
-            asyncio.get_running_loop().call_later(max(wait_s, 0.0), self._retry_soon.set)
+    async def _promote_loop(self) -> None:
+        """Move due items of the stream's delay store onto the stream, batch after batch, then
+        sleep until the next falls due (at most ``promote_interval_ms``; a local park wakes it).
+
+        Every consumer of the stream runs one: promotion is atomic per batch, so replicas
+        (and other groups' consumers) running side by side never promote an item twice.
+        """
+        longest_s = self.settings.promote_interval_ms / 1000
+        while not self._stopping.is_set():
+            self._promote_soon.clear()
+            promotion = await self._guarded(
+                "promote", lambda: self.delay.promote_due(batch=self.settings.promote_batch)
+            )
+            if promotion is not None and promotion.promoted >= self.settings.promote_batch:
+                continue  # more may be due: no sleep between full batches
+            wait_s = longest_s
+            if promotion is not None and promotion.next_due_ms is not None:
+                wait_s = min(max((promotion.next_due_ms - time.time() * 1000) / 1000, 0.0), wait_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._promote_soon.wait(), timeout=wait_s)
+
+    async def _carry_over_legacy(self) -> None:
+        moved = await self.delay.carry_over_legacy(self.group)
+        if moved:
+            log.info(
+                "carried retries of the old schedule over to the delay store",
+                stream=self.stream,
+                group=self.group,
+                count=moved,
+            )
 
     async def _remove_idle_consumers(self) -> None:
         for consumer in await self.redis.xinfo_consumers(self.stream_key, self.group):

@@ -9,7 +9,12 @@ Layout (``<s>`` is a logical stream name such as ``email.requested``):
 
 - ``rb:{<s>}:stream``                 the stream itself (no TTL, ever)
 - ``rb:{<s>}:dlq``                    its dead-letter stream (no TTL)
-- ``rb:{<s>}:retry:<group>``          sorted set: entry id -> due time (ms since epoch)
+- ``rb:{<s>}:delay``                  sorted set: delay-store member -> due time (ms since epoch)
+- ``rb:{<s>}:delay:items``            hash: delay-store member -> JSON item (the entry to append)
+- ``rb:{<s>}:delay:promoted``         sorted set: delayed-event member -> when promoted (ms);
+                                       trimmed to a window, so a late cancel can answer "too late"
+- ``rb:{<s>}:retry:<group>``          legacy (before the delay store): entry id -> due time (ms);
+                                       read only to carry its entries over
 - ``rb:{<s>}:done:<group>``           sorted set: handled event id -> when (ms); trimmed to a window
 - ``rb:cache:{<ns>}:v``               namespace version counter (no TTL; one per namespace)
 - ``rb:cache:{<ns>}:<version>:<key>`` cache entry (always a TTL)
@@ -37,8 +42,31 @@ def dead_letter_key(stream: str) -> str:
     return f"{_tag(stream)}:dlq"
 
 
-def retry_schedule_key(stream: str, group: str) -> str:
+def legacy_retry_schedule_key(stream: str, group: str) -> str:
+    """Where retries waited before the delay store: pending entry ids scored by due time (ms).
+
+    Consumers of this version carry its members over into the delay store and never add any.
+    """
     return f"{_tag(stream)}:retry:{group}"
+
+
+def delay_key(stream: str) -> str:
+    """Sorted set of what waits to be appended to ``stream``: member -> due time (ms since epoch).
+
+    Members are ``event:<event id>`` for an event published for later (every group gets it)
+    and ``retry:<group>:<entry id>`` for a retry or deferral of one group's delivery.
+    """
+    return f"{_tag(stream)}:delay"
+
+
+def delay_items_key(stream: str) -> str:
+    """Hash: delay-store member -> JSON item (the stream entry's fields, owner, last error)."""
+    return f"{_tag(stream)}:delay:items"
+
+
+def delay_promoted_key(stream: str) -> str:
+    """Sorted set: delayed-event member -> when it was promoted (ms); trimmed to a window."""
+    return f"{_tag(stream)}:delay:promoted"
 
 
 def idempotency_key(stream: str, group: str) -> str:

@@ -37,6 +37,12 @@ PUBLISH_SECONDS = Histogram(
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
 )
 
+DELAYED_PUBLISHED = Counter(
+    "riverbed_delayed_published_total",
+    "Events published for later: kept in their stream's delay store until due",
+    ["stream", "type"],
+)
+
 # -- consuming -------------------------------------------------------------
 _MESSAGE = ["stream", "group", "type"]
 CONSUMED = Counter("riverbed_consumed_total", "Entries handed to a handler", _MESSAGE)
@@ -102,6 +108,28 @@ REDIS_ERRORS = Counter(
     ["stream", "group", "call"],
 )
 
+HANDLER_TIMEOUTS = Counter(
+    "riverbed_handler_timeouts_total",
+    "Handlers cancelled for running past their subscription's timeout (a failed delivery)",
+    _MESSAGE,
+)
+HANDLERS_SLOW = Gauge(
+    "riverbed_handlers_slow",
+    "Handlers running now for longer than half their timeout",
+    ["stream", "group"],
+)
+
+# -- the delay store (riverbed.delay) ------------------------------------------
+PROMOTED = Counter(
+    "riverbed_promoted_total", "Due items moved from the delay store onto their stream", ["stream"]
+)
+PROMOTION_DELAY = Histogram(
+    "riverbed_promotion_delay_seconds",
+    "Time from an item's due time to its promotion (the oldest of each promoted batch)",
+    ["stream"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
+
 # -- streams and Redis, sampled by riverbed.monitor -------------------------
 STREAM_LENGTH = Gauge("riverbed_stream_length", "Entries in the stream (XLEN)", ["stream"])
 GROUP_LAG = Gauge(
@@ -120,8 +148,20 @@ OLDEST_PENDING_AGE = Gauge(
 DEAD_LETTER_DEPTH = Gauge(
     "riverbed_dead_letter_depth", "Entries in the dead-letter stream", ["stream"]
 )
-RETRY_SCHEDULED = Gauge(
-    "riverbed_retry_scheduled", "Entries waiting for their retry time", ["stream", "group"]
+DELAYED_WAITING = Gauge(
+    "riverbed_delayed_waiting",
+    "Items in the stream's delay store: retries, deferrals and events published for later",
+    ["stream"],
+)
+DELAYED_DUE = Gauge(
+    "riverbed_delayed_due",
+    "Items in the delay store whose time has come but that are not promoted yet",
+    ["stream"],
+)
+PROMOTION_LAG = Gauge(
+    "riverbed_promotion_lag_seconds",
+    "How long the oldest due item of the delay store has waited past its due time; 0 if none",
+    ["stream"],
 )
 REDIS_USED_MEMORY = Gauge("riverbed_redis_used_memory_bytes", "Redis used_memory")
 REDIS_MAX_MEMORY = Gauge("riverbed_redis_maxmemory_bytes", "Redis maxmemory (0 = no limit)")

@@ -19,6 +19,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from riverbed import keys, metrics
 from riverbed.connection import Redis
+from riverbed.delay import DelayStore
 
 log = structlog.get_logger(__name__)
 
@@ -81,6 +82,11 @@ class StreamMonitor:
             length, dead = await pipe.execute()
         metrics.STREAM_LENGTH.labels(stream).set(length)
         metrics.DEAD_LETTER_DEPTH.labels(stream).set(dead)
+        waiting, due, oldest_due_ms = await DelayStore(self.redis, stream).waiting()
+        metrics.DELAYED_WAITING.labels(stream).set(waiting)
+        metrics.DELAYED_DUE.labels(stream).set(due)
+        lag_s = 0.0 if oldest_due_ms is None else max(time.time() - oldest_due_ms / 1000, 0.0)
+        metrics.PROMOTION_LAG.labels(stream).set(lag_s)
         if not length and not await self.redis.exists(key):
             return
         for group in await self.redis.xinfo_groups(key):
@@ -104,8 +110,6 @@ class StreamMonitor:
             if oldest:
                 age = max(time.time() - _id_ms(_text(oldest)) / 1000, 0.0)
         metrics.OLDEST_PENDING_AGE.labels(stream, name).set(age)
-        scheduled = await self.redis.zcard(keys.retry_schedule_key(stream, name))
-        metrics.RETRY_SCHEDULED.labels(stream, name).set(scheduled)
 
     async def _count_after(self, key: str, last_delivered: str) -> int | None:
         """Entries after ``last_delivered``, when there are at most ``lag_count_limit`` of them."""

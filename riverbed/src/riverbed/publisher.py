@@ -2,6 +2,8 @@
 
 Every event is validated against its contract before it is written, so nothing
 malformed reaches the wire. The target stream comes from the registry.
+Delivery later: ``deliver_at`` keeps events in the stream's delay store until then
+(``riverbed.delay``); consumers of the stream promote them when due.
 Retention: an optional approximate ``MAXLEN`` per stream is the hard memory cap;
 everyday trimming (only what every group acknowledged) is ``StreamMonitor.trim_acknowledged``.
 """
@@ -11,11 +13,13 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from functools import lru_cache
 from typing import Final
 
 from riverbed import keys, metrics
 from riverbed.connection import Redis
+from riverbed.delay import DelayStore
 from riverbed.scripts import LuaScript
 from riverbed_contracts import ENTRY_FIELD, CloudEvent
 from riverbed_contracts.registry import get_spec
@@ -68,10 +72,24 @@ class Publisher:
         return stream or self.stream_for(event.type)
 
     async def publish(
-        self, event: CloudEvent, *, stream: str | None = None, validated: bool = False
+        self,
+        event: CloudEvent,
+        *,
+        stream: str | None = None,
+        validated: bool = False,
+        deliver_at: datetime | None = None,
+        owner: str = "",
     ) -> str:
-        """Append one event to its stream (``stream`` overrides the registry's); returns the id."""
+        """Append one event to its stream (``stream`` overrides the registry's); returns the
+        entry id. With ``deliver_at`` in the future the event waits in the delay store instead
+        and ``""`` is returned: it gets its entry id when promoted (a ``deliver_at`` in the
+        past means now). ``owner`` is who may look it up or cancel it (``DelayStore``)."""
         target = self._target(event, stream, not validated)
+        if deliver_at is not None and _epoch_ms(deliver_at) > time.time() * 1000:
+            await self.publish_later(
+                [event], deliver_at, stream=target, validated=True, owner=owner
+            )
+            return ""
         started = time.perf_counter()
         entry_id = await self.redis.xadd(
             _stream_key(target),
@@ -82,6 +100,35 @@ class Publisher:
         metrics.PUBLISH_SECONDS.observe(time.perf_counter() - started)
         metrics.PUBLISHED.labels(target, event.type).inc()
         return _text(entry_id)
+
+    async def publish_later(
+        self,
+        events: Sequence[CloudEvent],
+        deliver_at: datetime,
+        *,
+        stream: str | None = None,
+        validated: bool = False,
+        owner: str = "",
+    ) -> list[bool]:
+        """Keep events in their streams' delay stores until ``deliver_at``; one flag per event,
+        False when an event of that id is already waiting (or was promoted lately): publishing
+        the same event for later twice keeps it once. All are validated before any is kept."""
+        by_stream: dict[str, list[int]] = {}
+        for index, event in enumerate(events):
+            by_stream.setdefault(self._target(event, stream, not validated), []).append(index)
+        due_ms = _epoch_ms(deliver_at)
+        flags = [False] * len(events)
+        for target, indexes in by_stream.items():
+            kept = await DelayStore(self.redis, target).schedule(
+                [events[i] for i in indexes], due_ms, owner=owner
+            )
+            for index, flag in zip(indexes, kept, strict=True):
+                flags[index] = flag
+        for target, indexes in by_stream.items():
+            for index in indexes:
+                if flags[index]:
+                    metrics.DELAYED_PUBLISHED.labels(target, events[index].type).inc()
+        return flags
 
     async def publish_many(
         self, events: Sequence[CloudEvent], *, stream: str | None = None, validated: bool = False
@@ -117,3 +164,9 @@ class Publisher:
         for (target, event_type), count in counts.items():
             metrics.PUBLISHED.labels(target, event_type).inc(count)
         return entry_ids
+
+
+def _epoch_ms(moment: datetime) -> int:
+    if moment.tzinfo is None:
+        raise ValueError("deliver_at must be timezone-aware (a naive time is ambiguous)")
+    return int(moment.timestamp() * 1000)

@@ -14,43 +14,30 @@ from typing import Any, Final
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
-#: Claim entries for this consumer. KEYS: stream, retry schedule.
-#: ARGV: mode, group, consumer, min idle (ms), count, now (ms since epoch),
-#: start (the pending-list id to scan from: '-' or an exclusive '(id').
-#: Modes: ``due`` pops retries whose time has come from the schedule;
-#: ``stale`` takes entries idle past the visibility timeout (a crashed sibling's);
+#: Claim entries for this consumer. KEYS: stream, legacy retry schedule.
+#: ARGV: mode, group, consumer, min idle (ms), count, start (the pending-list id to scan
+#: from: '-' or an exclusive '(id').
+#: Modes: ``stale`` takes entries idle past the visibility timeout (a crashed sibling's);
 #: ``own`` takes this consumer's own pending entries (after a restart).
-#: ``stale`` and ``own`` skip entries waiting in the retry schedule.
+#: Entries still waiting in a legacy retry schedule (written by a version before the delay
+#: store, until they are carried over) are skipped: they are not abandoned, they wait.
 #: Returns {claimed entries, {id, delivery count, ...}, deleted ids}; deleted ids
 #: are entries trimmed while pending, which XCLAIM drops from the pending list.
 CLAIM: Final = """
-local stream, schedule = KEYS[1], KEYS[2]
+local stream, legacy = KEYS[1], KEYS[2]
 local mode, group, consumer = ARGV[1], ARGV[2], ARGV[3]
-local min_idle, count, now = ARGV[4], tonumber(ARGV[5]), ARGV[6]
+local min_idle, count = ARGV[4], tonumber(ARGV[5])
 local ids, deliveries = {}, {}
-if mode == 'due' then
-  local due = redis.call('ZRANGE', schedule, '-inf', now, 'BYSCORE', 'LIMIT', 0, count)
-  if #due == 0 then return {{}, {}, {}} end
-  redis.call('ZREM', schedule, unpack(due))
-  for _, id in ipairs(due) do
-    local entry = redis.call('XPENDING', stream, group, id, id, 1)[1]
-    if entry then
-      ids[#ids + 1] = id
-      deliveries[id] = entry[4]
-    end
-  end
+local pending
+if mode == 'own' then
+  pending = redis.call('XPENDING', stream, group, ARGV[6], '+', count, consumer)
 else
-  local pending
-  if mode == 'own' then
-    pending = redis.call('XPENDING', stream, group, ARGV[7], '+', count, consumer)
-  else
-    pending = redis.call('XPENDING', stream, group, 'IDLE', min_idle, '-', '+', count)
-  end
-  for _, entry in ipairs(pending) do
-    if not redis.call('ZSCORE', schedule, entry[1]) then
-      ids[#ids + 1] = entry[1]
-      deliveries[entry[1]] = entry[4]
-    end
+  pending = redis.call('XPENDING', stream, group, 'IDLE', min_idle, '-', '+', count)
+end
+for _, entry in ipairs(pending) do
+  if not redis.call('ZSCORE', legacy, entry[1]) then
+    ids[#ids + 1] = entry[1]
+    deliveries[entry[1]] = entry[4]
   end
 end
 if #ids == 0 then return {{}, {}, {}} end
@@ -90,22 +77,128 @@ end
 return lost
 """
 
-#: Schedule entries for a later delivery that will not count: the delivery count of each
-#: entry this consumer still owns is set back by one (XCLAIM JUSTID RETRYCOUNT neither
-#: delivers nor increments), so the claim that redelivers it lands on the same count.
-#: KEYS: stream, retry schedule. ARGV: group, consumer, then (id, due ms, count) triples,
-#: count being the delivery count to restore minus one.
-DEFER: Final = """
-local stream, schedule, group, consumer = KEYS[1], KEYS[2], ARGV[1], ARGV[2]
-for i = 3, #ARGV, 3 do
+#: Park failed or deferred deliveries in the delay store and acknowledge them, atomically:
+#: a crash leaves each entry either pending (redelivered) or parked (promoted when due),
+#: never both and never neither. An entry this consumer no longer holds (a sibling claimed
+#: it after a stall) is left alone: its new holder decides. KEYS: stream, delay set, delay
+#: items. ARGV: group, consumer, then (entry id, member, due ms, item JSON) quadruples.
+#: Returns the entry ids parked.
+PARK: Final = """
+local stream, delay, items, group, consumer = KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2]
+local parked = {}
+for i = 3, #ARGV, 4 do
   local id = ARGV[i]
-  redis.call('ZADD', schedule, ARGV[i + 1], id)
   local entry = redis.call('XPENDING', stream, group, id, id, 1)[1]
   if entry and entry[2] == consumer then
-    redis.call('XCLAIM', stream, group, consumer, 0, id, 'RETRYCOUNT', ARGV[i + 2], 'JUSTID')
+    redis.call('ZADD', delay, ARGV[i + 2], ARGV[i + 1])
+    redis.call('HSET', items, ARGV[i + 1], ARGV[i + 3])
+    redis.call('XACK', stream, group, id)
+    parked[#parked + 1] = id
   end
 end
-return redis.status_reply('OK')
+return parked
+"""
+
+#: Append what is due from the delay store to the stream, oldest due first, and remove it
+#: from the store in the same script: any number of promoters may run, none promotes an
+#: item twice, and a crash mid-batch promotes all of the batch or none of it.
+#: KEYS: stream, delay set, delay items, promoted set. ARGV: now (ms), count, how long a
+#: promoted delayed event is remembered (ms).
+#: Returns {promoted, due time of the oldest promoted (ms) or false, next due (ms) or false}.
+PROMOTE: Final = """
+local stream, delay, items, promoted = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local now, count, remember = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local due = redis.call('ZRANGE', delay, '-inf', now, 'BYSCORE', 'LIMIT', 0, count, 'WITHSCORES')
+local moved, oldest, members = 0, false, {}
+for i = 1, #due, 2 do
+  local member = due[i]
+  members[#members + 1] = member
+  if not oldest then oldest = tonumber(due[i + 1]) end
+  local raw = redis.call('HGET', items, member)
+  if raw then
+    local item = cjson.decode(raw)
+    redis.call('XADD', stream, '*', unpack(item.fields))
+    moved = moved + 1
+    if string.sub(member, 1, 6) == 'event:' then
+      redis.call('ZADD', promoted, now, member)
+    end
+  end
+end
+if #members > 0 then
+  redis.call('ZREM', delay, unpack(members))
+  redis.call('HDEL', items, unpack(members))
+  redis.call('ZREMRANGEBYSCORE', promoted, '-inf', now - remember)
+end
+local nearest = redis.call('ZRANGE', delay, 0, 0, 'WITHSCORES')
+return {moved, oldest, nearest[2] and tonumber(nearest[2]) or false}
+"""
+
+#: Put events in the delay store for later, unless their member is already there or was
+#: promoted within the remembered window (publishing the same event id twice schedules it
+#: once). KEYS: delay set, delay items, promoted set. ARGV: (member, due ms, item) triples.
+#: Returns one flag per member: 1 scheduled now, 0 already scheduled or promoted.
+SCHEDULE: Final = """
+local flags = {}
+for i = 1, #ARGV, 3 do
+  local member = ARGV[i]
+  if redis.call('HEXISTS', KEYS[2], member) == 1 or redis.call('ZSCORE', KEYS[3], member) then
+    flags[#flags + 1] = 0
+  else
+    redis.call('ZADD', KEYS[1], ARGV[i + 1], member)
+    redis.call('HSET', KEYS[2], member, ARGV[i + 2])
+    flags[#flags + 1] = 1
+  end
+end
+return flags
+"""
+
+#: Cancel a delayed event if it has not been promoted and belongs to the caller.
+#: KEYS: delay set, delay items, promoted set. ARGV: member, owner.
+#: Returns 'cancelled', 'promoted' (too late: it is on the stream) or 'missing'.
+CANCEL: Final = """
+local raw = redis.call('HGET', KEYS[2], ARGV[1])
+if raw then
+  if cjson.decode(raw).owner ~= ARGV[2] then return 'missing' end
+  redis.call('ZREM', KEYS[1], ARGV[1])
+  redis.call('HDEL', KEYS[2], ARGV[1])
+  return 'cancelled'
+end
+if redis.call('ZSCORE', KEYS[3], ARGV[1]) then return 'promoted' end
+return 'missing'
+"""
+
+#: Carry retries scheduled by a version before the delay store over into it: each entry
+#: still pending in the group is parked with the attempt its next delivery would have had
+#: and acknowledged; the legacy member is removed. KEYS: stream, legacy schedule, delay set,
+#: delay items. ARGV: group, count. Returns how many entries were carried over.
+CARRY_OVER_LEGACY: Final = """
+local stream, legacy, delay, items, group = KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1]
+local waiting = redis.call('ZRANGE', legacy, 0, tonumber(ARGV[2]) - 1, 'WITHSCORES')
+local moved = 0
+for i = 1, #waiting, 2 do
+  local id, due = waiting[i], waiting[i + 1]
+  local pending = redis.call('XPENDING', stream, group, id, id, 1)[1]
+  local found = redis.call('XRANGE', stream, id, id)[1]
+  if pending and found then
+    local event = nil
+    for f = 1, #found[2], 2 do
+      if found[2][f] == 'event' then event = found[2][f + 1] end
+    end
+    if event then
+      local member = 'retry:' .. group .. ':' .. id
+      local item = cjson.encode({
+        fields = {'event', event, 'group', group, 'attempt', tostring(pending[4] + 1),
+                  'first_seen', string.match(id, '^(%d+)')},
+        reason = 'carried over', error = ''})
+      redis.call('ZADD', delay, due, member)
+      redis.call('HSET', items, member, item)
+      moved = moved + 1
+    end
+  end
+  if pending then redis.call('XACK', stream, group, id) end
+  redis.call('ZREM', legacy, id)
+end
+return moved
 """
 
 #: Ids travel as one JSON array argument each, not one argument per id: packing

@@ -80,6 +80,22 @@ class ConsumerSettings(BaseSettings):
         description="remove consumers idle this long with nothing pending, ms",
     )
     shutdown_timeout_s: float = Field(default=30.0, gt=0, description="drain limit on SIGTERM, s")
+    handler_timeout_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="a handler running longer is cancelled and its delivery counted as failed "
+        "(reason timeout), s; a subscription may set its own",
+    )
+    promote_interval_ms: int = Field(
+        default=500,
+        ge=10,
+        le=60_000,
+        description="longest wait between two looks at the delay store for due items, ms "
+        "(a replica's own retries wake it sooner; bounds how late a delayed event can be)",
+    )
+    promote_batch: int = Field(
+        default=1_000, ge=1, le=10_000, description="due items moved onto the stream per script"
+    )
 
     @property
     def keepalive_interval_ms(self) -> int:

@@ -120,7 +120,7 @@ async def test_retry_after_on_429_decides_when_the_retry_is_due(
     await add_endpoint(running, receiver, "/busy", (429, {"Retry-After": "2"}), 200)
     before_ms = time.time() * 1000
     await publish(redis_client, running, 3)
-    schedule = keys.retry_schedule_key(running.stream("webhook.delivery.requested"), "webhooks")
+    schedule = keys.delay_key(running.stream("webhook.delivery.requested"))
 
     async def scheduled() -> bool:
         return await redis_client.zcard(schedule) == 1
