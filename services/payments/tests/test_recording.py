@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any
 
 import pytest
@@ -42,7 +43,9 @@ def recorder(engine: AsyncEngine) -> Recorder:
 
 
 async def handle(recorder: Recorder, event: CloudEvent) -> None:
-    await recorder(message_for(event))
+    # first received by the group at the recorder's "now": an early event has waited 0 ms
+    first_seen_ms = int(T0.timestamp() * 1000)
+    await recorder(dataclasses.replace(message_for(event), first_seen_ms=first_seen_ms))
 
 
 async def balances(engine: AsyncEngine) -> dict[tuple[str, str], int]:
@@ -122,7 +125,7 @@ async def test_refunds_reverse_the_payment_until_nothing_is_left(
     early = refunded("pi_1", "re_0", 100)
     with pytest.raises(RetryLater, match="not recorded") as caught:
         await handle(recorder, early)  # the payment's event is still on its way
-    assert caught.value.delay_ms == 123
+    assert (caught.value.delay_ms, caught.value.counts_as_delivery) == (123, False)
     await handle(recorder, succeeded("pi_1", 1999))
     await handle(recorder, early)
     await handle(recorder, refunded("pi_1", "re_1", 1899))

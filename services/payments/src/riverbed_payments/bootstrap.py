@@ -224,6 +224,7 @@ class PaymentsService(Service):
             clock=self._clock,
             receipts=settings.receipts,
             out_of_order_retry_ms=settings.out_of_order_retry_ms,
+            out_of_order_max_wait_s=settings.out_of_order_max_wait_s,
             on_commit=relay.notify,
         )
         reconciler = Reconciler(

@@ -23,7 +23,8 @@ LEDGER_WRITE_SECONDS = Histogram(
 HANDLED = Counter(
     "riverbed_payments_events_total", "Payment events handled, by outcome", ["outcome"]
 )
-# reason: invalid_amount out_of_order
+# reason: invalid_amount (refused), out_of_order (put back: one per try while an event
+# waits for its payment), out_of_order_expired (refused: it waited past the bound)
 REJECTED = Counter(
     "riverbed_payments_rejected_total", "Payment events refused or put back", ["reason"]
 )

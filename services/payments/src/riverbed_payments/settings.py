@@ -50,8 +50,16 @@ class PaymentsSettings(DatabaseServiceSettings):
     out_of_order_retry_ms: int = Field(
         default=5_000,
         ge=1,
-        description="wait before retrying a refund or dispute whose payment is not recorded "
-        "yet (its event may still be on its way), ms",
+        description="first wait before retrying a refund or dispute whose payment is not "
+        "recorded yet (its event may still be on its way); later waits grow with the time "
+        "waited, up to 5 min, ms",
+    )
+    out_of_order_max_wait_s: float = Field(
+        default=24 * 3600.0,
+        gt=0,
+        description="how long a refund or dispute waits for its payment (or a dispute's "
+        "closing for its opening) after this service first received it, before it is "
+        "dead-lettered; retries while it waits do not count as deliveries, s",
     )
 
     # -- receipts ---------------------------------------------------------------------------

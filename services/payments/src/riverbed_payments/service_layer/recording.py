@@ -8,6 +8,13 @@ returns, i.e. after the commit. A redelivered event finds its claim and changes
 nothing; a second event about the same provider object (same provider id, new event
 id) finds the transaction and changes nothing either — the unique constraint on
 (provider, kind, provider id) settles a race between the two.
+
+Streams are consumed independently, so a refund or a dispute can arrive before the
+payment it refers to. Such an event is put back without counting as a delivery
+(``RetryLater(counts_as_delivery=False)``): how often it was tried says nothing about
+whether its payment is coming, how long it has waited does. It is retried after
+:func:`out_of_order_delay_ms` and dead-lettered once it has waited longer than
+``out_of_order_max_wait_s`` since this group first received it.
 """
 
 from __future__ import annotations
@@ -43,6 +50,23 @@ log = structlog.get_logger(__name__)
 
 SOURCE = "urn:riverbed:payments"
 
+#: ms; the longest wait between two tries of an out-of-order event. A payment that shows up
+#: late is then matched by its refund within five minutes, and an event waiting out the
+#: whole bound (24 h by default) is tried about 300 times, which costs nothing.
+OUT_OF_ORDER_MAX_RETRY_MS = 300_000
+
+
+def out_of_order_delay_ms(waited_ms: int, *, base_ms: int, max_ms: int) -> int:
+    """Wait before the next try of an event whose payment (or dispute) is not recorded yet.
+
+    A quarter of what it has waited so far (``waited_ms``), at least ``base_ms`` and at
+    most ``max_ms`` (or ``base_ms`` when that is larger): a payment a moment late is
+    picked up at the pace of ``base_ms``, one that is hours late is polled for every few
+    minutes, and each try adds a quarter to the event's age, so an event that is late
+    for good reaches the cap after about 25 tries instead of spinning.
+    """
+    return max(min(waited_ms // 4, max_ms), base_ms)
+
 
 class OutOfOrder(Exception):
     """The event refers to something the ledger has not recorded yet."""
@@ -67,6 +91,7 @@ class Recorder:
         clock: Clock,
         receipts: bool = True,
         out_of_order_retry_ms: int = 5_000,
+        out_of_order_max_wait_s: float = 86_400.0,
         on_commit: Callable[[], None] = lambda: None,
     ) -> None:
         self.ledger = ledger_store
@@ -75,6 +100,7 @@ class Recorder:
         self.clock = clock
         self.receipts = receipts
         self.out_of_order_retry_ms = out_of_order_retry_ms
+        self.out_of_order_max_wait_ms = int(out_of_order_max_wait_s * 1000)
         self.on_commit = on_commit
 
     async def __call__(self, message: Message[Any]) -> None:
@@ -85,11 +111,45 @@ class Recorder:
             metrics.REJECTED.labels("invalid_amount").inc()
             raise PermanentError(f"{message.event.type}: {error}") from error
         except OutOfOrder as error:
-            metrics.REJECTED.labels("out_of_order").inc()
-            raise RetryLater(str(error), delay_ms=self.out_of_order_retry_ms) from error
+            raise self._out_of_order(message, error) from error
         metrics.HANDLED.labels(result.outcome).inc()
         if result.outcome in ("already_processed", "already_recorded"):
             log.info("payment event changes nothing", outcome=result.outcome)
+
+    def _out_of_order(self, message: Message[Any], error: OutOfOrder) -> Exception:
+        """What to raise for an event that came before what it refers to: a deferral that
+        does not count as a delivery while it is within the wait bound, a permanent error
+        (dead-lettered) past it."""
+        if message.first_seen_ms <= 0:
+            # the runtime did not say when the event arrived, so its wait cannot be bounded
+            # by time: fall back to retries that count, bounded by the delivery limit
+            log.warning("out-of-order event without first_seen_ms: retrying as a failure")
+            metrics.REJECTED.labels("out_of_order").inc()
+            return RetryLater(str(error), delay_ms=self.out_of_order_retry_ms)
+        now_ms = int(self.clock().timestamp() * 1000)
+        # clamped: the first-seen time comes from Redis's clock, "now" from this host's
+        waited_ms = max(now_ms - message.first_seen_ms, 0)
+        if waited_ms > self.out_of_order_max_wait_ms:
+            metrics.REJECTED.labels("out_of_order_expired").inc()
+            return PermanentError(
+                f"{message.event.type} {message.event.id}: gave up after waiting "
+                f"{_duration(waited_ms)} (PAYMENTS_OUT_OF_ORDER_MAX_WAIT_S is "
+                f"{_duration(self.out_of_order_max_wait_ms)}) for what it refers to: {error}"
+            )
+        delay_ms = out_of_order_delay_ms(
+            waited_ms,
+            base_ms=self.out_of_order_retry_ms,
+            max_ms=OUT_OF_ORDER_MAX_RETRY_MS,
+        )
+        # +1 ms: the try after the bound finds the wait longer than the bound and
+        # dead-letters the event then, not up to a whole delay later
+        delay_ms = min(delay_ms, self.out_of_order_max_wait_ms - waited_ms + 1)
+        metrics.REJECTED.labels("out_of_order").inc()
+        return RetryLater(
+            f"{error} (waited {_duration(waited_ms)} so far)",
+            delay_ms=delay_ms,
+            counts_as_delivery=False,  # "not yet", not a failure: time bounds the wait
+        )
 
     async def record(self, event: CloudEvent, payload: Any, *, stream: str) -> Recorded:
         started = time.perf_counter()
@@ -311,3 +371,15 @@ class Recorder:
             time=now,
         )
         return Recorded("recorded", transaction, (recorded,))
+
+
+def _duration(ms: int) -> str:
+    """A wait for a log line or a dead-letter message: ``850 ms``, ``42.0 s``, ``3 h 05 min``."""
+    if ms < 1_000:
+        return f"{ms} ms"
+    if ms < 120_000:
+        return f"{ms / 1000:.1f} s"
+    minutes = ms // 60_000
+    if minutes < 120:
+        return f"{minutes} min"
+    return f"{minutes // 60} h {minutes % 60:02d} min"
