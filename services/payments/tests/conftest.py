@@ -18,7 +18,7 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from riverbed.settings import RedisSettings
+from riverbed.settings import ConsumerSettings, RedisSettings
 from riverbed.testing import ScratchDatabase, fast_settings, scratch_database
 from riverbed_contracts import CloudEvent, Payload
 from riverbed_contracts.registry import new_event
@@ -124,15 +124,21 @@ def settings_for(
 async def start_service(
     redis_url: str, unique: str, sqlite_database: Database
 ) -> AsyncIterator[StartService]:
-    """Start payments services on the test Redis (settings overridable); stopped at teardown."""
+    """Start payments services on the test Redis (settings and consumer settings
+    overridable); stopped at teardown."""
     started: list[Running] = []
 
-    async def factory(database: Database | None = None, **overrides: Any) -> Running:
+    async def factory(
+        database: Database | None = None,
+        *,
+        consumer_settings: ConsumerSettings | None = None,
+        **overrides: Any,
+    ) -> Running:
         settings = settings_for(unique, database or sqlite_database, **overrides)
         service = create_service(
             settings,
             redis_settings=RedisSettings(url=redis_url),
-            consumer_settings=fast_settings(),
+            consumer_settings=consumer_settings or fast_settings(),
         )
         await service.start()
         client = httpx.AsyncClient(
