@@ -1,6 +1,7 @@
 """A consumer process for fault tests: a real Service, configured by environment.
 
 WORKER_STREAM, WORKER_GROUP: what to consume. WORKER_DELAY_MS: handler time.
+WORKER_FAIL_FIRST=1: the handler fails every event's first attempt (a retry follows).
 WORKER_EFFECTS: a Redis set key; each handled event id is added to it (an
 idempotent effect), and WORKER_EFFECTS:calls counts handler runs per event id.
 Consumer settings come from RIVERBED_CONSUMER_* and the Redis URL from REDIS_URL.
@@ -35,6 +36,7 @@ def main() -> None:
     stream = os.environ["WORKER_STREAM"]
     effects = os.environ["WORKER_EFFECTS"]
     delay_s = int(os.environ.get("WORKER_DELAY_MS", "0")) / 1000
+    fail_first = os.environ.get("WORKER_FAIL_FIRST") == "1"
     settings = ServiceSettings(
         service_name="fault-worker",
         port=int(os.environ.get("WORKER_PORT", "0")),
@@ -47,6 +49,8 @@ def main() -> None:
         _install_task_dump()
         await service.redis.hincrby(f"{effects}:calls", message.event.id, 1)
         await asyncio.sleep(delay_s)
+        if fail_first and message.attempt == 1:
+            raise RuntimeError("first attempts fail")
         await service.redis.sadd(effects, message.event.id)
 
     service.subscribe(stream, handle, group=os.environ.get("WORKER_GROUP", "workers"))
