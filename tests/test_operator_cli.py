@@ -169,6 +169,8 @@ async def test_replay_dry_run_changes_nothing_then_replay_is_consumed_again(
     # the replayed entry is the original event, unchanged, in the wire format
     new_entry = await redis_client.xrange(stream_key, min=report["replayed"][0]["entry_id"])
     assert event_from_entry(new_entry[0][1]) == scenario.refused
+    # meant for the group it failed in: other groups of the stream acknowledge it unhandled
+    assert new_entry[0][1][b"group"] == b"ledger"
 
 
 async def test_dlq_show_gives_one_entry_in_full(cli: Cli, scenario: Scenario) -> None:

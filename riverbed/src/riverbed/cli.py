@@ -558,8 +558,10 @@ async def cmd_dlq_show(redis: Redis, args: argparse.Namespace, out: Console, err
 
 
 async def _other_groups(redis: Redis, stream: str, entries: Sequence[DeadLetter]) -> list[str]:
+    """Groups of the stream that a replay reaches besides the one each entry failed in: only
+    entries dead-lettered without a group go to every group."""
     key = keys.stream_key(stream)
-    if not await redis.exists(key):
+    if not await redis.exists(key) or all(e.fields.get("group") for e in entries):
         return []
     failed_in = {e.fields.get("group") for e in entries}
     return sorted(

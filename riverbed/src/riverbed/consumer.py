@@ -125,6 +125,8 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+#: the outcome type of another group's retry: acknowledged, never counted as handled
+_NOT_OURS = "another-group"
 _GROUP_FIELD = GROUP_FIELD.encode()
 _ATTEMPT_FIELD = ATTEMPT_FIELD.encode()
 _FIRST_SEEN_FIELD = FIRST_SEEN_FIELD.encode()
@@ -404,7 +406,7 @@ class StreamConsumer:
             target, carried, first_seen = _carried(fields, entry_id)
             if target is not None and target != self._group_bytes:
                 # another group's retry: not ours to handle, only to acknowledge
-                self._record(_Outcome(entry_id, "other-group", None, "ack", counted=False))
+                self._record(_Outcome(entry_id, _NOT_OURS, None, "ack", counted=False))
                 continue
             redelivered = 0 if deliveries is None else deliveries.get(entry_id, 1) - 1
             attempt = carried + redelivered
@@ -698,6 +700,8 @@ class StreamConsumer:
             await self.redis.xack(self.stream_key, self.group, *entry_ids)
         by_type: dict[str, int] = {}
         for o in acks:
+            if o.event_type == _NOT_OURS:
+                continue
             by_type[o.event_type] = by_type.get(o.event_type, 0) + 1
         for event_type, count in by_type.items():
             self._counters(event_type).acknowledged.inc(count)
