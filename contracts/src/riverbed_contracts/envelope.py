@@ -1,8 +1,9 @@
 """The CloudEvents 1.0 envelope and its exact form in a Redis stream entry.
 
-A stream entry has exactly one field, ``event``, whose value is the event as a
-CloudEvents 1.0 JSON document (structured content mode, UTF-8). Any language
-with a Redis client and a JSON parser can read it; see ``contracts/README.md``.
+A stream entry's ``event`` field holds the event as a CloudEvents 1.0 JSON document
+(structured content mode, UTF-8); a retry appended again by the runtime also names its
+consumer group, attempt and first-seen time in fields of their own. Any language with a
+Redis client and a JSON parser can read it; see ``contracts/README.md``.
 """
 
 from __future__ import annotations

@@ -111,10 +111,11 @@ def asyncapi_document() -> dict[str, Any]:
             },
             "title": stream,
             "description": (
-                f"Redis stream `{key}` of the logical stream `{stream}`. Each entry has "
-                f"exactly one field, `{ENTRY_FIELD}`, whose value is the message: a "
-                "CloudEvents 1.0 structured-mode JSON document. Entries that failed for good "
-                "move to the "
+                f"Redis stream `{key}` of the logical stream `{stream}`. Each entry's "
+                f"`{ENTRY_FIELD}` field holds the message: a CloudEvents 1.0 structured-mode "
+                "JSON document. A retry is appended again with the fields `group` (the only "
+                "consumer group that handles it), `attempt` and `first_seen` (ms since the "
+                "epoch). Entries that failed for good move to the "
                 f"dead-letter stream `{keys.dead_letter_key(stream)}`."
             ),
             "messages": {
