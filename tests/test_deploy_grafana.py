@@ -27,7 +27,22 @@ REQUIRED = {
     "oldest pending age": "riverbed_oldest_pending_age_seconds",
     "dead-letter depth": "riverbed_dead_letter_depth",
     "Redis memory": "riverbed_redis_used_memory_bytes",
+    "delayed items waiting": "riverbed_delayed_waiting",
+    "delayed items due": "riverbed_delayed_due",
+    "promotion lag": "riverbed_promotion_lag_seconds",
+    "promotions": "riverbed_promoted_total",
+    "handler timeouts": "riverbed_handler_timeouts_total",
+    "slow handlers": "riverbed_handlers_slow",
 }
+#: the topics shown in the "Time" row: what waits for later, and handlers that run too long
+TIME_ROW = (
+    "delayed items waiting",
+    "delayed items due",
+    "promotion lag",
+    "promotions",
+    "handler timeouts",
+    "slow handlers",
+)
 
 
 @pytest.fixture(scope="module")
@@ -102,6 +117,20 @@ def test_dashboard_shows(topic: str, dashboard: dict[str, Any]) -> None:
     metric = REQUIRED[topic]
     showing = [p["title"] for p in dashboard["panels"] if any(metric in q for q in _queries(p))]
     assert showing, f"no panel shows {topic} ({metric})"
+
+
+def _row_of(panel: dict[str, Any], panels: list[dict[str, Any]]) -> str | None:
+    """Title of the row a panel sits under: the nearest row above it on the grid."""
+    above = [p for p in panels if p["type"] == "row" and p["gridPos"]["y"] < panel["gridPos"]["y"]]
+    return max(above, key=lambda p: p["gridPos"]["y"])["title"] if above else None
+
+
+@pytest.mark.parametrize("topic", TIME_ROW)
+def test_time_row_shows(topic: str, dashboard: dict[str, Any]) -> None:
+    metric = REQUIRED[topic]
+    panels = dashboard["panels"]
+    rows = {_row_of(p, panels) for p in panels if any(metric in q for q in _queries(p))}
+    assert "Time" in rows, f"{topic} ({metric}) is not in the Time row but in {rows}"
 
 
 def test_dashboard_provider_serves_this_directory() -> None:
