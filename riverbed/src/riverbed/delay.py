@@ -55,6 +55,12 @@ def event_member(event_id: str) -> str:
     return f"event:{event_id}"
 
 
+def promoted_by(owner: str, event_id: str) -> str:
+    """The promoted set's record that ``owner`` published ``event_id`` (``scripts.PROMOTE``):
+    a promoted event is reported to its owner only. The byte length keeps any owner apart."""
+    return f"owner:{len(owner.encode())}:{owner}:{event_member(event_id)}"
+
+
 def retry_member(group: str, entry_id: str) -> str:
     return f"retry:{group}:{entry_id}"
 
@@ -190,7 +196,7 @@ class DelayStore:
         member = event_member(event_id)
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hget(self.items_key, member)
-            pipe.zscore(self.promoted_key, member)
+            pipe.zscore(self.promoted_key, promoted_by(owner, event_id))
             raw, promoted = await pipe.execute()
         if raw is not None:
             item = json.loads(raw)
@@ -215,7 +221,7 @@ class DelayStore:
         result = await _CANCEL(
             self.redis,
             keys=[self.delay_key, self.items_key, self.promoted_key],
-            args=[event_member(event_id), owner],
+            args=[event_member(event_id), owner, promoted_by(owner, event_id)],
         )
         outcome = _text(result)
         assert outcome in ("cancelled", "promoted", "missing")

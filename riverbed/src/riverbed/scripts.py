@@ -103,7 +103,9 @@ return parked
 #: from the store in the same script: any number of promoters may run, none promotes an
 #: item twice, and a crash mid-batch promotes all of the batch or none of it.
 #: KEYS: stream, delay set, delay items, promoted set. ARGV: now (ms), count, how long a
-#: promoted delayed event is remembered (ms).
+#: promoted delayed event is remembered (ms). A promoted event is remembered twice: by its
+#: member (publishing its id again keeps nothing) and as ``owner:<owner's byte length>:
+#: <owner>:<member>`` (only its owner learns that it was promoted).
 #: Returns {promoted, due time of the oldest promoted (ms) or false, next due (ms) or false}.
 PROMOTE: Final = """
 local stream, delay, items, promoted = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
@@ -120,7 +122,9 @@ for i = 1, #due, 2 do
     redis.call('XADD', stream, '*', unpack(item.fields))
     moved = moved + 1
     if string.sub(member, 1, 6) == 'event:' then
+      local owner = item.owner or ''
       redis.call('ZADD', promoted, now, member)
+      redis.call('ZADD', promoted, now, 'owner:' .. #owner .. ':' .. owner .. ':' .. member)
     end
   end
 end
@@ -153,7 +157,8 @@ return flags
 """
 
 #: Cancel a delayed event if it has not been promoted and belongs to the caller.
-#: KEYS: delay set, delay items, promoted set. ARGV: member, owner.
+#: KEYS: delay set, delay items, promoted set. ARGV: member, owner, the owner's record of
+#: the member in the promoted set (another owner's promoted event is 'missing' too).
 #: Returns 'cancelled', 'promoted' (too late: it is on the stream) or 'missing'.
 CANCEL: Final = """
 local raw = redis.call('HGET', KEYS[2], ARGV[1])
@@ -163,7 +168,7 @@ if raw then
   redis.call('HDEL', KEYS[2], ARGV[1])
   return 'cancelled'
 end
-if redis.call('ZSCORE', KEYS[3], ARGV[1]) then return 'promoted' end
+if redis.call('ZSCORE', KEYS[3], ARGV[3]) then return 'promoted' end
 return 'missing'
 """
 
