@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +64,24 @@ def bench_line(
         f"bench {name}: {value:.0f} {unit}; "
         f"baseline {baseline_name} {baseline_value:.0f} {unit}; ratio {ratio:.2f}"
     )
+
+
+def ms_line(name: str, value: float, baseline_name: str, baseline_value: float) -> str:
+    """The same line for latencies, with two decimals: they are a few ms, ``bench_line``
+    would round them to whole ones."""
+    ratio = value / baseline_value if baseline_value else float("nan")
+    return (
+        f"bench {name}: {value:.2f} ms; baseline {baseline_name} {baseline_value:.2f} ms; "
+        f"ratio {ratio:.2f}"
+    )
+
+
+def percentile(ordered: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile of sorted values, ``q`` in [0, 100]; NaN when there are none."""
+    if not ordered:
+        return float("nan")
+    rank = max(1, -(-len(ordered) * q // 100))
+    return ordered[int(rank) - 1]
 
 
 def emit(line: str) -> str:

@@ -65,8 +65,10 @@ from _common import (
     delete_stream_family,
     emit,
     make_events,
+    ms_line,
     note,
     parse_options,
+    percentile,
     unique_stream,
 )
 
@@ -113,10 +115,7 @@ class Run:
 
     def percentile_ms(self, q: float) -> float:
         """Nearest-rank percentile, ``q`` in [0, 100]."""
-        if not self.latencies_ms:
-            return float("nan")
-        rank = max(1, -(-len(self.latencies_ms) * q // 100))
-        return self.latencies_ms[int(rank) - 1]
+        return percentile(self.latencies_ms, q)
 
     @property
     def refused(self) -> dict[str, int]:
@@ -125,15 +124,6 @@ class Run:
 
 def _fastest(runs: list[Run]) -> Run:
     return max(runs, key=lambda run: run.per_second)
-
-
-def _ms_line(name: str, value: float, baseline_name: str, baseline_value: float) -> str:
-    """DESIGN.md's line with two decimals: latencies are a few ms, ``bench_line`` rounds to 1."""
-    ratio = value / baseline_value if baseline_value else float("nan")
-    return (
-        f"bench {name}: {value:.2f} ms; baseline {baseline_name} {baseline_value:.2f} ms; "
-        f"ratio {ratio:.2f}"
-    )
 
 
 # -- the load generator (a separate process: this file run with LOAD_GENERATOR_FLAG) ----
@@ -739,7 +729,7 @@ async def run(url: str, options: Options) -> list[str]:
                     for q in (50, 99):
                         lines.append(
                             emit(
-                                _ms_line(
+                                ms_line(
                                     f"{comparison.name}-p{q}",
                                     http.percentile_ms(q),
                                     f"{comparison.baseline_name}-p{q}",

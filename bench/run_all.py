@@ -1,4 +1,4 @@
-"""Run every Riverbed benchmark: consume, publish (single and batched), then the gateway.
+"""Run every Riverbed benchmark: consume, publish (single, batched), delay store, gateway.
 
 Prints one line per figure on stdout, each with its baseline measured in the
 same run (DESIGN.md's form); notes for a human go to stderr. Nothing is
@@ -13,6 +13,7 @@ import platform
 import sys
 
 import consume
+import delay
 import gateway
 import publish
 from _common import Options, bench_redis, note, parse_options
@@ -23,6 +24,7 @@ from riverbed import eventloop
 async def run_all(url: str, options: Options) -> list[str]:
     lines = await consume.run(url, options)
     lines += await publish.run(url, options)
+    lines += await delay.run(url, options)
     lines += await gateway.run(url, options)
     return lines
 
