@@ -15,6 +15,8 @@ flush). What each row of DESIGN.md's delivery table becomes here:
 - a handler that runs past its timeout is cancelled: a failed delivery, reason ``timeout``;
 - held entries are kept alive with ``XCLAIM … JUSTID`` so the visibility timeout
   measures liveness, not handler time; entries idle past it are reclaimed;
+- every consumer beats a heartbeat each second; a sibling takes over the entries of a
+  consumer whose heartbeat stopped within seconds, not a whole visibility timeout;
 - on start the consumer re-reads its own pending entries first;
 - entries trimmed while pending are dropped from the pending list and counted;
 - ``NOGROUP`` (Redis restarted or flushed) recreates the group, with backoff;
@@ -108,8 +110,35 @@ class _Outcome:
 
 
 def default_consumer_name() -> str:
-    """Host and pid: unique per process; deployments pass a stable pod name instead."""
-    return f"{socket.gethostname()}-{os.getpid()}"
+    """``HOSTNAME`` from the environment where the platform sets it (a Kubernetes pod's or a
+    container's name: stable across restarts of a StatefulSet pod, so a restarted pod
+    re-reads its own pending entries first), else host and pid (unique per process)."""
+    return os.environ.get("HOSTNAME") or f"{socket.gethostname()}-{os.getpid()}"
+
+
+async def unused_consumer_name(
+    redis: Redis, subscriptions: Sequence[Subscription], name: str, settings: ConsumerSettings
+) -> str:
+    """``name``, or ``name-<pid>`` when a live process already consumes under ``name`` (its
+    heartbeat is fresh): two processes sharing one name would take each other's entries."""
+    now_ms = await _redis_time_ms(redis)
+    for subscription in subscriptions:
+        beat = await redis.hget(keys.heartbeats_key(subscription.stream, subscription.group), name)
+        if beat is not None and now_ms - int(beat) < settings.heartbeat_timeout_ms:
+            fallback = f"{name}-{os.getpid()}"
+            log.warning(
+                "consumer name in use by a live process; using another",
+                consumer=name,
+                instead=fallback,
+                stream=subscription.stream,
+            )
+            return fallback
+    return name
+
+
+async def _redis_time_ms(redis: Redis) -> int:
+    seconds, microseconds = await redis.time()
+    return int(seconds) * 1000 + int(microseconds) // 1000
 
 
 def _trace_id(traceparent: str | None) -> str | None:
@@ -176,6 +205,7 @@ class StreamConsumer:
         self.handler_timeout_s = subscription.handler_timeout_s or settings.handler_timeout_s
         self._group_bytes = self.group.encode()
         self.done_key = keys.idempotency_key(self.stream, self.group)
+        self.heartbeats_key = keys.heartbeats_key(self.stream, self.group)
         self.backoff = subscription.backoff or Backoff(
             base_ms=settings.retry_base_ms,
             max_ms=settings.retry_max_ms,
@@ -183,11 +213,13 @@ class StreamConsumer:
         )
         self._claim = redis.register_script(scripts.CLAIM)
         self._keepalive = redis.register_script(scripts.KEEPALIVE)
+        self._heartbeat = redis.register_script(scripts.HEARTBEAT)
         self._ack_done = redis.register_script(scripts.ACK_DONE)
         self._handled = redis.register_script(scripts.HANDLED)
         self._dead_letter = redis.register_script(scripts.DEAD_LETTER)
         self._in_flight: dict[str, asyncio.Task[None]] = {}
         self._handler_started: dict[str, float] = {}  # entry id -> monotonic s
+        self._cut_off = False  # handlers were cut off at shutdown: their entries stay pending
         self._outcomes: list[_Outcome] = []
         self._outcome_ready = asyncio.Event()
         self._slot_free = asyncio.Event()
@@ -209,7 +241,9 @@ class StreamConsumer:
         try:
             await self._ensure_group()
             await self._guarded("carry-over", self._carry_over_legacy)
+            await self._guarded("heartbeat", self._beat)
             self._tasks = [
+                asyncio.create_task(self._heartbeat_loop(), name=f"heartbeat:{self.stream}"),
                 asyncio.create_task(self._flush_loop(), name=f"flush:{self.stream}"),
                 asyncio.create_task(self._keepalive_loop(), name=f"keepalive:{self.stream}"),
                 asyncio.create_task(self._reclaim_loop(), name=f"reclaim:{self.stream}"),
@@ -248,9 +282,11 @@ class StreamConsumer:
             for task in unfinished:
                 task.cancel()
             if unfinished:
-                # their entries stay pending and are redelivered: nothing is lost
+                # their entries stay pending and are redelivered: nothing is lost; the
+                # heartbeat is left to go stale, so a sibling takes them over in seconds
                 log.warning("handlers cut off at shutdown", count=len(unfinished))
                 await asyncio.gather(*unfinished, return_exceptions=True)
+                self._cut_off = True
         # background loops end on their own once closing is set (the flush loop after
         # applying every outcome); cancelling is only the fallback for a stuck Redis call
         self._closing.set()
@@ -363,8 +399,16 @@ class StreamConsumer:
         reply = await self._guarded(
             f"claim-{mode}",
             lambda: self._claim(
-                keys=[self.stream_key, self.legacy_schedule_key],
-                args=[mode, self.group, self.name, min_idle_ms, count, start],
+                keys=[self.stream_key, self.legacy_schedule_key, self.heartbeats_key],
+                args=[
+                    mode,
+                    self.group,
+                    self.name,
+                    min_idle_ms,
+                    count,
+                    start,
+                    self.settings.heartbeat_timeout_ms,
+                ],
             ),
         )
         if not reply:
@@ -387,6 +431,13 @@ class StreamConsumer:
         if mode == "stale":
             metrics.RECLAIMED.labels(self.stream, self.group).inc(len(claimed))
             log.info("reclaimed idle entries", stream=self.stream, count=len(claimed))
+        elif mode == "dead":
+            metrics.TAKEN_OVER.labels(self.stream, self.group).inc(len(claimed))
+            log.info(
+                "took over the entries of a consumer whose heartbeat stopped",
+                stream=self.stream,
+                count=len(claimed),
+            )
         await self._dispatch_batch(claimed, deliveries=deliveries)
         return seen
 
@@ -749,6 +800,24 @@ class StreamConsumer:
                         count=len(still_running),
                         stream=self.stream,
                     )
+
+    async def _beat(self) -> None:
+        await self._heartbeat(keys=[self.heartbeats_key], args=[self.name])
+
+    async def _heartbeat_loop(self) -> None:
+        """Beat every interval; then take over what consumers that stopped beating hold."""
+        interval = self.settings.heartbeat_interval_ms / 1000
+        while not self._stopping.is_set():
+            await self._pause(interval)
+            if self._stopping.is_set():
+                break
+            await self._guarded("heartbeat", self._beat)
+            while await self._claim_entries("dead", min_idle_ms=0):
+                pass
+        await self._closing.wait()
+        if not self._cut_off:  # nothing of ours is left pending: we are simply gone
+            with contextlib.suppress(*REDIS_DOWN, ResponseError):
+                await self.redis.hdel(self.heartbeats_key, self.name)
 
     async def _reclaim_loop(self) -> None:
         interval = self.settings.reclaim_interval_ms / 1000

@@ -15,6 +15,7 @@ Layout (``<s>`` is a logical stream name such as ``email.requested``):
                                        trimmed to a window, so a late cancel can answer "too late"
 - ``rb:{<s>}:retry:<group>``          legacy (before the delay store): entry id -> due time (ms);
                                        read only to carry its entries over
+- ``rb:{<s>}:consumers:<group>``     hash: consumer name -> last heartbeat (ms since epoch)
 - ``rb:{<s>}:done:<group>``           sorted set: handled event id -> when (ms); trimmed to a window
 - ``rb:cache:{<ns>}:v``               namespace version counter (no TTL; one per namespace)
 - ``rb:cache:{<ns>}:<version>:<key>`` cache entry (always a TTL)
@@ -67,6 +68,17 @@ def delay_items_key(stream: str) -> str:
 def delay_promoted_key(stream: str) -> str:
     """Sorted set: delayed-event member -> when it was promoted (ms); trimmed to a window."""
     return f"{_tag(stream)}:delay:promoted"
+
+
+def heartbeats_key(stream: str, group: str) -> str:
+    """Hash: consumer name -> its last heartbeat (ms since epoch, Redis time).
+
+    A consumer beats every second while it runs and removes its field when it stops; a
+    sibling takes over the pending entries of a consumer whose beat is older than the
+    heartbeat timeout. A consumer that never beat here (a version before heartbeats) is
+    left to the visibility timeout.
+    """
+    return f"{_tag(stream)}:consumers:{group}"
 
 
 def idempotency_key(stream: str, group: str) -> str:

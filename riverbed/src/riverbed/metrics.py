@@ -89,6 +89,11 @@ RECLAIMED = Counter(
     "Entries claimed after idling past the visibility timeout",
     ["stream", "group"],
 )
+TAKEN_OVER = Counter(
+    "riverbed_taken_over_total",
+    "Entries claimed from a consumer whose heartbeat stopped (before its visibility timeout)",
+    ["stream", "group"],
+)
 DELETED_WHILE_PENDING = Counter(
     "riverbed_deleted_while_pending_total",
     "Pending entries found trimmed from the stream before they were handled",

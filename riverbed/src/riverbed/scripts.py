@@ -18,7 +18,9 @@ from redis.exceptions import NoScriptError
 #: ARGV: mode, group, consumer, min idle (ms), count, start (the pending-list id to scan
 #: from: '-' or an exclusive '(id').
 #: Modes: ``stale`` takes entries idle past the visibility timeout (a crashed sibling's);
-#: ``own`` takes this consumer's own pending entries (after a restart).
+#: ``own`` takes this consumer's own pending entries (after a restart); ``dead`` takes the
+#: entries of consumers whose heartbeat (KEYS[3]: name -> ms, Redis time) is older than
+#: ARGV[7] ms, and forgets a dead consumer once it holds nothing.
 #: Entries still waiting in a legacy retry schedule (written by a version before the delay
 #: store, until they are carried over) are skipped: they are not abandoned, they wait.
 #: Returns {claimed entries, {id, delivery count, ...}, deleted ids}; deleted ids
@@ -28,9 +30,20 @@ local stream, legacy = KEYS[1], KEYS[2]
 local mode, group, consumer = ARGV[1], ARGV[2], ARGV[3]
 local min_idle, count = ARGV[4], tonumber(ARGV[5])
 local ids, deliveries = {}, {}
-local pending
+local pending = {}
 if mode == 'own' then
   pending = redis.call('XPENDING', stream, group, ARGV[6], '+', count, consumer)
+elseif mode == 'dead' then
+  local beats, time = redis.call('HGETALL', KEYS[3]), redis.call('TIME')
+  local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+  local oldest = now - tonumber(ARGV[7])
+  for i = 1, #beats, 2 do
+    if beats[i] ~= consumer and tonumber(beats[i + 1]) < oldest then
+      pending = redis.call('XPENDING', stream, group, '-', '+', count, beats[i])
+      if #pending > 0 then break end
+      redis.call('HDEL', KEYS[3], beats[i])
+    end
+  end
 else
   pending = redis.call('XPENDING', stream, group, 'IDLE', min_idle, '-', '+', count)
 end
@@ -54,6 +67,15 @@ for _, id in ipairs(ids) do
   if not seen[id] then deleted[#deleted + 1] = id end
 end
 return {claimed, counts, deleted}
+"""
+
+#: Say this consumer is alive: its heartbeat field set to Redis's time (ms), so hosts with
+#: skewed clocks agree. KEYS: heartbeats hash. ARGV: consumer.
+HEARTBEAT: Final = """
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+redis.call('HSET', KEYS[1], ARGV[1], now)
+return redis.status_reply('OK')
 """
 
 #: Reset the idle time of entries this consumer still owns (XCLAIM JUSTID does

@@ -24,7 +24,13 @@ from fastapi import FastAPI
 from riverbed import eventloop, metrics
 from riverbed.backoff import Backoff
 from riverbed.connection import Redis, connect, redacted_url
-from riverbed.consumer import Handler, StreamConsumer, Subscription, default_consumer_name
+from riverbed.consumer import (
+    Handler,
+    StreamConsumer,
+    Subscription,
+    default_consumer_name,
+    unused_consumer_name,
+)
 from riverbed.logging import configure_logging
 from riverbed.monitor import StreamMonitor
 from riverbed.ops import ops_router
@@ -118,7 +124,12 @@ class Service:
                 url=redacted_url(self.redis_settings.cache_url.get_secret_value()),
             )
         publisher = Publisher(self._redis)
-        name = self.settings.consumer_name or default_consumer_name()
+        name = await unused_consumer_name(
+            self._redis,
+            self.subscriptions,
+            self.settings.consumer_name or default_consumer_name(),
+            self.consumer_settings,
+        )
         for subscription in self.subscriptions:
             consumer = StreamConsumer(
                 self._redis,

@@ -80,6 +80,15 @@ class ConsumerSettings(BaseSettings):
         description="remove consumers idle this long with nothing pending, ms",
     )
     shutdown_timeout_s: float = Field(default=30.0, gt=0, description="drain limit on SIGTERM, s")
+    heartbeat_interval_ms: int = Field(
+        default=1_000, ge=10, description="how often a consumer says it is alive, ms"
+    )
+    heartbeat_timeout_ms: int = Field(
+        default=5_000,
+        ge=50,
+        description="a consumer silent this long is dead: a sibling takes over its pending "
+        "entries at once, without waiting for the visibility timeout, ms",
+    )
     handler_timeout_s: float = Field(
         default=120.0,
         gt=0,
@@ -113,7 +122,8 @@ class ServiceSettings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535)
     consumer_name: str | None = Field(
         default=None,
-        description="stable consumer name (pod name); default: HOSTNAME, else host-pid",
+        description="stable consumer name (pod name); default: HOSTNAME from the "
+        "environment, else host-pid; a name a live process already uses gets -<pid> added",
     )
     retention_interval_s: float = Field(
         default=60.0, gt=0, description="how often acknowledged entries are trimmed, s"
