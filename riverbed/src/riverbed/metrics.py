@@ -172,6 +172,7 @@ REDIS_USED_MEMORY = Gauge("riverbed_redis_used_memory_bytes", "Redis used_memory
 REDIS_MAX_MEMORY = Gauge("riverbed_redis_maxmemory_bytes", "Redis maxmemory (0 = no limit)")
 RETENTION_TRIMMED = Counter(
     "riverbed_retention_trimmed_total",
-    "Entries trimmed after every group acknowledged them",
+    "Entries trimmed by retention: acknowledged by every group, or (streams no group reads, "
+    "and dead letters as <stream>:dlq) past their age",
     ["stream"],
 )

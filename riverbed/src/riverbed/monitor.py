@@ -20,6 +20,7 @@ from redis.asyncio.cluster import RedisCluster
 from riverbed import keys, metrics
 from riverbed.connection import Redis
 from riverbed.delay import DelayStore
+from riverbed.settings import RetentionSettings
 
 log = structlog.get_logger(__name__)
 
@@ -144,6 +145,38 @@ class StreamMonitor:
         if removed:
             metrics.RETENTION_TRIMMED.labels(stream).inc(removed)
             log.info("trimmed acknowledged entries", stream=stream, removed=removed, minid=minid)
+        return removed
+
+    async def trim_by_age(self, key: str, max_age_ms: int, *, label: str) -> int:
+        """Trim entries older than ``max_age_ms`` (by their id's time; approximate MINID)."""
+        oldest_kept_ms = int(time.time() * 1000) - max_age_ms
+        removed = int(
+            await self.redis.xtrim(key, minid=f"{oldest_kept_ms}-0", approximate=True) or 0
+        )
+        if removed:
+            metrics.RETENTION_TRIMMED.labels(label).inc(removed)
+            log.info("trimmed entries past their retention", key=key, removed=removed)
+        return removed
+
+    async def apply_retention(self, stream: str, retention: RetentionSettings) -> int:
+        """Trim one stream and its dead-letter stream; returns entries removed.
+
+        A stream some group reads keeps what a group has not acknowledged
+        (:meth:`trim_acknowledged`); a stream no group reads keeps its entries
+        ``retention.unconsumed_ms(stream)``; dead letters are kept ``dead_letter_ms``.
+        """
+        key = keys.stream_key(stream)
+        removed = 0
+        if await self.redis.exists(key):
+            if await self.redis.xinfo_groups(key):
+                removed += await self.trim_acknowledged(stream)
+            else:
+                removed += await self.trim_by_age(
+                    key, retention.unconsumed_ms(stream), label=stream
+                )
+        removed += await self.trim_by_age(
+            keys.dead_letter_key(stream), retention.dead_letter_ms, label=f"{stream}:dlq"
+        )
         return removed
 
 

@@ -41,6 +41,15 @@ return ids
 
 _stream_key = lru_cache(maxsize=1024)(keys.stream_key)
 
+#: every logical stream this process appended to: the service trims those nobody consumes
+#: by age (``riverbed.monitor.StreamMonitor.apply_retention``)
+_WRITTEN: set[str] = set()
+
+
+def written_streams() -> frozenset[str]:
+    """The logical streams this process has appended events to."""
+    return frozenset(_WRITTEN)
+
 
 def _text(entry_id: bytes | str) -> str:
     return entry_id.decode() if isinstance(entry_id, bytes) else entry_id
@@ -85,6 +94,7 @@ class Publisher:
         and ``""`` is returned: it gets its entry id when promoted (a ``deliver_at`` in the
         past means now). ``owner`` is who may look it up or cancel it (``DelayStore``)."""
         target = self._target(event, stream, not validated)
+        _WRITTEN.add(target)
         if deliver_at is not None and _epoch_ms(deliver_at) > time.time() * 1000:
             await self.publish_later(
                 [event], deliver_at, stream=target, validated=True, owner=owner
@@ -145,6 +155,7 @@ class Publisher:
             by_stream.setdefault(self._target(event, stream, not validated), []).append(index)
         if not by_stream:
             return []
+        _WRITTEN.update(by_stream)
         started = time.perf_counter()
         entry_ids: list[str] = [""] * len(events)
         for target, indexes in by_stream.items():

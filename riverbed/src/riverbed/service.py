@@ -34,8 +34,13 @@ from riverbed.consumer import (
 from riverbed.logging import configure_logging
 from riverbed.monitor import StreamMonitor
 from riverbed.ops import ops_router
-from riverbed.publisher import Publisher
-from riverbed.settings import ConsumerSettings, RedisSettings, ServiceSettings
+from riverbed.publisher import Publisher, written_streams
+from riverbed.settings import (
+    ConsumerSettings,
+    RedisSettings,
+    RetentionSettings,
+    ServiceSettings,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -60,6 +65,7 @@ class Service:
         self.settings = settings
         self.redis_settings = redis_settings or RedisSettings()
         self.consumer_settings = consumer_settings or ConsumerSettings()
+        self.retention_settings = RetentionSettings()
         self.subscriptions: list[Subscription] = []
         self.consumers: list[StreamConsumer] = []
         self._redis: Redis | None = None
@@ -149,13 +155,14 @@ class Service:
         self._stop_requested.set()
 
     async def _retention_loop(self) -> None:
-        """Trim what every group acknowledged, per subscribed stream, every interval."""
+        """Every interval, trim the streams this service reads or writes and their dead
+        letters: what every group acknowledged, or by age where no group reads a stream."""
         assert self.monitor is not None
         while True:
             await asyncio.sleep(self.settings.retention_interval_s)
-            for stream in self.monitor.streams:
+            for stream in sorted(set(self.monitor.streams) | written_streams()):
                 try:
-                    await self.monitor.trim_acknowledged(stream)
+                    await self.monitor.apply_retention(stream, self.retention_settings)
                 except Exception as error:
                     log.warning("retention trim failed", stream=stream, error=str(error))
 

@@ -112,6 +112,44 @@ class ConsumerSettings(BaseSettings):
         return max(self.visibility_timeout_ms // 3, 10)
 
 
+class RetentionSettings(BaseSettings):
+    """How long entries stay where acknowledgements cannot say (``RIVERBED_RETENTION_``).
+
+    A stream some group consumes is trimmed to what every group acknowledged; a stream
+    nobody consumes (outcome events: ``email.sent``, ``webhook.delivery.succeeded``…) and
+    every dead-letter stream are trimmed by age instead, so no stream grows forever.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="RIVERBED_RETENTION_", extra="ignore")
+
+    unconsumed_days: float = Field(
+        default=7.0, gt=0, description="entries of a stream no group reads are kept this long, days"
+    )
+    dead_letter_days: float = Field(
+        default=30.0, gt=0, description="dead-lettered entries are kept this long, days"
+    )
+    per_stream_days: dict[str, float] = Field(
+        default_factory=dict,
+        description="JSON object: logical stream -> days, for streams no group reads "
+        'instead of unconsumed_days, e.g. {"email.sent": 1}',
+    )
+
+    @field_validator("per_stream_days")
+    @classmethod
+    def _positive(cls, days: dict[str, float]) -> dict[str, float]:
+        bad = sorted(stream for stream, value in days.items() if value <= 0)
+        if bad:
+            raise ValueError(f"retention must be more than 0 days; not so for {bad}")
+        return days
+
+    def unconsumed_ms(self, stream: str) -> int:
+        return int(self.per_stream_days.get(stream, self.unconsumed_days) * 86_400_000)
+
+    @property
+    def dead_letter_ms(self) -> int:
+        return int(self.dead_letter_days * 86_400_000)
+
+
 class ServiceSettings(BaseSettings):
     """Shared shape of a service's settings; subclasses set ``env_prefix``."""
 
