@@ -279,11 +279,40 @@ async def test_streams_reports_length_groups_lag_pending_and_consumers(
         "inactive_ms": audit["consumers"][0]["inactive_ms"],
     }
 
-    code, out, _ = await cli("streams")  # every stream found, as tables
+    assert info["retention"] == "acknowledged"
+    assert info["dead_letter_retention"] == "30d"
+
+    code, out, _ = await cli("streams")  # every stream found; not a terminal: tab-separated
     assert code == 0
-    assert scenario.stream in out
-    assert "auditor-1" in out
-    assert "ledger" in out
+    rows = [line.split("\t") for line in out.splitlines() if "\t" in line]
+    header = rows[0]
+    assert header[:4] == ["stream", "length", "dead letters", "group"]
+    assert header[-1] == "retention"
+    ledger = next(r for r in rows if scenario.stream in r and "ledger" in r)
+    assert ledger[header.index("dead letters")] == "3", "markup is gone from plain output"
+    assert ledger[-1] == "acknowledged; dead letters 30d"
+    assert any(r[:3] == [scenario.stream, "audit", "auditor-1"] for r in rows), "unfolded"
+
+
+async def test_a_stream_redis_does_not_hold_is_an_error_that_lists_the_known_ones(
+    cli: Cli, scenario: Scenario
+) -> None:
+    for command in (["streams", "no.such"], ["tail", "no.such"], ["dlq", "list", "no.such"]):
+        code, _, err = await cli(*command)
+        assert code == 2, command
+        assert "no stream 'no.such'" in err
+        assert scenario.stream in err, "the known streams are listed"
+
+
+async def test_a_stream_no_group_reads_shows_its_age_limit(
+    cli: Cli, redis_client: redis.asyncio.Redis, unique: str
+) -> None:
+    stream = f"t.{unique}.sent"
+    await Publisher(redis_client).publish(make_event(1), stream=stream)
+    code, out, _ = await cli("streams", stream, "--json")
+    assert code == 0
+    [info] = json.loads(out)["streams"]
+    assert (info["retention"], info["groups"]) == ("7d", [])
 
 
 async def test_tail_decodes_the_newest_events(cli: Cli, scenario: Scenario) -> None:

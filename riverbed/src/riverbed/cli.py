@@ -43,12 +43,13 @@ from redis.exceptions import RedisClusterException, RedisError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from riverbed import keys, scripts
 from riverbed.connection import Redis, connect, redacted_url
 from riverbed.monitor import LAG_COUNT_LIMIT
 from riverbed.publisher import Publisher
-from riverbed.settings import RedisSettings
+from riverbed.settings import RedisSettings, RetentionSettings
 from riverbed_contracts import CloudEvent
 from riverbed_contracts.envelope import ENTRY_FIELD, EntryDecodeError, event_from_entry
 from riverbed_contracts.registry import REGISTRY, UnknownEventType, get_spec
@@ -149,6 +150,38 @@ def _check_stream(stream: str) -> str:
     return stream
 
 
+async def _known_stream(redis: Redis, stream: str) -> str:
+    """``stream`` if Redis holds it or its dead letters; else a usage error (exit 2) that
+    lists the streams it does hold, so a typo is told apart from an empty stream."""
+    _check_stream(stream)
+    if await redis.exists(keys.stream_key(stream), keys.dead_letter_key(stream)):
+        return stream
+    known = await _logical_streams(redis)
+    raise UsageError(
+        f"no stream {stream!r} in this Redis; "
+        + (f"known streams: {', '.join(known)}" if known else "it holds no Riverbed stream")
+    )
+
+
+def _print_table(out: Console, table: Table) -> None:
+    """A rich table on a terminal; elsewhere (a log, a pipe) plain tab-separated lines, so
+    no column is squeezed to the 80 characters rich assumes without a terminal."""
+    if out.is_terminal:
+        out.print(table)
+        return
+    lines = []
+    if table.title:
+        lines.append(f"# {Text.from_markup(str(table.title)).plain}")
+    columns = table.columns
+    lines.append("\t".join(Text.from_markup(str(c.header)).plain for c in columns))
+    for row in zip(*(c.cells for c in columns), strict=True):
+        lines.append(
+            "\t".join(Text.from_markup(c).plain if isinstance(c, str) else str(c) for c in row)
+        )
+    # straight to the file: rich would expand the tabs into spaces
+    out.file.write("\n".join(lines) + "\n")
+
+
 # -- streams ----------------------------------------------------------------------------
 
 
@@ -178,6 +211,10 @@ class StreamInfo:
     length: int
     dead_letters: int
     delayed: int = 0  # items in the delay store: retries of every group, events for later
+    #: what bounds it: "acknowledged" (trimmed to what every group acknowledged) or, for a
+    #: stream no group reads, its age limit ("7d"); dead letters have their own age limit
+    retention: str = ""
+    dead_letter_retention: str = ""
     groups: list[GroupInfo] = field(default_factory=list)
 
 
@@ -212,10 +249,22 @@ async def stream_info(redis: Redis, stream: str, *, now: float | None = None) ->
     length = int(await redis.xlen(key))
     dead = int(await redis.xlen(keys.dead_letter_key(stream)))
     delayed = int(await redis.zcard(keys.delay_key(stream)))
-    info = StreamInfo(stream=stream, key=key, length=length, dead_letters=dead, delayed=delayed)
+    retention = RetentionSettings()
+    info = StreamInfo(
+        stream=stream,
+        key=key,
+        length=length,
+        dead_letters=dead,
+        delayed=delayed,
+        retention=_days(retention.unconsumed_ms(stream)),
+        dead_letter_retention=_days(retention.dead_letter_ms),
+    )
     if not await redis.exists(key):
         return info
-    for group in await redis.xinfo_groups(key):
+    groups = await redis.xinfo_groups(key)
+    if groups:
+        info.retention = "acknowledged"
+    for group in groups:
         name = _text(group["name"])
         pending = int(group["pending"])
         age: float | None = None
@@ -246,8 +295,13 @@ async def stream_info(redis: Redis, stream: str, *, now: float | None = None) ->
     return info
 
 
+def _days(ms: int) -> str:
+    days = ms / 86_400_000
+    return f"{days:g}d"
+
+
 async def cmd_streams(redis: Redis, args: argparse.Namespace, out: Console, err: Console) -> int:
-    names = [_check_stream(s) for s in args.stream] or await _logical_streams(redis)
+    names = [await _known_stream(redis, s) for s in args.stream] or await _logical_streams(redis)
     infos = [await stream_info(redis, name) for name in names]
     if args.json:
         _print_json(out, {"streams": [asdict(i) for i in infos]})
@@ -261,10 +315,14 @@ async def cmd_streams(redis: Redis, args: argparse.Namespace, out: Console, err:
     table.add_column("oldest pending", justify="right")
     table.add_column("retries", justify="right")
     table.add_column("consumers", justify="right")
+    table.add_column("retention", justify="left")
     for info in infos:
         dead = f"[bold red]{info.dead_letters}[/]" if info.dead_letters else "0"
+        retention = f"{info.retention}; dead letters {info.dead_letter_retention}"
         if not info.groups:
-            table.add_row(escape(info.stream), str(info.length), dead, "-", "", "", "", "", "")
+            table.add_row(
+                escape(info.stream), str(info.length), dead, "-", "", "", "", "", "", retention
+            )
         for group in info.groups:
             age = group.oldest_pending_age_s
             table.add_row(
@@ -277,8 +335,9 @@ async def cmd_streams(redis: Redis, args: argparse.Namespace, out: Console, err:
                 "-" if age is None else _duration(age),
                 str(group.retries_waiting),
                 str(len(group.consumers)),
+                retention,
             )
-    out.print(table)
+    _print_table(out, table)
     consumers = Table(title="consumers", title_justify="left")
     for column in ("stream", "group", "consumer", "pending", "idle", "inactive"):
         consumers.add_column(column, overflow="fold")
@@ -294,7 +353,7 @@ async def cmd_streams(redis: Redis, args: argparse.Namespace, out: Console, err:
                     "-" if c.inactive_ms is None else _duration(c.inactive_ms / 1000),
                 )
     if consumers.row_count:
-        out.print(consumers)
+        _print_table(out, consumers)
     return 0
 
 
@@ -327,7 +386,7 @@ def _event_line(item: dict[str, Any]) -> str:
 
 
 async def cmd_tail(redis: Redis, args: argparse.Namespace, out: Console, err: Console) -> int:
-    key = keys.stream_key(_check_stream(args.stream))
+    key = keys.stream_key(await _known_stream(redis, args.stream))
     newest = _entries(await redis.xrevrange(key, count=args.count)) if args.count > 0 else []
     if newest:
         last_id = newest[0][0]
@@ -464,7 +523,7 @@ async def dead_letters(
 
 async def _selected(redis: Redis, args: argparse.Namespace) -> list[DeadLetter]:
     """The entries a replay or purge acts on: the ids given, or --all that match the filters."""
-    stream = _check_stream(args.stream)
+    stream = await _known_stream(redis, args.stream)
     filters = Filters.from_args(args)
     if args.ids and args.all:
         raise UsageError("give entry ids or --all, not both")
@@ -515,7 +574,7 @@ def _dead_letter_table(title: str, entries: Sequence[DeadLetter]) -> Table:
 
 
 async def cmd_dlq_list(redis: Redis, args: argparse.Namespace, out: Console, err: Console) -> int:
-    stream = _check_stream(args.stream)
+    stream = await _known_stream(redis, args.stream)
     entries: list[DeadLetter] = []
     total = 0
     async for entry in dead_letters(redis, stream, Filters.from_args(args)):
@@ -537,14 +596,14 @@ async def cmd_dlq_list(redis: Redis, args: argparse.Namespace, out: Console, err
     if not total:
         out.print(f"no matching entries in {escape(key)}")
         return 0
-    out.print(_dead_letter_table(f"{key}: {total} matching", entries))
+    _print_table(out, _dead_letter_table(f"{key}: {total} matching", entries))
     if total > len(entries):
         out.print(f"showing the oldest {len(entries)} of {total}; --limit shows more")
     return 0
 
 
 async def cmd_dlq_show(redis: Redis, args: argparse.Namespace, out: Console, err: Console) -> int:
-    key = keys.dead_letter_key(_check_stream(args.stream))
+    key = keys.dead_letter_key(await _known_stream(redis, args.stream))
     entry_id = _check_entry_id(args.entry_id)
     page = _entries(await redis.xrange(key, min=entry_id, max=entry_id))
     if not page:
@@ -572,7 +631,7 @@ async def _other_groups(redis: Redis, stream: str, entries: Sequence[DeadLetter]
 
 
 async def cmd_dlq_replay(redis: Redis, args: argparse.Namespace, out: Console, err: Console) -> int:
-    stream = _check_stream(args.stream)
+    stream = await _known_stream(redis, args.stream)
     entries = await _selected(redis, args)
     replayable = [e for e in entries if e.event is not None]
     skipped = [e for e in entries if e.event is None]
@@ -605,7 +664,9 @@ async def cmd_dlq_replay(redis: Redis, args: argparse.Namespace, out: Console, e
         _print_json(out, report)
         return 0
     if args.dry_run:
-        out.print(_dead_letter_table(f"dry run: would replay {len(replayable)}", replayable))
+        _print_table(
+            out, _dead_letter_table(f"dry run: would replay {len(replayable)}", replayable)
+        )
     else:
         out.print(f"replayed {len(replayed)} of {len(entries)} onto {keys.stream_key(stream)}")
         for item in replayed:
@@ -641,14 +702,14 @@ def _confirmed(stream: str, count: int, out: Console) -> bool:
 
 
 async def cmd_dlq_purge(redis: Redis, args: argparse.Namespace, out: Console, err: Console) -> int:
-    stream = _check_stream(args.stream)
+    stream = await _known_stream(redis, args.stream)
     entries = await _selected(redis, args)
     ids = [e.dlq_id for e in entries]
     if args.dry_run or not ids:
         if args.json:
             _print_json(out, {"stream": stream, "dry_run": args.dry_run, "would_delete": ids})
         elif ids:
-            out.print(_dead_letter_table(f"dry run: would delete {len(ids)}", entries))
+            _print_table(out, _dead_letter_table(f"dry run: would delete {len(ids)}", entries))
         else:
             out.print("nothing matched; nothing deleted")
         return 0
