@@ -131,3 +131,40 @@ def test_new_event_refuses_an_unregistered_payload_model() -> None:
 
     with pytest.raises(LookupError, match="Stray is not a registered payload model"):
         new_event(Stray())
+
+
+def test_every_type_says_who_may_produce_it() -> None:
+    from riverbed_contracts.registry import REGISTRY
+
+    internal = {t for t, spec in REGISTRY.items() if spec.access == "internal"}
+    # what merchants receive as signed confirmations, and commands to other services,
+    # are never what an upstream system may post
+    assert {
+        "webhook.delivery.requested.v1",
+        "payment.recorded.v1",
+        "payment.refund.recorded.v1",
+        "email.sent.v1",
+    } <= internal
+    assert REGISTRY["email.requested.v1"].access == "public"
+    for spec in REGISTRY.values():
+        assert spec.access != "internal" or spec.producers, f"{spec.type} has no producer"
+
+
+def test_an_internal_type_trusts_only_its_producers_source() -> None:
+    from riverbed_contracts.registry import get_spec, service_source
+
+    task = get_spec("webhook.delivery.requested.v1")
+    assert task.trusts_source(service_source("webhooks"))
+    assert not task.trusts_source("urn:riverbed:gateway:local")
+    assert not task.trusts_source("urn:riverbed:inbound:stripe")
+    assert get_spec("email.requested.v1").trusts_source("urn:riverbed:gateway:crm")
+
+
+def test_a_provider_type_trusts_the_inbound_webhooks_and_its_producers_only() -> None:
+    from riverbed_contracts.email import EmailSent
+    from riverbed_contracts.registry import EventSpec
+
+    spec = EventSpec("x.happened.v1", EmailSent, "event", "d", access="provider", producers=("p",))
+    assert spec.trusts_source("urn:riverbed:inbound:stripe")
+    assert spec.trusts_source("urn:riverbed:p")
+    assert not spec.trusts_source("urn:riverbed:gateway:crm")

@@ -204,3 +204,31 @@ def test_check_against_a_git_revision_catches_a_regenerated_breaking_change(
     assert gen.main(["--dir", str(root), "check", "--against", "HEAD"]) == 1
     assert "payment.failed.v1: data.legacy: property removed" in capsys.readouterr().err
     assert set(gen.committed_schemas_in_git(root, "HEAD")) == set(REGISTRY)
+
+
+def test_asyncapi_operations_say_which_service_sends_and_which_receives_each_channel() -> None:
+    doc = json.loads((gen.CONTRACTS_DIR / gen.ASYNCAPI_FILE).read_text())
+    operations = doc["operations"]
+
+    def by(service: str, action: str) -> set[str]:
+        return {
+            op["channel"]["$ref"].rsplit("/", 1)[1]
+            for op in operations.values()
+            if op["x-riverbed-service"] == service and op["action"] == action
+        }
+
+    # internal types: only their producer sends them; the gateway never does
+    assert "webhook_delivery_requested" in by("webhooks", "send")
+    assert "webhook_delivery_requested" not in by("gateway", "send")
+    assert "payment_recorded" in by("payments", "send")
+    assert "payment_recorded" not in by("gateway", "send")
+    # public types: the gateway sends them
+    assert {"email_requested", "payment_succeeded"} <= by("gateway", "send")
+    assert "email_requested" in by("email", "receive")
+    assert {"payment_succeeded", "payment_recorded"} <= by("webhooks", "receive")
+    for operation in operations.values():
+        channel = operation["channel"]["$ref"].rsplit("/", 1)[1]
+        assert channel in doc["channels"]
+        for message in operation.get("messages", []):
+            assert message["$ref"].startswith(f"#/channels/{channel}/messages/")
+            assert message["$ref"].rsplit("/", 1)[1] in doc["channels"][channel]["messages"]

@@ -14,7 +14,7 @@ import copy
 import json
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -140,6 +140,7 @@ def asyncapi_document() -> dict[str, Any]:
             "correlationId": {"location": "$message.payload#/correlationid"},
             "payload": {"$ref": f"#/components/schemas/{ident(spec.type)}"},
             "x-riverbed-kind": spec.kind,
+            "x-riverbed-access": spec.access,
         }
     return {
         "asyncapi": "3.0.0",
@@ -160,8 +161,44 @@ def asyncapi_document() -> dict[str, Any]:
             }
         },
         "channels": channels,
+        "operations": _operations(ident),
         "components": {"messages": messages, "schemas": schemas},
     }
+
+
+def _operations(ident: Callable[[str], str]) -> dict[str, Any]:
+    """Who sends and who receives each channel: ``send`` by every service that may produce
+    a type (the gateway for public types, its inbound webhooks for provider types),
+    ``receive`` by every service that consumes the stream."""
+    senders: dict[tuple[str, str], list[str]] = {}  # (service, stream) -> types it sends
+    receivers: dict[tuple[str, str], None] = {}
+    for spec in REGISTRY.values():
+        producers = list(spec.producers)
+        if spec.access in ("public", "provider"):
+            producers.append("gateway")
+        for service in producers:
+            senders.setdefault((service, spec.stream), []).append(spec.type)
+        for service in spec.consumers:
+            receivers[(service, spec.stream)] = None
+    operations: dict[str, Any] = {}
+    for (service, stream), types in sorted(senders.items()):
+        operations[f"{service}_sends_{ident(stream)}"] = {
+            "action": "send",
+            "channel": {"$ref": f"#/channels/{ident(stream)}"},
+            "messages": [
+                {"$ref": f"#/channels/{ident(stream)}/messages/{ident(t)}"} for t in types
+            ],
+            "summary": f"{service} appends {', '.join(types)} to {stream}",
+            "x-riverbed-service": service,
+        }
+    for service, stream in sorted(receivers):
+        operations[f"{service}_receives_{ident(stream)}"] = {
+            "action": "receive",
+            "channel": {"$ref": f"#/channels/{ident(stream)}"},
+            "summary": f"{service} consumes {stream} in its consumer group {service!r}",
+            "x-riverbed-service": service,
+        }
+    return operations
 
 
 def render(document: Mapping[str, Any]) -> str:

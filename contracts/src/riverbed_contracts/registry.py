@@ -41,14 +41,50 @@ TYPE_NAME: Final = re.compile(
 )
 
 
+#: who may put an event of a type on its stream:
+#: ``public``   upstream systems, through the gateway's ``POST /v1/events`` (and the services
+#:              named in ``producers``);
+#: ``provider`` only the gateway's inbound provider webhooks (signature-checked), and the
+#:              services named in ``producers``;
+#: ``internal`` only the services named in ``producers``: the gateway refuses it (403) and
+#:              consumers drop an event of it whose ``source`` is not one of theirs.
+Access = Literal["public", "provider", "internal"]
+
+
+def service_source(service: str) -> str:
+    """The CloudEvents ``source`` a Riverbed service writes its events with."""
+    return f"urn:riverbed:{service}"
+
+
+#: the ``source`` prefix of events the gateway's inbound provider webhooks produce
+PROVIDER_SOURCE_PREFIX: Final = "urn:riverbed:inbound:"
+
+
 @dataclass(frozen=True)
 class EventSpec:
-    """One versioned event type. ``kind``: a command asks for work, an event reports a fact."""
+    """One versioned event type. ``kind``: a command asks for work, an event reports a fact.
+
+    ``access`` and ``producers`` say who may produce it; ``consumers`` which services read
+    its stream (the AsyncAPI document's operations come from both).
+    """
 
     type: str
     model: builtins.type[Payload]  # `type` is the attribute above
     kind: Literal["command", "event"]
     description: str
+    access: Access = "internal"
+    producers: tuple[str, ...] = ()  # services that publish it
+    consumers: tuple[str, ...] = ()  # services that consume its stream
+
+    def trusts_source(self, source: str) -> bool:
+        """May an event of this type come from ``source``? Public types: from anyone the
+        gateway let in; provider types: the inbound webhooks or a producer service;
+        internal types: a producer service only."""
+        if self.access == "public":
+            return True
+        if self.access == "provider" and source.startswith(PROVIDER_SOURCE_PREFIX):
+            return True
+        return source in {service_source(service) for service in self.producers}
 
     def __post_init__(self) -> None:
         if not TYPE_NAME.match(self.type):
@@ -81,103 +117,141 @@ _SPECS = (
         SendEmail,
         "command",
         "Send one email, from a template or as raw subject and text.",
+        access="public",
+        producers=("payments",),  # receipts
+        consumers=("email",),
     ),
-    EventSpec("email.sent.v1", EmailSent, "event", "The SMTP server accepted an email."),
+    EventSpec(
+        "email.sent.v1",
+        EmailSent,
+        "event",
+        "The SMTP server accepted an email.",
+        producers=("email",),
+    ),
     EventSpec(
         "email.failed.v1",
         EmailFailed,
         "event",
         "An email will not be sent: refused, or out of retries.",
+        producers=("email",),
     ),
     EventSpec(
         "email.suppressed.v1",
         EmailSuppressed,
         "event",
         "An email was not sent: its address is on the suppression list.",
+        producers=("email",),
     ),
     EventSpec(
         "webhook.delivery.requested.v1",
         DeliverWebhook,
         "command",
         "Deliver one event to one subscriber endpoint (signed HTTP POST).",
+        producers=("webhooks",),
+        consumers=("webhooks",),
     ),
     EventSpec(
         "webhook.delivery.succeeded.v1",
         WebhookDelivered,
         "event",
         "A subscriber endpoint answered 2xx to a delivery.",
+        producers=("webhooks",),
     ),
     EventSpec(
         "webhook.delivery.exhausted.v1",
         WebhookDeliveryExhausted,
         "event",
         "Every attempt of a delivery failed; no more will be made.",
+        producers=("webhooks",),
     ),
     EventSpec(
         "webhook.endpoint.disabled.v1",
         WebhookEndpointDisabled,
         "event",
         "A subscriber endpoint was disabled (410 Gone, failing too long, or by an operator).",
+        producers=("webhooks",),
     ),
+    # Payment facts come from a payment backend posting them (public: give such a key
+    # only the payment.* scopes it needs) or from a provider's signed webhook (inbound).
     EventSpec(
         "payment.succeeded.v1",
         PaymentSucceeded,
         "event",
         "A payment provider captured a payment.",
+        access="public",
+        consumers=("payments", "webhooks"),
     ),
     EventSpec(
         "payment.failed.v1",
         PaymentFailed,
         "event",
         "A payment provider declined or could not complete a payment.",
+        access="public",
+        consumers=("payments", "webhooks"),
     ),
     EventSpec(
         "payment.refunded.v1",
         PaymentRefunded,
         "event",
         "A payment provider refunded (part of) a payment.",
+        access="public",
+        consumers=("payments", "webhooks"),
     ),
     EventSpec(
         "payment.dispute.opened.v1",
         PaymentDisputeOpened,
         "event",
         "A customer disputed a payment; the provider withdrew the disputed funds.",
+        access="public",
+        consumers=("payments",),
     ),
     EventSpec(
         "payment.dispute.closed.v1",
         PaymentDisputeClosed,
         "event",
         "A dispute was decided: won (funds reinstated) or lost.",
+        access="public",
+        consumers=("payments",),
     ),
     EventSpec(
         "payment.payout.paid.v1",
         PayoutPaid,
         "event",
         "A payment provider paid part of the balance out to the bank.",
+        access="public",
+        consumers=("payments",),
     ),
+    # the ledger's own facts: merchants receive them as signed confirmations, so nobody
+    # but the payments service may write them
     EventSpec(
         "payment.recorded.v1",
         PaymentRecorded,
         "event",
         "The payments ledger recorded a captured payment (once per payment).",
+        producers=("payments",),
+        consumers=("webhooks",),
     ),
     EventSpec(
         "payment.refund.recorded.v1",
         PaymentRefundRecorded,
         "event",
         "The payments ledger recorded a refund as a reversing transaction.",
+        producers=("payments",),
+        consumers=("webhooks",),
     ),
     EventSpec(
         "payment.reconciliation.completed.v1",
         ReconciliationCompleted,
         "event",
         "A settlement report was reconciled against the ledger.",
+        producers=("payments",),
     ),
     EventSpec(
         "payment.reconciliation.mismatch.v1",
         ReconciliationMismatch,
         "event",
         "One discrepancy a reconciliation found between a settlement report and the ledger.",
+        producers=("payments",),
     ),
 )
 
