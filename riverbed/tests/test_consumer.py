@@ -595,3 +595,30 @@ async def test_a_handlers_log_lines_carry_the_events_trace_id(
     [line] = [line for line in lines if line["event"] == "handling traced event"]
     assert line["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736"
     assert line["event_id"] == traced.id
+
+
+async def test_an_internal_command_from_outside_its_producers_is_dead_lettered_unhandled(
+    start_consumer: ConsumerFactory,
+    publisher: Publisher,
+    redis_client: redis.asyncio.Redis,
+    unique: str,
+) -> None:
+    stream = f"t.{unique}"
+    handled: list[str] = []
+
+    async def handler(message: Message[Any]) -> None:
+        handled.append(message.event.source)
+
+    def task(source: str) -> CloudEvent:
+        body = {"id": "evt-1", "type": "payment.succeeded.v1", "time": "2026-01-01T00:00:00Z"}
+        data = {"delivery_id": "d-1", "endpoint_id": "ep-1", "event": {**body, "data": {}}}
+        return CloudEvent(type="webhook.delivery.requested.v1", data=data, source=source)
+
+    forged, genuine = task("urn:riverbed:gateway:local"), task("urn:riverbed:webhooks")
+    await publisher.publish_many([forged, genuine], stream=stream)
+    start_consumer(stream, handler)
+    await wait_for(lambda: dead_letters(redis_client, stream), what="the forgery dead-lettered")
+    await wait_for(lambda: handled == ["urn:riverbed:webhooks"], what="the genuine task handled")
+    [dead] = await dead_letters(redis_client, stream)
+    assert dead["reason"] == "untrusted-source"
+    assert "urn:riverbed:gateway:local" in dead["error_message"]

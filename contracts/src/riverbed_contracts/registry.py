@@ -84,7 +84,7 @@ class EventSpec:
             return True
         if self.access == "provider" and source.startswith(PROVIDER_SOURCE_PREFIX):
             return True
-        return source in {service_source(service) for service in self.producers}
+        return any(source == service_source(service) for service in self.producers)
 
     def __post_init__(self) -> None:
         if not TYPE_NAME.match(self.type):

@@ -566,6 +566,18 @@ class StreamConsumer:
             outcome.event_type = metric_type
             self._fail(outcome, error, permanent=True, reason="invalid")
             return
+        if not spec.trusts_source(event.source):
+            # an internal type from outside its producers: someone wrote the stream directly
+            self._fail(
+                outcome,
+                PermanentError(
+                    f"{event.type} may come only from {list(spec.producers)} "
+                    f"(source urn:riverbed:<service>), not from source {event.source!r}"
+                ),
+                permanent=True,
+                reason="untrusted-source",
+            )
+            return
         self._counters(metric_type).consumed.inc()
         message: Message[Any] = Message(
             event,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from riverbed_contracts import CloudEvent, DeliverWebhook, WebhookEvent
 from riverbed_contracts.registry import new_event
-from riverbed_webhooks import metrics
+from riverbed_webhooks import SOURCE, metrics
 from riverbed_webhooks.domain.matching import plan_tasks
 from riverbed_webhooks.service_layer.ports import EndpointCache
 
@@ -33,6 +33,7 @@ async def fan_out(event: CloudEvent, cache: EndpointCache) -> list[CloudEvent]:
             DeliverWebhook(delivery_id=t.delivery_id, endpoint_id=t.endpoint_id, event=body),
             cause=event,
             id=t.task_id,
+            source=SOURCE,
             subject=t.endpoint_id,
         )
         for t in plan_tasks(event.id, endpoint_ids)

@@ -13,7 +13,7 @@ from datetime import datetime
 
 from riverbed_contracts import DeliverWebhook, WebhookEvent
 from riverbed_contracts.registry import new_event
-from riverbed_webhooks import metrics
+from riverbed_webhooks import SOURCE, metrics
 from riverbed_webhooks.domain.model import Delivery, DeliveryStatus
 from riverbed_webhooks.service_layer.errors import Conflict, NotFound
 from riverbed_webhooks.service_layer.ports import (
@@ -69,6 +69,7 @@ class Replayer:
                 ),
                 id=task_id,
                 subject=d.endpoint_id,
+                source=SOURCE,
             )
             for d, task_id in zip(deliveries, task_ids, strict=True)
         ]
