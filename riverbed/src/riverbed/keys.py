@@ -166,6 +166,14 @@ def email_sent_key(event_id: str) -> str:
     return f"{PREFIX}:email:sent:{event_id}"
 
 
+def email_failed_key(event_id: str) -> str:
+    """Record of a request the email service gave up, by request event id (TTL: as the sent
+    marker's). JSON {kind, reason, permanent, smtp_code, attempts, at_ms}, written with SET NX
+    before ``email.failed`` is published, so a redelivery publishes that same event again
+    instead of trying the relay again."""
+    return f"{PREFIX}:email:failed:{event_id}"
+
+
 def email_domain_rate_key(domain: str) -> str:
     """GCRA state of one recipient domain: its theoretical arrival time, µs (TTL: one burst)."""
     return f"{PREFIX}:email:rate:{{{domain}}}"
