@@ -1,5 +1,7 @@
 """What services that own a SQL database share: UTC times, ids, migrations (``riverbed[sql]``).
 
+The transactional outbox they share is :mod:`riverbed.outbox`.
+
 SQLAlchemy 2 and Alembic are an optional extra of the runtime: only services with a
 database (webhooks, payments) import this module.
 """
@@ -150,4 +152,16 @@ class DatabaseServiceSettings(ServiceSettings):
     )
     migrate_on_start: bool = Field(
         default=True, description="apply pending migrations at start-up (else: `migrate`)"
+    )
+
+    # -- the transactional outbox (riverbed.outbox) --------------------------------------
+    outbox_batch_size: int = Field(default=200, ge=1, le=10_000, description="events per pass")
+    outbox_poll_interval_s: float = Field(
+        default=0.5, gt=0, description="relay pass when no commit in this process wakes it, s"
+    )
+    outbox_retention_s: float = Field(
+        default=7 * 24 * 3600.0, gt=0, description="how long published rows are kept, s"
+    )
+    outbox_max_backoff_s: float = Field(
+        default=5.0, gt=0, description="longest wait between relay passes that fail, s"
     )

@@ -23,13 +23,14 @@ from riverbed import keys
 from riverbed.connection import Redis
 from riverbed.consumer import Message
 from riverbed.lease import LeaseLost, run_exclusively
+from riverbed.outbox import OutboxRelay
 from riverbed.publisher import Publisher
 from riverbed.service import Service, cancel_tasks, every
 from riverbed.settings import ConsumerSettings, RedisSettings
 from riverbed_payments.adapters import migrate
-from riverbed_payments.adapters.outbox import OutboxRelay
 from riverbed_payments.adapters.reports import SqlReports
-from riverbed_payments.adapters.sql import SqlLedger, create_engine
+from riverbed_payments.adapters.sql import READ_ONLY, SqlLedger, create_engine
+from riverbed_payments.adapters.tables import outbox
 from riverbed_payments.entrypoints import api, problems
 from riverbed_payments.service_layer.reconciliation import Reconciler
 from riverbed_payments.service_layer.recording import Recorder
@@ -209,11 +210,16 @@ class PaymentsService(Service):
         publisher = Publisher(self.redis)
         relay = OutboxRelay(
             engine,
+            outbox,
             lambda: publisher,
+            service=settings.service_name,
             clock=self._clock,
             batch_size=settings.outbox_batch_size,
             poll_interval_s=settings.outbox_poll_interval_s,
             retention=timedelta(seconds=settings.outbox_retention_s),
+            max_backoff_s=settings.outbox_max_backoff_s,
+            # samples are reads: SQLite must not take the write lock for them
+            reader=engine.execution_options(**{READ_ONLY: True}),
         )
         ledger = SqlLedger(engine)
         reports = SqlReports(engine)

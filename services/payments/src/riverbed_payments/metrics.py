@@ -2,12 +2,20 @@
 
 Label values are bounded: ``type`` is a ledger transaction kind or a registered event
 type, ``currency`` an ISO 4217 code the ledger accepted, ``class`` a reconciliation
-class, ``outcome`` and ``reason`` fixed sets.
+class, ``outcome`` and ``reason`` fixed sets. The outbox's metrics are the runtime's
+(``riverbed_outbox_*{service="payments"}``), also shown under their former names.
 """
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from collections.abc import Iterator
+from typing import Final
+
+from prometheus_client import REGISTRY, Counter, Histogram
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+
+from riverbed import outbox
 
 RECORDED = Counter(
     "riverbed_payments_recorded_total",
@@ -28,17 +36,6 @@ HANDLED = Counter(
 REJECTED = Counter(
     "riverbed_payments_rejected_total", "Payment events refused or put back", ["reason"]
 )
-OUTBOX_BACKLOG = Gauge("riverbed_payments_outbox_backlog", "Outbox events not yet published")
-OUTBOX_OLDEST_AGE = Gauge(
-    "riverbed_payments_outbox_oldest_age_seconds",
-    "Age of the oldest unpublished outbox event (0 when none)",
-)
-OUTBOX_PUBLISHED = Counter(
-    "riverbed_payments_outbox_published_total", "Outbox events relayed to streams", ["type"]
-)
-OUTBOX_RELAY_ERRORS = Counter(
-    "riverbed_payments_outbox_relay_errors_total", "Relay passes that failed (and were retried)"
-)
 RECONCILIATION_LINES = Counter(
     "riverbed_payments_reconciliation_lines_total",
     "Reconciliation lines classified, by class",
@@ -49,3 +46,44 @@ RECONCILIATIONS = Counter(
     "Reconciliation reports finished, by status (balanced, discrepancies, failed)",
     ["status"],
 )
+
+
+class _OutboxUnderOldNames(Collector):
+    """The runtime outbox relay's series for this service (``riverbed_outbox_*{service=
+    "payments"}``) also under the names payments exposed before the relay was shared
+    (``riverbed_payments_outbox_*``), which dashboards and alert rules still read.
+
+    A view at scrape time, not a second count: both names always show the same values.
+    """
+
+    NAMES: Final = {
+        "riverbed_outbox_backlog": "riverbed_payments_outbox_backlog",
+        "riverbed_outbox_oldest_age_seconds": "riverbed_payments_outbox_oldest_age_seconds",
+        "riverbed_outbox_published": "riverbed_payments_outbox_published",
+        "riverbed_outbox_relay_errors": "riverbed_payments_outbox_relay_errors",
+    }
+
+    def __init__(self, service: str) -> None:
+        self.service = service
+
+    def collect(self) -> Iterator[Metric]:
+        for runtime_metric in (
+            outbox.BACKLOG,
+            outbox.OLDEST_AGE,
+            outbox.PUBLISHED,
+            outbox.RELAY_ERRORS,
+        ):
+            for family in runtime_metric.collect():
+                renamed = Metric(self.NAMES[family.name], family.documentation, family.type)
+                for sample in family.samples:
+                    labels = dict(sample.labels)
+                    if labels.pop("service", None) != self.service:
+                        continue
+                    suffix = sample.name[len(family.name) :]
+                    if suffix == "_created":
+                        continue  # the old counters were read without it
+                    renamed.add_sample(renamed.name + suffix, labels, sample.value)
+                yield renamed
+
+
+REGISTRY.register(_OutboxUnderOldNames("payments"))

@@ -69,14 +69,7 @@ class PaymentsSettings(DatabaseServiceSettings):
         "payment has a receipt address",
     )
 
-    # -- outbox ---------------------------------------------------------------------------------
-    outbox_batch_size: int = Field(default=200, ge=1, le=10_000, description="events per pass")
-    outbox_poll_interval_s: float = Field(
-        default=0.5, gt=0, description="relay pass when nothing wakes it, s"
-    )
-    outbox_retention_s: float = Field(
-        default=7 * 24 * 3600.0, gt=0, description="how long published rows are kept, s"
-    )
+    # the outbox's settings (PAYMENTS_OUTBOX_*) are the runtime's: DatabaseServiceSettings
 
     # -- reconciliation ---------------------------------------------------------------------------
     report_max_bytes: int = Field(

@@ -1,1 +1,1 @@
-"""SQL storage (ledger, outbox, reconciliation reports), migrations, the outbox relay."""
+"""SQL storage (ledger, outbox, reconciliation reports), migrations (the relay: riverbed.outbox)."""

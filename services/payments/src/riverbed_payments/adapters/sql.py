@@ -26,8 +26,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from riverbed.outbox import OutboxMessage as OutboxMessage  # re-exported: the use cases use it
+from riverbed.outbox import add_to_outbox
 from riverbed.sql import sqlite_url as sqlite_url  # re-exported: tests and the CLI use it
-from riverbed_contracts import CloudEvent
 from riverbed_payments.adapters.tables import (
     accounts,
     outbox,
@@ -87,14 +88,6 @@ def upsert(dialect: str, table: Any) -> Any:
     if dialect == "sqlite":
         return sqlite.insert(table)
     raise NotImplementedError(f"database {dialect!r} is not supported (SQLite, PostgreSQL)")
-
-
-@dataclass(frozen=True)
-class OutboxMessage:
-    """An event to publish once the transaction commits, and the stream it goes to."""
-
-    event: CloudEvent
-    stream: str
 
 
 @dataclass(frozen=True)
@@ -288,24 +281,7 @@ class LedgerSession:
 
     async def add_outbox(self, messages: Sequence[OutboxMessage], *, at: datetime) -> None:
         """Queue events for the relay; an event id already queued is not queued again."""
-        if not messages:
-            return
-        await self.conn.execute(
-            upsert(self.dialect, outbox)
-            .values(
-                [
-                    {
-                        "event_id": m.event.id,
-                        "stream": m.stream,
-                        "type": m.event.type,
-                        "event": m.event.to_json(),
-                        "created_at": at,
-                    }
-                    for m in messages
-                ]
-            )
-            .on_conflict_do_nothing(index_elements=["event_id"])
-        )
+        await add_to_outbox(self.conn, outbox, messages, at=at)
 
 
 async def transactions_where(conn: AsyncConnection, condition: Any) -> list[StoredTransaction]:

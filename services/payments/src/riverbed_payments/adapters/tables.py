@@ -39,6 +39,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
+from riverbed.outbox import outbox_table
 from riverbed.sql import BigId, UtcDateTime
 
 metadata = MetaData()
@@ -120,24 +121,8 @@ Index(
     payment_failures.c.provider_payment_id,
 )
 
-outbox = Table(
-    "outbox",
-    metadata,
-    Column("id", BigId, primary_key=True, autoincrement=True),
-    Column("event_id", String(255), nullable=False, unique=True),
-    Column("stream", String(255), nullable=False),  # the stream actually written (routes applied)
-    Column("type", String(255), nullable=False),
-    Column("event", Text, nullable=False),  # the CloudEvents JSON document, published as is
-    Column("created_at", UtcDateTime, nullable=False),
-    Column("published_at", UtcDateTime, nullable=True),
-)
-Index(
-    "ix_outbox_unpublished",
-    outbox.c.id,
-    postgresql_where=outbox.c.published_at.is_(None),
-    sqlite_where=outbox.c.published_at.is_(None),
-)
-Index("ix_outbox_published_at", outbox.c.published_at)
+# the runtime's outbox shape (riverbed.outbox): created by migration 0001 under these names
+outbox = outbox_table(metadata, "outbox")
 
 reports = Table(
     "reconciliation_reports",
