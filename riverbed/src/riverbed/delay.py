@@ -30,7 +30,7 @@ from typing import Any, Final, Literal
 from riverbed import keys, metrics, scripts
 from riverbed.connection import Redis
 from riverbed.scripts import LuaScript
-from riverbed_contracts import ENTRY_FIELD, CloudEvent
+from riverbed_contracts import CloudEvent
 
 #: entry field naming the only consumer group that handles a promoted retry; other groups
 #: of the stream acknowledge such an entry without handling it
@@ -109,6 +109,7 @@ class DelayStore:
         self.stream_key = keys.stream_key(stream)
         self.delay_key = keys.delay_key(stream)
         self.items_key = keys.delay_items_key(stream)
+        self.meta_key = keys.delay_meta_key(stream)
         self.promoted_key = keys.delay_promoted_key(stream)
 
     # -- retries and deferrals (the consumer) ------------------------------------
@@ -116,27 +117,22 @@ class DelayStore:
     async def park(self, group: str, consumer: str, deliveries: Sequence[Parked]) -> set[str]:
         """Park deliveries this consumer holds and acknowledge them; returns the entry ids parked
         (an entry a sibling claimed meanwhile is not: its new holder decides)."""
-        args: list[str | int] = [group, consumer]
+        if any(c in group for c in "\t\n"):
+            raise ValueError(f"consumer group name {group!r} has a tab or newline")
+        args: list[str | bytes | int] = [group, consumer]
         for parked in deliveries:
-            event = parked.event.decode() if isinstance(parked.event, bytes) else parked.event
-            item = {
-                "fields": [
-                    ENTRY_FIELD, event,
-                    GROUP_FIELD, group,
-                    ATTEMPT_FIELD, str(parked.next_attempt),
-                    FIRST_SEEN_FIELD, str(parked.first_seen_ms),
-                ],
-                "reason": parked.reason,
-                "error": parked.error[:2000],
-            }  # fmt: skip
+            extra = json.dumps({"reason": parked.reason, "error": parked.error[:2000]})
             args += [
                 parked.entry_id,
                 retry_member(group, parked.entry_id),
                 parked.due_ms,
-                json.dumps(item),
+                parked.event,
+                f"{group}\t{parked.next_attempt}\t{parked.first_seen_ms}\t\t{extra}",
             ]
         done = await _PARK(
-            self.redis, keys=[self.stream_key, self.delay_key, self.items_key], args=args
+            self.redis,
+            keys=[self.stream_key, self.delay_key, self.items_key, self.meta_key],
+            args=args,
         )
         return {_text(entry_id) for entry_id in done}
 
@@ -148,7 +144,7 @@ class DelayStore:
             moved += int(
                 await _CARRY_OVER(
                     self.redis,
-                    keys=[self.stream_key, legacy, self.delay_key, self.items_key],
+                    keys=[self.stream_key, legacy, self.delay_key, self.items_key, self.meta_key],
                     args=[group, batch],
                 )
             )
@@ -161,7 +157,13 @@ class DelayStore:
         current = now_ms() if now is None else now
         moved, oldest, nearest = await _PROMOTE(
             self.redis,
-            keys=[self.stream_key, self.delay_key, self.items_key, self.promoted_key],
+            keys=[
+                self.stream_key,
+                self.delay_key,
+                self.items_key,
+                self.meta_key,
+                self.promoted_key,
+            ],
             args=[current, batch, PROMOTED_MEMORY_MS],
         )
         if moved:
@@ -182,12 +184,17 @@ class DelayStore:
     ) -> list[bool]:
         """Keep events until ``due_ms``; one flag per event: False if its id was already
         scheduled or promoted (it is not scheduled twice). ``owner`` alone may cancel it."""
+        if any(c in owner for c in "\t\n"):
+            raise ValueError(f"owner {owner!r} has a tab or newline")
+        header = f"\t\t\t{owner}\t" + json.dumps({"due_ms": due_ms})
         args: list[str | int] = []
         for event in events:
-            item = {"fields": [ENTRY_FIELD, event.to_json()], "owner": owner, "due_ms": due_ms}
-            args += [event_member(event.id), due_ms, json.dumps(item)]
+            member = event_member(event.id)
+            args += [member, due_ms, event.to_json(), header, promoted_by(owner, event.id)]
         flags = await _SCHEDULE(
-            self.redis, keys=[self.delay_key, self.items_key, self.promoted_key], args=args
+            self.redis,
+            keys=[self.delay_key, self.items_key, self.meta_key, self.promoted_key],
+            args=args,
         )
         return [bool(flag) for flag in flags]
 
@@ -196,18 +203,20 @@ class DelayStore:
         member = event_member(event_id)
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hget(self.items_key, member)
+            pipe.hget(self.meta_key, member)
             pipe.zscore(self.promoted_key, promoted_by(owner, event_id))
-            raw, promoted = await pipe.execute()
-        if raw is not None:
-            item = json.loads(raw)
-            if item.get("owner", "") != owner:
+            raw, header, promoted = await pipe.execute()
+        if raw is not None and header is not None:
+            *_, stored_owner, details = _text(header).split("\t", 4)
+            if stored_owner != owner:
                 return None
+            extra = json.loads(details)
             return DelayedEvent(
                 event_id,
                 self.stream,
                 "scheduled",
-                datetime.fromtimestamp(int(item["due_ms"]) / 1000, UTC),
-                json.loads(item["fields"][1]),
+                datetime.fromtimestamp(int(extra["due_ms"]) / 1000, UTC),
+                json.loads(raw),
             )
         if promoted is not None:
             return DelayedEvent(event_id, self.stream, "promoted", None, None)
@@ -220,7 +229,7 @@ class DelayStore:
         cancelled and never delivered, or it was already promoted."""
         result = await _CANCEL(
             self.redis,
-            keys=[self.delay_key, self.items_key, self.promoted_key],
+            keys=[self.delay_key, self.items_key, self.meta_key, self.promoted_key],
             args=[event_member(event_id), owner, promoted_by(owner, event_id)],
         )
         outcome = _text(result)

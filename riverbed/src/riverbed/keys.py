@@ -10,7 +10,8 @@ Layout (``<s>`` is a logical stream name such as ``email.requested``):
 - ``rb:{<s>}:stream``                 the stream itself (no TTL, ever)
 - ``rb:{<s>}:dlq``                    its dead-letter stream (no TTL)
 - ``rb:{<s>}:delay``                  sorted set: delay-store member -> due time (ms since epoch)
-- ``rb:{<s>}:delay:items``            hash: delay-store member -> JSON item (the entry to append)
+- ``rb:{<s>}:delay:items``            hash: delay-store member -> the event's JSON, as appended
+- ``rb:{<s>}:delay:meta``             hash: delay-store member -> routing header and details
 - ``rb:{<s>}:delay:promoted``         sorted set: delayed-event member -> when promoted (ms);
                                        trimmed to a window, so a late cancel can answer "too late"
 - ``rb:{<s>}:retry:<group>``          legacy (before the delay store): entry id -> due time (ms);
@@ -61,8 +62,15 @@ def delay_key(stream: str) -> str:
 
 
 def delay_items_key(stream: str) -> str:
-    """Hash: delay-store member -> JSON item (the stream entry's fields, owner, last error)."""
+    """Hash: delay-store member -> the event's CloudEvents JSON, as it will be appended."""
     return f"{_tag(stream)}:delay:items"
+
+
+def delay_meta_key(stream: str) -> str:
+    """Hash: delay-store member -> ``<group>\\t<attempt>\\t<first_seen>\\t<owner>\\t<JSON>``:
+    what a promoted retry carries (empty for an event published for later), the owner of a
+    delayed event, then its due time, or a retry's reason and last error."""
+    return f"{_tag(stream)}:delay:meta"
 
 
 def delay_promoted_key(stream: str) -> str:

@@ -99,21 +99,30 @@ end
 return lost
 """
 
+# The delay store keeps each item in two hashes under one member: ``items`` holds the
+# event's CloudEvents JSON as it is (no escaping, no decoding on the way out), ``meta`` a
+# header ``<group>\t<attempt>\t<first_seen>\t<owner>\t<JSON extra>``: the three routing
+# fields a promoted retry carries (empty for an event published for later), the owner of a
+# delayed event (empty for a retry), and what only lookups need (due time of a delayed
+# event; reason and last error of a retry). Headers are read by pattern, never decoded
+# as JSON on the way out: promotion costs little more than the appends themselves.
+
 #: Park failed or deferred deliveries in the delay store and acknowledge them, atomically:
 #: a crash leaves each entry either pending (redelivered) or parked (promoted when due),
 #: never both and never neither. An entry this consumer no longer holds (a sibling claimed
 #: it after a stall) is left alone: its new holder decides. KEYS: stream, delay set, delay
-#: items. ARGV: group, consumer, then (entry id, member, due ms, item JSON) quadruples.
-#: Returns the entry ids parked.
+#: items, delay meta. ARGV: group, consumer, then (entry id, member, due ms, event, header)
+#: quintuples. Returns the entry ids parked.
 PARK: Final = """
-local stream, delay, items, group, consumer = KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2]
-local parked = {}
-for i = 3, #ARGV, 4 do
+local stream, delay, items, meta = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local group, consumer, parked = ARGV[1], ARGV[2], {}
+for i = 3, #ARGV, 5 do
   local id = ARGV[i]
   local entry = redis.call('XPENDING', stream, group, id, id, 1)[1]
   if entry and entry[2] == consumer then
     redis.call('ZADD', delay, ARGV[i + 2], ARGV[i + 1])
     redis.call('HSET', items, ARGV[i + 1], ARGV[i + 3])
+    redis.call('HSET', meta, ARGV[i + 1], ARGV[i + 4])
     redis.call('XACK', stream, group, id)
     parked[#parked + 1] = id
   end
@@ -124,54 +133,66 @@ return parked
 #: Append what is due from the delay store to the stream, oldest due first, and remove it
 #: from the store in the same script: any number of promoters may run, none promotes an
 #: item twice, and a crash mid-batch promotes all of the batch or none of it.
-#: KEYS: stream, delay set, delay items, promoted set. ARGV: now (ms), count, how long a
-#: promoted delayed event is remembered (ms). A promoted event is remembered twice: by its
-#: member (publishing its id again keeps nothing) and as ``owner:<owner's byte length>:
-#: <owner>:<member>`` (only its owner learns that it was promoted).
+#: KEYS: stream, delay set, delay items, delay meta, promoted set. ARGV: now (ms), count,
+#: how long a promoted delayed event is remembered (ms). A promoted event is remembered by
+#: its owner's record (``owner:<bytes>:<owner>:<member>``): only its owner learns it was
+#: promoted, and the same owner cannot schedule the same event id again meanwhile.
 #: Returns {promoted, due time of the oldest promoted (ms) or false, next due (ms) or false}.
 PROMOTE: Final = """
-local stream, delay, items, promoted = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local stream, delay, items, meta, promoted = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local now, count, remember = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local due = redis.call('ZRANGE', delay, '-inf', now, 'BYSCORE', 'LIMIT', 0, count, 'WITHSCORES')
-local moved, oldest, members = 0, false, {}
-for i = 1, #due, 2 do
-  local member = due[i]
-  members[#members + 1] = member
-  if not oldest then oldest = tonumber(due[i + 1]) end
-  local raw = redis.call('HGET', items, member)
-  if raw then
-    local item = cjson.decode(raw)
-    redis.call('XADD', stream, '*', unpack(item.fields))
+if #due == 0 then
+  local nearest = redis.call('ZRANGE', delay, 0, 0, 'WITHSCORES')
+  return {0, false, nearest[2] and tonumber(nearest[2]) or false}
+end
+local members = {}
+for i = 1, #due, 2 do members[#members + 1] = due[i] end
+local events = redis.call('HMGET', items, unpack(members))
+local headers = redis.call('HMGET', meta, unpack(members))
+local moved, remembered, fields = 0, {}, '^([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t'
+for i, member in ipairs(members) do
+  local event, header = events[i], headers[i]
+  if event then
+    local group, attempt, first_seen, owner = '', '', '', ''
+    if header then group, attempt, first_seen, owner = string.match(header, fields) end
+    if group ~= '' then
+      redis.call('XADD', stream, '*', 'event', event, 'group', group,
+                 'attempt', attempt, 'first_seen', first_seen)
+    else
+      redis.call('XADD', stream, '*', 'event', event)
+    end
     moved = moved + 1
     if string.sub(member, 1, 6) == 'event:' then
-      local owner = item.owner or ''
-      redis.call('ZADD', promoted, now, member)
-      redis.call('ZADD', promoted, now, 'owner:' .. #owner .. ':' .. owner .. ':' .. member)
+      remembered[#remembered + 1] = now
+      remembered[#remembered + 1] = 'owner:' .. #owner .. ':' .. owner .. ':' .. member
     end
   end
 end
-if #members > 0 then
-  redis.call('ZREM', delay, unpack(members))
-  redis.call('HDEL', items, unpack(members))
-  redis.call('ZREMRANGEBYSCORE', promoted, '-inf', now - remember)
-end
+if #remembered > 0 then redis.call('ZADD', promoted, unpack(remembered)) end
+redis.call('ZREM', delay, unpack(members))
+redis.call('HDEL', items, unpack(members))
+redis.call('HDEL', meta, unpack(members))
+redis.call('ZREMRANGEBYSCORE', promoted, '-inf', now - remember)
 local nearest = redis.call('ZRANGE', delay, 0, 0, 'WITHSCORES')
-return {moved, oldest, nearest[2] and tonumber(nearest[2]) or false}
+return {moved, tonumber(due[2]), nearest[2] and tonumber(nearest[2]) or false}
 """
 
 #: Put events in the delay store for later, unless their member is already there or was
 #: promoted within the remembered window (publishing the same event id twice schedules it
-#: once). KEYS: delay set, delay items, promoted set. ARGV: (member, due ms, item) triples.
-#: Returns one flag per member: 1 scheduled now, 0 already scheduled or promoted.
+#: once). KEYS: delay set, delay items, delay meta, promoted set. ARGV: (member, due ms,
+#: event, header, the owner's promoted record of the member) quintuples. Returns one flag
+#: per member: 1 scheduled now, 0 already scheduled or promoted.
 SCHEDULE: Final = """
 local flags = {}
-for i = 1, #ARGV, 3 do
+for i = 1, #ARGV, 5 do
   local member = ARGV[i]
-  if redis.call('HEXISTS', KEYS[2], member) == 1 or redis.call('ZSCORE', KEYS[3], member) then
+  if redis.call('HEXISTS', KEYS[2], member) == 1 or redis.call('ZSCORE', KEYS[4], ARGV[i + 4]) then
     flags[#flags + 1] = 0
   else
     redis.call('ZADD', KEYS[1], ARGV[i + 1], member)
     redis.call('HSET', KEYS[2], member, ARGV[i + 2])
+    redis.call('HSET', KEYS[3], member, ARGV[i + 3])
     flags[#flags + 1] = 1
   end
 end
@@ -179,27 +200,30 @@ return flags
 """
 
 #: Cancel a delayed event if it has not been promoted and belongs to the caller.
-#: KEYS: delay set, delay items, promoted set. ARGV: member, owner, the owner's record of
-#: the member in the promoted set (another owner's promoted event is 'missing' too).
+#: KEYS: delay set, delay items, delay meta, promoted set. ARGV: member, owner, the owner's
+#: record of the member in the promoted set (another owner's promoted event is 'missing').
 #: Returns 'cancelled', 'promoted' (too late: it is on the stream) or 'missing'.
 CANCEL: Final = """
-local raw = redis.call('HGET', KEYS[2], ARGV[1])
-if raw then
-  if cjson.decode(raw).owner ~= ARGV[2] then return 'missing' end
+local header = redis.call('HGET', KEYS[3], ARGV[1])
+if header and redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then
+  local owner = string.match(header, '^[^\t]*\t[^\t]*\t[^\t]*\t([^\t]*)\t')
+  if owner ~= ARGV[2] then return 'missing' end
   redis.call('ZREM', KEYS[1], ARGV[1])
   redis.call('HDEL', KEYS[2], ARGV[1])
+  redis.call('HDEL', KEYS[3], ARGV[1])
   return 'cancelled'
 end
-if redis.call('ZSCORE', KEYS[3], ARGV[3]) then return 'promoted' end
+if redis.call('ZSCORE', KEYS[4], ARGV[3]) then return 'promoted' end
 return 'missing'
 """
 
 #: Carry retries scheduled by a version before the delay store over into it: each entry
 #: still pending in the group is parked with the attempt its next delivery would have had
 #: and acknowledged; the legacy member is removed. KEYS: stream, legacy schedule, delay set,
-#: delay items. ARGV: group, count. Returns how many entries were carried over.
+#: delay items, delay meta. ARGV: group, count. Returns how many entries were carried over.
 CARRY_OVER_LEGACY: Final = """
-local stream, legacy, delay, items, group = KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1]
+local stream, legacy, delay, items, meta = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local group = ARGV[1]
 local waiting = redis.call('ZRANGE', legacy, 0, tonumber(ARGV[2]) - 1, 'WITHSCORES')
 local moved = 0
 for i = 1, #waiting, 2 do
@@ -213,12 +237,11 @@ for i = 1, #waiting, 2 do
     end
     if event then
       local member = 'retry:' .. group .. ':' .. id
-      local item = cjson.encode({
-        fields = {'event', event, 'group', group, 'attempt', tostring(pending[4] + 1),
-                  'first_seen', string.match(id, '^(%d+)')},
-        reason = 'carried over', error = ''})
+      local header = group .. '\t' .. tostring(pending[4] + 1) .. '\t'
+        .. string.match(id, '^(%d+)') .. '\t\t{"reason":"carried over","error":""}'
       redis.call('ZADD', delay, due, member)
-      redis.call('HSET', items, member, item)
+      redis.call('HSET', items, member, event)
+      redis.call('HSET', meta, member, header)
       moved = moved + 1
     end
   end
@@ -308,7 +331,7 @@ class LuaScript:
         self.sha = hashlib.sha1(source.encode()).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1
 
     async def __call__(
-        self, redis: Redis, *, keys: Sequence[str], args: Sequence[str | int | float]
+        self, redis: Redis, *, keys: Sequence[str], args: Sequence[str | bytes | int | float]
     ) -> Any:
         try:
             return await redis.evalsha(self.sha, len(keys), *keys, *args)
