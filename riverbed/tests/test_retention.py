@@ -132,3 +132,17 @@ async def test_a_service_trims_the_streams_it_writes_that_no_group_reads(
 
 async def _below(value: Any, ceiling: int) -> bool:
     return int(await value) < ceiling
+
+
+async def test_one_pass_trims_more_than_one_xtrim_call_would(
+    redis_client: redis.asyncio.Redis, unique: str
+) -> None:
+    stream = f"t.{unique}"
+    key = keys.stream_key(stream)
+    # one approximate XTRIM stops after 100 macro nodes (10,000 entries): 25,000 need three
+    await add_aged(redis_client, key, 25_000, age_ms=8 * DAY_MS)
+    removed = await StreamMonitor(redis_client, [stream]).apply_retention(
+        stream, RetentionSettings()
+    )
+    assert removed >= 24_900
+    assert await redis_client.xlen(key) <= 100

@@ -507,6 +507,8 @@ class StreamConsumer:
         if found is None:
             found = metrics.MessageMetrics.of(self.stream, self.group, event_type)
             self._by_type[event_type] = found
+            # exported from 0, so the first timeout is an increase an alert rule can see
+            metrics.HANDLER_TIMEOUTS.labels(self.stream, self.group, event_type)
         return found
 
     async def _handle(

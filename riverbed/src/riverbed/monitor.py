@@ -26,6 +26,9 @@ log = structlog.get_logger(__name__)
 
 #: counting entries past last-delivered-id costs O(n); give up beyond this many
 LAG_COUNT_LIMIT = 10_000
+#: one approximate XTRIM removes at most 100 macro nodes (10,000 entries with the default
+#: node size); a retention pass repeats it, up to this many times (10 million entries)
+TRIM_ROUNDS = 1_000
 
 
 def _text(value: Any) -> str:
@@ -141,18 +144,27 @@ class StreamMonitor:
                 if summary.get("min"):
                     safe.append(_text(summary["min"]))
         minid = min(safe, key=lambda i: tuple(int(p) for p in i.split("-")))
-        removed = int(await self.redis.xtrim(key, minid=minid, approximate=True))
+        removed = await self._trim_to(key, minid)
         if removed:
             metrics.RETENTION_TRIMMED.labels(stream).inc(removed)
             log.info("trimmed acknowledged entries", stream=stream, removed=removed, minid=minid)
         return removed
 
+    async def _trim_to(self, key: str, minid: str) -> int:
+        """``XTRIM MINID ~`` until it trims nothing: one call stops after 100 macro nodes, so
+        a busy stream (over ~160 entries/s at one pass a minute) would outgrow a single one."""
+        removed = 0
+        for _ in range(TRIM_ROUNDS):
+            trimmed = int(await self.redis.xtrim(key, minid=minid, approximate=True) or 0)
+            removed += trimmed
+            if not trimmed:
+                break
+        return removed
+
     async def trim_by_age(self, key: str, max_age_ms: int, *, label: str) -> int:
         """Trim entries older than ``max_age_ms`` (by their id's time; approximate MINID)."""
         oldest_kept_ms = int(time.time() * 1000) - max_age_ms
-        removed = int(
-            await self.redis.xtrim(key, minid=f"{oldest_kept_ms}-0", approximate=True) or 0
-        )
+        removed = await self._trim_to(key, f"{oldest_kept_ms}-0")
         if removed:
             metrics.RETENTION_TRIMMED.labels(label).inc(removed)
             log.info("trimmed entries past their retention", key=key, removed=removed)
