@@ -10,8 +10,7 @@ Each figure has its baseline measured in the same run:
 - ``memory-retries``: Redis ``used_memory`` once a real ``StreamConsumer`` has consumed
   four times ``--events`` events (200,000 by default), 1 % of them failing with
   ``RetryLater(delay_ms=3_600_000)`` (parked in the delay store for an hour), and retention
-  has caught up (``StreamMonitor.trim_acknowledged`` until it trims nothing: one pass
-  removes at most 10,000 entries); baseline ``memory-no-retries``: the same
+  has caught up (``StreamMonitor.trim_acknowledged`` until it trims nothing); baseline ``memory-no-retries``: the same
   run where every event succeeds. Each run has a ``redis-server`` of its own, and the
   figure is what it uses over its own empty start (KiB). Goal: ratio ≤ 1.2.
 - ``delayed-lateness-p50``, ``-p99``: a tenth of ``--events`` events (5,000 by default)
@@ -231,10 +230,8 @@ async def memory_round(events: list[CloudEvent], *, fail_every: int | None) -> M
         finally:
             consumer.stop()
             await main
-        # XTRIM MINID ~ removes at most 10,000 entries a call (Redis's default LIMIT, 100
-        # stream nodes of 100), so one retention pass cannot trim this run; a service makes one
-        # pass a RETENTION_INTERVAL_S. Passes are repeated until nothing is left to trim: the
-        # state retention reaches once it has caught up.
+        # a retention pass repeats XTRIM until it trims nothing; passes are repeated here too
+        # until nothing is left: the state retention reaches once it has caught up
         retention = StreamMonitor(client, [stream])
         passes = [await retention.trim_acknowledged(stream)]
         after_one_pass = await _used_memory(monitor) - empty
