@@ -219,6 +219,7 @@ class StreamConsumer:
         self._dead_letter = redis.register_script(scripts.DEAD_LETTER)
         self._in_flight: dict[str, asyncio.Task[None]] = {}
         self._handler_started: dict[str, float] = {}  # entry id -> monotonic s
+        self._timed_out: set[str] = set()  # entries whose handler was cancelled for its timeout
         self._cut_off = False  # handlers were cut off at shutdown: their entries stay pending
         self._outcomes: list[_Outcome] = []
         self._outcome_ready = asyncio.Event()
@@ -248,6 +249,7 @@ class StreamConsumer:
                 asyncio.create_task(self._keepalive_loop(), name=f"keepalive:{self.stream}"),
                 asyncio.create_task(self._reclaim_loop(), name=f"reclaim:{self.stream}"),
                 asyncio.create_task(self._promote_loop(), name=f"promote:{self.stream}"),
+                asyncio.create_task(self._timeout_loop(), name=f"timeouts:{self.stream}"),
             ]
             await self._recover_own_pending()
             await self._read_loop()
@@ -590,23 +592,27 @@ class StreamConsumer:
             first_seen_ms=outcome.first_seen_ms,
         )
         started = time.perf_counter()
-        self._handler_started[outcome.entry_id] = time.monotonic()
+        entry_id = outcome.entry_id
+        # a dict entry, not a timer per handler: the timeout loop cancels what overstays
+        self._handler_started[entry_id] = time.monotonic()
         try:
-            async with asyncio.timeout(self.handler_timeout_s) as deadline:
+            try:
                 emitted = await self.subscription.handler(message)
+            finally:
+                self._handler_started.pop(entry_id, None)
             if emitted:
                 await self.publisher.publish_many(emitted)
-        except TimeoutError as error:
-            if not deadline.expired():
-                self._fail(outcome, error, permanent=False, reason="error")
-            else:
-                metrics.HANDLER_TIMEOUTS.labels(self.stream, self.group, metric_type).inc()
-                self._fail(
-                    outcome,
-                    TimeoutError(f"handler ran past its timeout of {self.handler_timeout_s} s"),
-                    permanent=False,
-                    reason="timeout",
-                )
+        except asyncio.CancelledError:
+            if entry_id not in self._timed_out:
+                raise  # shutdown: the entry stays pending and is redelivered
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+            metrics.HANDLER_TIMEOUTS.labels(self.stream, self.group, metric_type).inc()
+            self._fail(
+                outcome,
+                TimeoutError(f"handler ran past its timeout of {self.handler_timeout_s} s"),
+                permanent=False,
+                reason="timeout",
+            )
         except PermanentError as error:
             self._fail(outcome, error, permanent=True, reason="permanent")
         except RetryLater as error:
@@ -618,13 +624,26 @@ class StreamConsumer:
                 reason="retry_later" if outcome.counted else "deferred",
                 delay_ms=error.delay_ms,
             )
-        except asyncio.CancelledError:
-            raise
         except Exception as error:
             self._fail(outcome, error, permanent=False, reason="error")
         finally:
-            self._handler_started.pop(outcome.entry_id, None)
+            self._timed_out.discard(entry_id)
             self._counters(metric_type).handler_seconds.observe(time.perf_counter() - started)
+
+    async def _timeout_loop(self) -> None:
+        """Cancel handlers running past their timeout, checking a few times per timeout (at
+        least every second); :meth:`_run_handler` counts such a cancel as a failed delivery."""
+        interval = min(1.0, self.handler_timeout_s / 4)
+        while not self._closing.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), timeout=interval)
+                return
+            overdue = time.monotonic() - self.handler_timeout_s
+            for entry_id, started in list(self._handler_started.items()):
+                task = self._in_flight.get(entry_id)
+                if started <= overdue and task is not None and entry_id not in self._timed_out:
+                    self._timed_out.add(entry_id)
+                    task.cancel()
 
     def _slow_handlers(self) -> int:
         """Handlers running longer than half their timeout (a gauge, read at scrape time)."""
