@@ -18,6 +18,8 @@ Layout (``<s>`` is a logical stream name such as ``email.requested``):
                                        read only to carry its entries over
 - ``rb:{<s>}:consumers:<group>``     hash: consumer name -> last heartbeat (ms since epoch)
 - ``rb:{<s>}:done:<group>``           sorted set: handled event id -> when (ms); trimmed to a window
+- ``rb:{<s>}:schedule:<name>``        hash: a recurring schedule publishing onto ``<s>`` (no TTL)
+- ``rb:schedules``                    hash: schedule name -> logical stream (the index; no TTL)
 - ``rb:cache:{<ns>}:v``               namespace version counter (no TTL; one per namespace)
 - ``rb:cache:{<ns>}:<version>:<key>`` cache entry (always a TTL)
 """
@@ -208,3 +210,21 @@ def webhook_rate_limit_key(endpoint_id: str) -> str:
     """GCRA state of one webhook endpoint's rate limit: its theoretical arrival time (ms since
     the epoch, Redis clock). TTL: until the state no longer limits anything (at most ~1 s)."""
     return f"{PREFIX}:webhooks:rate:{{{endpoint_id}}}"
+
+
+# -- schedules --------------------------------------------------------------------
+# A schedule's state lives under the hash tag of the stream its events go to, so one
+# script can check it, append the occurrence's event and advance it (riverbed.schedules).
+# The index spans every stream: it has no tag of a stream and is never in one script
+# with a state.
+
+
+def schedule_key(stream: str, name: str) -> str:
+    """Hash: definition, next and last occurrence (ms since the epoch), counts, flags."""
+    return f"{_tag(stream)}:schedule:{name}"
+
+
+def schedule_index_key(scope: str | None = None) -> str:
+    """Hash: schedule name -> logical stream of its state. ``scope`` keeps a separate set
+    of schedules (tests); the services use the default."""
+    return f"{PREFIX}:schedules" if scope is None else f"{PREFIX}:schedules:{scope}"

@@ -176,3 +176,28 @@ RETENTION_TRIMMED = Counter(
     "and dead letters as <stream>:dlq) past their age",
     ["stream"],
 )
+
+# -- schedules ---------------------------------------------------------------
+# Labelled by schedule name: names are chosen by operators, bounded by the number of
+# schedules (tens, not per-event values); a removed schedule's series go with it.
+SCHEDULES = Gauge("riverbed_schedules", "Recurring schedules defined (entries in the index)")
+SCHEDULE_LAST_FIRE = Gauge(
+    "riverbed_schedule_last_fire_timestamp_seconds",
+    "Occurrence time of the last event a schedule published, unix seconds",
+    ["schedule"],
+)
+SCHEDULE_NEXT_FIRE = Gauge(
+    "riverbed_schedule_next_fire_timestamp_seconds",
+    "Next occurrence a schedule waits for, unix seconds; absent when paused or finished",
+    ["schedule"],
+)
+SCHEDULE_OCCURRENCES_FIRED = Counter(
+    "riverbed_schedule_occurrences_fired_total",
+    "Occurrences this process published (each is published by one replica only)",
+    ["schedule"],
+)
+SCHEDULE_MISFIRES_SKIPPED = Counter(
+    "riverbed_schedule_misfires_skipped_total",
+    "Due occurrences skipped after downtime: only the most recent missed one is published",
+    ["schedule"],
+)

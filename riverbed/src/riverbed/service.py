@@ -35,6 +35,7 @@ from riverbed.logging import configure_logging
 from riverbed.monitor import StreamMonitor
 from riverbed.ops import ops_router
 from riverbed.publisher import Publisher, written_streams
+from riverbed.schedules import Scheduler
 from riverbed.settings import (
     ConsumerSettings,
     RedisSettings,
@@ -61,8 +62,12 @@ class Service:
         redis_settings: RedisSettings | None = None,
         consumer_settings: ConsumerSettings | None = None,
         app: FastAPI | None = None,
+        run_scheduler: bool = False,
     ) -> None:
+        """``run_scheduler``: also publish recurring schedules' due occurrences
+        (:mod:`riverbed.schedules`); safe in any number of replicas."""
         self.settings = settings
+        self.run_scheduler = run_scheduler
         self.redis_settings = redis_settings or RedisSettings()
         self.consumer_settings = consumer_settings or ConsumerSettings()
         self.retention_settings = RetentionSettings()
@@ -149,6 +154,9 @@ class Service:
             self.consumers.append(consumer)
         self.monitor = StreamMonitor(self._redis, [s.stream for s in self.subscriptions])
         self._background.append(asyncio.create_task(self._retention_loop(), name="retention"))
+        if self.run_scheduler:
+            scheduler = Scheduler(self._redis)
+            self._background.append(asyncio.create_task(scheduler.run(), name="scheduler"))
 
     def request_stop(self) -> None:
         """Ask :meth:`serve` to stop, as SIGTERM does."""

@@ -1,0 +1,461 @@
+"""Schedules in Redis: the index, each schedule's state, and the scripts that change them.
+
+State of schedule ``<name>`` publishing onto ``<stream>``: the hash
+``rb:{<stream>}:schedule:<name>`` (see :mod:`riverbed.keys`), fields
+
+- ``definition`` (canonical JSON) and its ``fingerprint`` (SHA-256),
+- ``next_ms``: the next occurrence to publish, ms since the epoch ('' when finished),
+- ``last_ms``, ``last_entry_id``: the last occurrence published and its stream entry,
+- ``fired``, ``missed``: occurrences published, and skipped by the misfire rule,
+- ``paused`` ('0'/'1'), ``version`` (bumped by every write: the compare-and-set token),
+- ``created_ms``, ``updated_ms``,
+- during a move to another stream only: ``moving`` (on the old state: where it went) and
+  ``moved_from`` (on the new state: where it came from).
+
+The index ``rb:schedules`` maps every name to the stream of its state. The two are in
+different cluster slots, so they cannot change in one script; the order of writes makes
+every state reachable from the index:
+
+- **create**: the index entry first, then the state. A process that dies in between
+  leaves an index entry without a state: listed with status ``missing``, never fired;
+  upserting again creates the state, removing drops the entry.
+- **remove**: the state first (from then on nothing fires), then the index entry.
+- **move** (the template's type changed to one on another stream): the old state is
+  *retired* (``moving`` set: it never fires again) and its counts and last occurrence
+  are carried into the new state (``moved_from`` set), then the index is pointed at
+  the new stream, the old state deleted and ``moved_from`` cleared. Interrupted anywhere,
+  the schedule does not fire twice — the old state is retired before the new one exists,
+  and the new one never publishes an occurrence at or before the last one published — it
+  is listed with status ``moving`` (and fires nothing) while the index still names the
+  old stream, and the next upsert of the schedule finishes the move.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Final, Literal
+
+from riverbed import keys
+from riverbed.connection import Redis
+from riverbed.schedules.definition import ScheduleDefinition, ScheduleError, check_name
+from riverbed.schedules.timing import first_due, iso
+from riverbed.scripts import LuaScript
+
+#: upserts, pauses and resumes retry when a scheduler fired in between (compare-and-set)
+_ATTEMPTS: Final = 20
+
+#: Create a state unless one exists. KEYS: state. ARGV: field, value, ... 1 when created.
+_CREATE: Final = LuaScript("""
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV))
+return 1
+""")
+
+#: Write fields when the state is still at the version read. KEYS: state.
+#: ARGV: expected version, then field, value, ... 1 when written.
+_SET_IF_VERSION: Final = LuaScript("""
+if redis.call('HGET', KEYS[1], 'version') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('HINCRBY', KEYS[1], 'version', 1)
+return 1
+""")
+
+#: Publish one occurrence and advance the schedule, atomically, only if nothing changed
+#: since the scheduler read it (same version, not paused, not moving): two schedulers can
+#: never both publish it, and a crash leaves either both writes or neither.
+#: KEYS: state, stream. ARGV: version, occurrence (ms), next (ms or ''), missed,
+#: entry field, CloudEvents JSON. Returns the entry id, or false when not published.
+FIRE: Final = LuaScript("""
+local state = redis.call('HMGET', KEYS[1], 'version', 'paused', 'moving')
+if state[1] ~= ARGV[1] or state[2] == '1' or state[3] then return false end
+local id = redis.call('XADD', KEYS[2], '*', ARGV[5], ARGV[6])
+redis.call('HSET', KEYS[1], 'last_ms', ARGV[2], 'next_ms', ARGV[3], 'last_entry_id', id)
+redis.call('HINCRBY', KEYS[1], 'fired', 1)
+redis.call('HINCRBY', KEYS[1], 'missed', ARGV[4])
+redis.call('HINCRBY', KEYS[1], 'version', 1)
+return id
+""")
+
+#: Retire a state that moves to another stream: it never fires again. KEYS: state.
+#: ARGV: the stream it moves to. Returns its fields (HGETALL), or false when absent.
+_RETIRE: Final = LuaScript("""
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+redis.call('HSET', KEYS[1], 'moving', ARGV[1])
+redis.call('HINCRBY', KEYS[1], 'version', 1)
+return redis.call('HGETALL', KEYS[1])
+""")
+
+#: Delete a retired state once its successor is in the index. KEYS: state.
+#: ARGV: the stream it moved to. 1 when deleted.
+_DELETE_RETIRED: Final = LuaScript("""
+if redis.call('HGET', KEYS[1], 'moving') ~= ARGV[1] then return 0 end
+return redis.call('DEL', KEYS[1])
+""")
+
+Status = Literal["active", "paused", "finished", "moving", "missing"]
+
+
+def _text(value: bytes | str | None) -> str | None:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _int(value: str | None) -> int | None:
+    return int(value) if value not in (None, "") else None
+
+
+@dataclass(frozen=True)
+class StoredState:
+    """One schedule's state hash, decoded."""
+
+    definition: ScheduleDefinition | None  # None: undecodable (written by a newer version)
+    version: str
+    next_ms: int | None
+    last_ms: int | None
+    last_entry_id: str | None
+    fired: int
+    missed: int
+    paused: bool
+    created_ms: int | None
+    updated_ms: int | None
+    moving: str | None
+    moved_from: str | None
+    fingerprint: str | None
+
+    @classmethod
+    def decode(cls, raw: Mapping[Any, Any]) -> StoredState | None:
+        fields = {_text(k): _text(v) for k, v in raw.items()}
+        if not fields:
+            return None
+        return cls(
+            definition=_definition(fields.get("definition") or ""),
+            version=fields.get("version") or "0",
+            next_ms=_int(fields.get("next_ms")),
+            last_ms=_int(fields.get("last_ms")),
+            last_entry_id=fields.get("last_entry_id"),
+            fired=_int(fields.get("fired")) or 0,
+            missed=_int(fields.get("missed")) or 0,
+            paused=fields.get("paused") == "1",
+            created_ms=_int(fields.get("created_ms")),
+            updated_ms=_int(fields.get("updated_ms")),
+            moving=fields.get("moving"),
+            moved_from=fields.get("moved_from"),
+            fingerprint=fields.get("fingerprint"),
+        )
+
+    @property
+    def status(self) -> Status:
+        if self.moving is not None:
+            return "moving"
+        if self.paused:
+            return "paused"
+        return "finished" if self.next_ms is None else "active"
+
+
+@dataclass(frozen=True)
+class ScheduleView:
+    """A schedule as listed: its stream, status, definition and progress."""
+
+    name: str
+    stream: str
+    status: Status
+    state: StoredState | None
+
+    def as_json(self) -> dict[str, Any]:
+        state = self.state
+        definition = state.definition if state is not None else None
+        document: dict[str, Any] = {"name": self.name, "stream": self.stream, "status": self.status}
+        if definition is not None:
+            document.update(
+                type=definition.type,
+                cron=definition.cron,
+                tz=definition.tz,
+                every_s=definition.every_s,
+                data=definition.data,
+                subject=definition.subject,
+                source=definition.source,
+                start=iso(definition.start_ms) if definition.start_ms is not None else None,
+                end=iso(definition.end_ms) if definition.end_ms is not None else None,
+                limit=definition.limit,
+            )
+        if state is not None:
+            document.update(
+                paused=state.paused,
+                next_fire=iso(state.next_ms) if state.next_ms is not None else None,
+                last_fire=iso(state.last_ms) if state.last_ms is not None else None,
+                last_entry_id=state.last_entry_id,
+                fired=state.fired,
+                misfires_skipped=state.missed,
+                created=iso(state.created_ms) if state.created_ms is not None else None,
+                updated=iso(state.updated_ms) if state.updated_ms is not None else None,
+            )
+            if state.moving is not None:
+                document["moving_to"] = state.moving
+        return document
+
+
+@dataclass(frozen=True)
+class Upserted:
+    outcome: Literal["created", "updated", "unchanged"]
+    schedule: ScheduleView
+
+
+class ScheduleStore:
+    """Create, change, list, pause, resume and remove schedules.
+
+    ``index_key``: the index (default ``rb:schedules``; tests use their own).
+    ``routes``: logical stream -> the stream a schedule's events go to instead (tests),
+    as for :class:`riverbed.publisher.Publisher`. ``clock``: seconds since the epoch.
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        index_key: str | None = None,
+        routes: Mapping[str, str] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.redis = redis
+        self.index_key = index_key or keys.schedule_index_key()
+        self.routes = dict(routes or {})
+        self.clock = clock
+
+    def _now_ms(self) -> int:
+        return round(self.clock() * 1000)
+
+    def stream_for(self, definition: ScheduleDefinition) -> str:
+        stream = definition.stream
+        return self.routes.get(stream, stream)
+
+    # -- reading --------------------------------------------------------------------------
+
+    async def index(self) -> dict[str, str]:
+        """Every schedule name -> the stream its state is under."""
+        raw = await self.redis.hgetall(self.index_key)
+        return {str(_text(k)): str(_text(v)) for k, v in raw.items()}
+
+    async def _state(self, stream: str, name: str) -> StoredState | None:
+        return StoredState.decode(await self.redis.hgetall(keys.schedule_key(stream, name)))
+
+    async def states(self, index: Mapping[str, str]) -> dict[str, StoredState | None]:
+        """The states of the indexed schedules, read in one pipeline (one slot or many)."""
+        names = sorted(index)
+        if not names:
+            return {}
+        pipe = self.redis.pipeline(transaction=False)
+        for name in names:
+            pipe.hgetall(keys.schedule_key(index[name], name))
+        found = await pipe.execute()
+        return {name: StoredState.decode(raw) for name, raw in zip(names, found, strict=True)}
+
+    async def list(self) -> list[ScheduleView]:
+        index = await self.index()
+        states = await self.states(index)
+        return [_view(name, index[name], states[name]) for name in sorted(index)]
+
+    async def get(self, name: str) -> ScheduleView | None:
+        stream = _text(await self.redis.hget(self.index_key, check_name(name)))
+        if stream is None:
+            return None
+        return _view(name, stream, await self._state(stream, name))
+
+    # -- writing --------------------------------------------------------------------------
+
+    async def upsert(self, definition: ScheduleDefinition) -> Upserted:
+        """Create or change a schedule. The same definition again changes nothing (its
+        next occurrence included); a changed one continues with its first occurrence
+        after now and after the last one published, so nothing is published twice."""
+        definition.check_template()
+        name, target = definition.name, self.stream_for(definition)
+        moved = False
+        for _ in range(_ATTEMPTS):
+            now = self._now_ms()
+            current = _text(await self.redis.hget(self.index_key, name))
+            if current is not None and current != target:
+                await self._move(name, current, target, definition, now)
+                moved = True
+            elif current is None:
+                await self.redis.hset(self.index_key, name, target)  # before the state: see above
+            state = await self._state(target, name)
+            if state is None:
+                if await self._create(target, definition, now):
+                    return await self._answer("updated" if moved else "created", name)
+                continue
+            if state.moving is not None:  # an interrupted move away, now moved back
+                await self._unretire(name, target, state)
+                continue
+            if state.moved_from is not None:
+                await self._finish_move(name, state.moved_from, target)
+            if state.fingerprint == definition.fingerprint:
+                return await self._answer("updated" if moved else "unchanged", name)
+            after = max(now, state.last_ms if state.last_ms is not None else now)
+            next_ms = first_due(
+                definition.timing, after_ms=after, fired=state.fired, limit=definition.limit
+            )
+            written = await _SET_IF_VERSION(
+                self.redis,
+                keys=[keys.schedule_key(target, name)],
+                args=[
+                    state.version,
+                    "definition", definition.to_json(),
+                    "fingerprint", definition.fingerprint,
+                    "next_ms", "" if next_ms is None else next_ms,
+                    "updated_ms", now,
+                ],
+            )  # fmt: skip
+            if written:
+                return await self._answer("updated", name)
+        raise RuntimeError(f"schedule {name!r} kept changing while it was upserted; try again")
+
+    async def _answer(
+        self, outcome: Literal["created", "updated", "unchanged"], name: str
+    ) -> Upserted:
+        view = await self.get(name)
+        assert view is not None
+        return Upserted(outcome, view)
+
+    async def _create(
+        self,
+        stream: str,
+        definition: ScheduleDefinition,
+        now: int,
+        carried: StoredState | None = None,
+        moved_from: str | None = None,
+    ) -> bool:
+        last = carried.last_ms if carried is not None else None
+        fired = carried.fired if carried is not None else 0
+        next_ms = first_due(
+            definition.timing,
+            after_ms=max(now, last if last is not None else now),
+            fired=fired,
+            limit=definition.limit,
+        )
+        fields: dict[str, str | int] = {
+            "definition": definition.to_json(),
+            "fingerprint": definition.fingerprint,
+            "version": 1,
+            "next_ms": "" if next_ms is None else next_ms,
+            "fired": fired,
+            "missed": carried.missed if carried is not None else 0,
+            "paused": "1" if carried is not None and carried.paused else "0",
+            "created_ms": (carried.created_ms or now) if carried is not None else now,
+            "updated_ms": now,
+        }
+        if carried is not None and carried.last_ms is not None:
+            fields["last_ms"] = carried.last_ms
+            fields["last_entry_id"] = carried.last_entry_id or ""
+        if moved_from is not None:
+            fields["moved_from"] = moved_from
+        args = [item for pair in fields.items() for item in pair]
+        return bool(
+            await _CREATE(self.redis, keys=[keys.schedule_key(stream, definition.name)], args=args)
+        )
+
+    async def _move(
+        self, name: str, source: str, target: str, definition: ScheduleDefinition, now: int
+    ) -> None:
+        old = await self._state(source, name)
+        if old is not None and old.moving not in (None, target):
+            # an earlier, interrupted move towards a third stream: its half never fired
+            # (it was never in the index), and now goes nowhere
+            await self.redis.delete(keys.schedule_key(old.moving, name))
+        retired = await _RETIRE(self.redis, keys=[keys.schedule_key(source, name)], args=[target])
+        carried = StoredState.decode(_pairs(retired)) if retired else None
+        await self._create(target, definition, now, carried, moved_from=source)
+        await self.redis.hset(self.index_key, name, target)
+        await self._finish_move(name, source, target)
+
+    async def _finish_move(self, name: str, source: str, target: str) -> None:
+        await _DELETE_RETIRED(self.redis, keys=[keys.schedule_key(source, name)], args=[target])
+        await self.redis.hdel(keys.schedule_key(target, name), "moved_from")
+
+    async def _unretire(self, name: str, stream: str, state: StoredState) -> None:
+        assert state.moving is not None
+        await self.redis.delete(keys.schedule_key(state.moving, name))  # never indexed
+        await self.redis.hdel(keys.schedule_key(stream, name), "moving")
+
+    async def remove(self, name: str) -> bool:
+        """Delete a schedule; False when there was none. Nothing fires once it returns."""
+        stream = _text(await self.redis.hget(self.index_key, check_name(name)))
+        if stream is None:
+            return False
+        state = await self._state(stream, name)
+        doomed = [keys.schedule_key(stream, name)]
+        if state is not None:
+            doomed += [keys.schedule_key(s, name) for s in (state.moving, state.moved_from) if s]
+        for key in doomed:  # one key at a time: they may be in different cluster slots
+            await self.redis.delete(key)
+        await self.redis.hdel(self.index_key, name)
+        return True
+
+    async def pause(self, name: str) -> ScheduleView | None:
+        """Stop firing until resumed; None when there is no such schedule."""
+        return await self._set_paused(name, paused=True)
+
+    async def resume(self, name: str) -> ScheduleView | None:
+        """Fire again, from the first occurrence after now: occurrences that fell while it
+        was paused are skipped, not caught up. None when there is no such schedule."""
+        return await self._set_paused(name, paused=False)
+
+    async def _set_paused(self, name: str, *, paused: bool) -> ScheduleView | None:
+        for _ in range(_ATTEMPTS):
+            stream = _text(await self.redis.hget(self.index_key, check_name(name)))
+            if stream is None:
+                return None
+            state = await self._state(stream, name)
+            if state is None:
+                return None
+            if state.paused == paused:
+                return _view(name, stream, state)
+            fields: list[str | int] = [
+                "paused",
+                "1" if paused else "0",
+                "updated_ms",
+                self._now_ms(),
+            ]
+            if not paused and state.definition is not None:
+                last = state.last_ms if state.last_ms is not None else self._now_ms()
+                next_ms = first_due(
+                    state.definition.timing,
+                    after_ms=max(self._now_ms(), last),
+                    fired=state.fired,
+                    limit=state.definition.limit,
+                )
+                fields += ["next_ms", "" if next_ms is None else next_ms]
+            key = keys.schedule_key(stream, name)
+            if await _SET_IF_VERSION(self.redis, keys=[key], args=[state.version, *fields]):
+                return await self.get(name)
+        raise RuntimeError(f"schedule {name!r} kept changing; try again")
+
+
+@lru_cache(maxsize=4096)
+def _definition(text: str) -> ScheduleDefinition | None:
+    """A stored definition, parsed and checked once per process (a pass reads them all);
+    None when it cannot be read (written by a newer version, or damaged)."""
+    try:
+        return ScheduleDefinition.from_json(text)
+    except (ValueError, TypeError):
+        return None
+
+
+def _pairs(flat: list[Any]) -> dict[Any, Any]:
+    """A flat HGETALL reply from a script ([field, value, ...]) as a mapping."""
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+def _view(name: str, stream: str, state: StoredState | None) -> ScheduleView:
+    return ScheduleView(name, stream, "missing" if state is None else state.status, state)
+
+
+__all__ = [
+    "FIRE",
+    "ScheduleError",
+    "ScheduleStore",
+    "ScheduleView",
+    "Status",
+    "StoredState",
+    "Upserted",
+]
