@@ -22,15 +22,21 @@ The table (:func:`outbox_table`), one per service database:
 with a partial index on ``id`` over the unpublished rows and an index on ``published_at``
 (retention). Payments' ``outbox`` and webhooks' ``webhook_outbox`` have this shape.
 
-The relay, in one database transaction per batch: takes the oldest unpublished rows
-(``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so replicas take disjoint batches; on SQLite
-it first takes the database's write lock, so relays in several processes queue), appends
-them to their streams, marks them published and commits. A crash or a failed commit
-after the append leaves the rows unpublished: they are appended again by the next pass
-of any replica. That is the at-least-once half; the other half is that every event a
-service queues has a deterministic id (a UUID5 of the fact it reports), so the copy
-carries the same id and consumers' idempotency (per group and event id) drops it.
-Within one relay, rows are appended in commit order; across replicas there is no order.
+The relay, on PostgreSQL in one database transaction per batch: takes the oldest
+unpublished rows ``FOR UPDATE SKIP LOCKED`` (replicas take disjoint batches), appends
+them to their streams, marks them published and commits. On SQLite, whose one write
+lock must not be held while Redis is slow or away (every writer of the database would
+wait for it), it reads the batch, appends it, then marks it in a short write
+transaction; relays in two processes on one SQLite file may then append a row twice.
+A crash or a failed commit after the append leaves the rows unpublished: they are
+appended again by the next pass of any replica. That is the at-least-once half; the
+other half is that every event a service queues has a deterministic id (a UUID5 of the
+fact it reports), so the copy carries the same id and consumers' idempotency (per group
+and event id) drops it.
+
+Within one relay, rows are appended in the order they were queued (by id; on PostgreSQL a
+row whose transaction commits late follows rows queued after it); across replicas there
+is no order.
 """
 
 from __future__ import annotations
@@ -53,7 +59,6 @@ from sqlalchemy import (
     Table,
     Text,
     delete,
-    false,
     func,
     select,
     update,
@@ -217,27 +222,33 @@ class OutboxRelay:
 
     async def relay_once(self) -> int:
         """Append one batch of unpublished events and mark it published; how many."""
-        async with self.engine.begin() as conn:
-            rows = await self._take(conn)
-            if not rows:
-                return 0
-            by_stream: dict[str, list[CloudEvent]] = {}
-            for row in rows:
-                by_stream.setdefault(row.stream, []).append(
-                    CloudEvent.model_validate_json(row.event)
-                )
-            publisher = self.publisher()
-            for stream, events in by_stream.items():
-                # validated before they were queued (new_event and the payload models)
-                await publisher.publish_many(events, stream=stream, validated=True)
-            now = self.clock()
-            await self._mark_published(conn, [row.id for row in rows], now)
+        if self.engine.dialect.name == "postgresql":
+            # one transaction: the rows stay locked (SKIP LOCKED: replicas take disjoint
+            # batches) until they are marked; writers of new rows are not held up
+            async with self.engine.begin() as conn:
+                rows = await self._take(conn, lock=True)
+                if rows:
+                    await self._append(rows)
+                    now = self.clock()
+                    await self._mark_published(conn, [row.id for row in rows], now)
+        else:
+            # SQLite has no row locks, and its one write lock must not be held while Redis
+            # is slow or away (every handler's commit would wait on it): read, append, then
+            # mark in a short write transaction. Relays in two processes may append a row
+            # twice, under its one event id (consumers drop the copy).
+            async with self.reader.connect() as conn:
+                rows = await self._take(conn, lock=False)
+            if rows:
+                await self._append(rows)
+                now = self.clock()
+                async with self.engine.begin() as conn:
+                    await self._mark_published(conn, [row.id for row in rows], now)
         for row in rows:
             PUBLISHED.labels(self.service, row.type).inc()
             self._delay.observe(max((now - row.created_at).total_seconds(), 0.0))
         return len(rows)
 
-    async def _take(self, conn: AsyncConnection) -> Sequence[Any]:
+    async def _take(self, conn: AsyncConnection, *, lock: bool) -> Sequence[Any]:
         t = self.table
         query = (
             select(t.c.id, t.c.stream, t.c.type, t.c.event, t.c.created_at)
@@ -245,18 +256,26 @@ class OutboxRelay:
             .order_by(t.c.id)
             .limit(self.batch_size)
         )
-        if conn.dialect.name == "postgresql":
-            query = query.with_for_update(skip_locked=True)  # replicas take disjoint batches
-        elif conn.dialect.name == "sqlite":
-            # SQLite has no row locks: a write that changes nothing takes the database's
-            # write lock now, so a relay in another process waits for this batch's commit
-            # instead of reading the same rows (a no-op where the engine began IMMEDIATE)
-            await conn.execute(update(t).where(false()).values(published_at=t.c.published_at))
+        if lock:
+            query = query.with_for_update(skip_locked=True)
         return (await conn.execute(query)).all()
 
+    async def _append(self, rows: Sequence[Any]) -> None:
+        """Append the rows' events to their streams, in row order within each stream."""
+        by_stream: dict[str, list[CloudEvent]] = {}
+        for row in rows:
+            by_stream.setdefault(row.stream, []).append(CloudEvent.model_validate_json(row.event))
+        publisher = self.publisher()
+        for stream, events in by_stream.items():
+            # validated before they were queued (new_event and the payload models)
+            await publisher.publish_many(events, stream=stream, validated=True)
+
     async def _mark_published(self, conn: AsyncConnection, ids: list[int], at: datetime) -> None:
+        t = self.table
         await conn.execute(
-            update(self.table).where(self.table.c.id.in_(ids)).values(published_at=at)
+            update(t)
+            .where(t.c.id.in_(ids), t.c.published_at.is_(None))  # a copy keeps the first time
+            .values(published_at=at)
         )
 
     # -- upkeep ------------------------------------------------------------------------
