@@ -9,6 +9,11 @@
     riverbed dlq replay STREAM (ENTRY_ID ... | --all) [FILTERS] [--dry-run]
     riverbed dlq purge STREAM (ENTRY_ID ... | --all) [FILTERS] [--dry-run] [--yes]
     riverbed publish TYPE [--data JSON]     publish a test event (its contract's example by default)
+    riverbed schedules list                 recurring schedules: status, rule, next and last fire
+    riverbed schedules show NAME            one schedule in full
+    riverbed schedules upsert NAME (--cron EXPR [--tz ZONE] | --every SECONDS) --type TYPE
+                      --data JSON [--subject S] [--source URI] [--start ISO] [--end ISO] [--limit N]
+    riverbed schedules pause|resume|remove NAME
 
 FILTERS: ``--type 'email.*'`` (event type, shell-style pattern), ``--error TEXT`` (in the
 error type or message, any case), ``--reason REASON``, ``--since WHEN``, ``--until WHEN``
@@ -22,6 +27,10 @@ Replay appends the dead-lettered event, unchanged (same event id), to its stream
 it from the dead-letter stream, both in one script. Every group of the stream sees it again;
 groups that handled that event id within their idempotency window
 (``RIVERBED_CONSUMER_IDEMPOTENCY_TTL_S``, 24 h) skip it.
+
+Schedules are published by the schedulers that run in the services (the gateway runs one),
+exactly once each; see :mod:`riverbed.schedules`. Upserting the definition already stored
+changes nothing; ``--tz`` defaults to UTC.
 """
 
 from __future__ import annotations
@@ -49,6 +58,14 @@ from riverbed import keys, scripts
 from riverbed.connection import Redis, connect, redacted_url
 from riverbed.monitor import LAG_COUNT_LIMIT
 from riverbed.publisher import Publisher
+from riverbed.schedules import (
+    ScheduleDefinition,
+    ScheduleError,
+    ScheduleStore,
+    ScheduleView,
+    check_name,
+    parse_time,
+)
 from riverbed.settings import RedisSettings, RetentionSettings
 from riverbed_contracts import CloudEvent
 from riverbed_contracts.envelope import ENTRY_FIELD, EntryDecodeError, event_from_entry
@@ -788,6 +805,150 @@ async def cmd_publish(redis: Redis, args: argparse.Namespace, out: Console, err:
     return 0
 
 
+# -- schedules -----------------------------------------------------------------------------
+
+
+def _rule(schedule: dict[str, Any]) -> str:
+    if schedule.get("cron"):
+        return f"{schedule['cron']} ({schedule['tz']})"
+    if schedule.get("every_s"):
+        return f"every {schedule['every_s']}s"
+    return "?"
+
+
+def _schedule_line(view: ScheduleView) -> str:
+    document = view.as_json()
+    upcoming = document.get("next_fire") or "-"
+    return f"{view.status}; next fire {upcoming}; publishes onto {keys.stream_key(view.stream)}"
+
+
+async def cmd_schedules_list(
+    redis: Redis, args: argparse.Namespace, out: Console, err: Console
+) -> int:
+    views = await ScheduleStore(redis).list()
+    if args.json:
+        _print_json(out, {"schedules": [v.as_json() for v in views]})
+        return 0
+    if not views:
+        out.print("no schedules (riverbed schedules upsert NAME … creates one)")
+        return 0
+    table = Table(title="schedules", title_justify="left")
+    for column in ("name", "status", "rule", "type", "next fire", "last fire", "fired", "skipped"):
+        table.add_column(column, justify="right" if column in ("fired", "skipped") else "left")
+    for view in views:
+        document = view.as_json()
+        status: str = view.status
+        if status in ("missing", "moving"):
+            status = f"[yellow]{status}[/]"  # an interrupted write: upsert or remove fixes it
+        table.add_row(
+            escape(view.name),
+            status,
+            escape(_rule(document)),
+            escape(document.get("type", "?")),
+            document.get("next_fire") or "-",
+            document.get("last_fire") or "-",
+            str(document.get("fired", 0)),
+            str(document.get("misfires_skipped", 0)),
+        )
+    out.print(table)
+    if any(v.status in ("missing", "moving") for v in views):
+        out.print(
+            "[yellow]missing/moving: a change was interrupted; these fire nothing until "
+            "'riverbed schedules upsert' (or remove) is run for them again[/]"
+        )
+    return 0
+
+
+def _unknown_schedule(name: str) -> UsageError:
+    return UsageError(f"no schedule named {name!r}; 'riverbed schedules list' shows them")
+
+
+async def cmd_schedules_show(
+    redis: Redis, args: argparse.Namespace, out: Console, err: Console
+) -> int:
+    view = await ScheduleStore(redis).get(_schedule_name(args.name))
+    if view is None:
+        raise _unknown_schedule(args.name)
+    if args.json:
+        _print_json(out, view.as_json())
+    else:
+        out.print_json(data=view.as_json())
+    return 0
+
+
+def _schedule_name(name: str) -> str:
+    try:
+        return check_name(name)
+    except ScheduleError as error:
+        raise UsageError(str(error)) from None
+
+
+def _bound(value: str | None, option: str) -> int | None:
+    if value is None:
+        return None
+    try:
+        return parse_time(value, what=option)
+    except ScheduleError as error:
+        raise UsageError(str(error)) from None
+
+
+async def cmd_schedules_upsert(
+    redis: Redis, args: argparse.Namespace, out: Console, err: Console
+) -> int:
+    try:
+        definition = ScheduleDefinition(
+            name=_schedule_name(args.name),
+            type=args.type,
+            data=_data(args),
+            cron=args.cron,
+            tz=args.tz,
+            every_s=args.every,
+            subject=args.subject,
+            source=args.source,
+            start_ms=_bound(args.start, "--start"),
+            end_ms=_bound(args.end, "--end"),
+            limit=args.limit,
+        )
+        upserted = await ScheduleStore(redis).upsert(definition)
+    except ScheduleError as error:
+        details = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors)
+        raise UsageError(f"{error}{': ' + details if details else ''}") from None
+    if args.json:
+        _print_json(out, {"outcome": upserted.outcome, "schedule": upserted.schedule.as_json()})
+    else:
+        out.print(
+            f"{upserted.outcome} schedule {escape(args.name)}: {_schedule_line(upserted.schedule)}"
+        )
+    return 0
+
+
+async def cmd_schedules_pause(
+    redis: Redis, args: argparse.Namespace, out: Console, err: Console
+) -> int:
+    store = ScheduleStore(redis)
+    name = _schedule_name(args.name)
+    view = await (store.pause(name) if args.action == "pause" else store.resume(name))
+    if view is None:
+        raise _unknown_schedule(args.name)
+    if args.json:
+        _print_json(out, view.as_json())
+    else:
+        out.print(f"schedule {escape(args.name)}: {_schedule_line(view)}")
+    return 0
+
+
+async def cmd_schedules_remove(
+    redis: Redis, args: argparse.Namespace, out: Console, err: Console
+) -> int:
+    if not await ScheduleStore(redis).remove(_schedule_name(args.name)):
+        raise _unknown_schedule(args.name)
+    if args.json:
+        _print_json(out, {"removed": args.name})
+    else:
+        out.print(f"removed schedule {escape(args.name)}; it fires no more")
+    return 0
+
+
 # -- plumbing --------------------------------------------------------------------------------
 
 
@@ -874,6 +1035,44 @@ def _parser() -> argparse.ArgumentParser:
     publish.add_argument("--stream", help="another stream than the type's (tests, staging)")
     publish.add_argument("--count", type=int, default=1, help="events to publish (fresh ids)")
     publish.set_defaults(run=cmd_publish)
+
+    schedules = commands.add_parser("schedules", help="recurring schedules of events")
+    verbs = schedules.add_subparsers(dest="action", metavar="ACTION", required=True)
+    listing = verbs.add_parser("list", parents=[common], help="every schedule, its next fire")
+    listing.set_defaults(run=cmd_schedules_list)
+    show = verbs.add_parser("show", parents=[common], help="one schedule in full")
+    show.add_argument("name")
+    show.set_defaults(run=cmd_schedules_show)
+    upsert = verbs.add_parser(
+        "upsert",
+        parents=[common],
+        help="create or change a schedule (the same definition again changes nothing)",
+    )
+    upsert.add_argument("name", help="letters, digits, '.', '_' or '-' (up to 100)")
+    rule = upsert.add_mutually_exclusive_group(required=True)
+    rule.add_argument("--cron", help="five cron fields, e.g. '0 8 * * *', or @daily, @hourly…")
+    rule.add_argument("--every", type=int, metavar="SECONDS", help="a fixed interval, seconds")
+    upsert.add_argument("--tz", help="IANA time zone of --cron, e.g. Europe/Berlin (default UTC)")
+    upsert.add_argument("--type", required=True, help=f"event type: {', '.join(REGISTRY)}")
+    upsert.add_argument("--data", required=True, help="the event's data as JSON, or @file")
+    upsert.add_argument("--subject", help="CloudEvents subject of each event")
+    upsert.add_argument(
+        "--source", help="CloudEvents source (default urn:riverbed:schedule:<name>)"
+    )
+    upsert.add_argument("--start", help="first possible occurrence, ISO 8601 with an offset")
+    upsert.add_argument("--end", help="last possible occurrence, ISO 8601 with an offset")
+    upsert.add_argument("--limit", type=int, help="occurrences to publish, then stop")
+    upsert.set_defaults(run=cmd_schedules_upsert)
+    for verb, text in (
+        ("pause", "stop firing until resumed"),
+        ("resume", "fire again, from the next occurrence after now (no catch-up)"),
+    ):
+        action = verbs.add_parser(verb, parents=[common], help=text)
+        action.add_argument("name")
+        action.set_defaults(run=cmd_schedules_pause)
+    remove = verbs.add_parser("remove", parents=[common], help="delete a schedule")
+    remove.add_argument("name")
+    remove.set_defaults(run=cmd_schedules_remove)
     return parser
 
 

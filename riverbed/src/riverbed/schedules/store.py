@@ -183,7 +183,10 @@ class ScheduleView:
         if state is not None:
             document.update(
                 paused=state.paused,
-                next_fire=iso(state.next_ms) if state.next_ms is not None else None,
+                # only an active schedule waits for an occurrence (resume recomputes it)
+                next_fire=iso(state.next_ms)
+                if state.next_ms is not None and self.status == "active"
+                else None,
                 last_fire=iso(state.last_ms) if state.last_ms is not None else None,
                 last_entry_id=state.last_entry_id,
                 fired=state.fired,
