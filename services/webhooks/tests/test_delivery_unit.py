@@ -1,4 +1,8 @@
-"""The delivery and fan-out use cases with in-memory fakes: no Redis, no database, no network."""
+"""The delivery and fan-out use cases with in-memory fakes: no Redis, no database, no network.
+
+The fakes keep the outbox as the SQL adapters do: an event is queued with the record it
+reports (one call, one transaction there), at most once per event id.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +25,11 @@ from riverbed_webhooks.domain.model import (
     DisabledReason,
     Endpoint,
 )
+from riverbed_webhooks.domain.outcomes import (
+    disabled_event_id,
+    exhausted_event_id,
+    succeeded_event_id,
+)
 from riverbed_webhooks.domain.retry import RetrySchedule
 from riverbed_webhooks.domain.signing import generate_secret
 from riverbed_webhooks.metrics import EndpointLabels
@@ -40,9 +49,24 @@ class Clock:
 
 
 @dataclass
+class Outbox:
+    """Queued events by id, in order: what the outbox table would hold."""
+
+    events: dict[str, CloudEvent] = field(default_factory=dict)
+
+    def queue(self, events: Sequence[CloudEvent]) -> None:
+        for queued in events:
+            self.events.setdefault(queued.id, queued)  # ON CONFLICT (event_id) DO NOTHING
+
+    def of_type(self, event_type: str) -> list[CloudEvent]:
+        return [e for e in self.events.values() if e.type == event_type]
+
+
+@dataclass
 class FakeRepository:
     endpoints: dict[str, Endpoint] = field(default_factory=dict)
     failing_since: dict[str, datetime] = field(default_factory=dict)
+    outbox: Outbox = field(default_factory=Outbox)
 
     async def get(self, endpoint_id: str) -> Endpoint | None:
         return self.endpoints.get(endpoint_id)
@@ -51,7 +75,12 @@ class FakeRepository:
         return [e for e in self.endpoints.values() if e.enabled]
 
     async def disable(
-        self, endpoint_id: str, reason: DisabledReason, at: datetime
+        self,
+        endpoint_id: str,
+        reason: DisabledReason,
+        at: datetime,
+        *,
+        report: CloudEvent | None = None,
     ) -> Endpoint | None:
         current = self.endpoints.get(endpoint_id)
         if current is None or not current.enabled:
@@ -59,6 +88,7 @@ class FakeRepository:
         self.endpoints[endpoint_id] = current.model_copy(
             update={"enabled": False, "disabled_reason": reason, "disabled_at": at}
         )
+        self.outbox.queue([report] if report else [])
         return self.endpoints[endpoint_id]
 
     async def record_failure(self, endpoint_id: str, at: datetime) -> datetime | None:
@@ -70,22 +100,31 @@ class FakeRepository:
 
 @dataclass
 class FakeLog:
+    outbox: Outbox
     attempts: list[Attempt] = field(default_factory=list)
     deliveries: dict[str, Delivery] = field(default_factory=dict)
 
     async def begin_task(self, delivery: Delivery) -> None:
         self.deliveries[delivery.delivery_id] = delivery
 
-    async def record_attempt(self, attempt: Attempt, status: DeliveryStatus, **_: Any) -> None:
+    async def record_attempt(
+        self, attempt: Attempt, status: DeliveryStatus, *, emit: Sequence[CloudEvent] = (),
+        **_: Any,
+    ) -> None:  # fmt: skip
         self.attempts.append(attempt)
         self.deliveries[attempt.delivery_id] = self.deliveries[attempt.delivery_id].model_copy(
             update={"status": status}
         )
+        self.outbox.queue(emit)
 
-    async def set_status(self, delivery_id: str, status: DeliveryStatus, **_: Any) -> None:
+    async def set_status(
+        self, delivery_id: str, status: DeliveryStatus, *, emit: Sequence[CloudEvent] = (),
+        **_: Any,
+    ) -> None:  # fmt: skip
         self.deliveries[delivery_id] = self.deliveries[delivery_id].model_copy(
             update={"status": status}
         )
+        self.outbox.queue(emit)
 
     async def get_delivery(self, delivery_id: str) -> Delivery | None:
         return self.deliveries.get(delivery_id)
@@ -149,15 +188,6 @@ class FakeGate:
         self.held -= 1
 
 
-@dataclass
-class FakePublisher:
-    published: list[CloudEvent] = field(default_factory=list)
-
-    async def publish_many(self, events: Sequence[CloudEvent]) -> list[str]:
-        self.published.extend(events)
-        return [f"0-{i}" for i in range(len(events))]
-
-
 def status(code: int, retry_after: str | None = None) -> SendResult:
     return SendResult(status_code=code, duration_ms=12, retry_after=retry_after, body="ok")
 
@@ -173,7 +203,7 @@ class World:
     sender: ScriptedSender
     limiter: FakeLimiter
     gate: FakeGate
-    publisher: FakePublisher
+    outbox: Outbox
     clock: Clock
     endpoint: Endpoint
     task_created: datetime = T0  # the tasks' CloudEvent time: when fan-out made them
@@ -192,8 +222,11 @@ class World:
         )
 
     async def deliver(self, event_id: str = "evt_1") -> list[CloudEvent]:
+        """Deliver the task; the events it queued in the outbox (none already there)."""
         payload, event = self.task(event_id)
-        return await self.deliverer.deliver(payload, task_id=event.id, cause=event)
+        before = set(self.outbox.events)
+        await self.deliverer.deliver(payload, task_id=event.id, cause=event)
+        return [e for i, e in self.outbox.events.items() if i not in before]
 
 
 def make_world(
@@ -212,9 +245,10 @@ def make_world(
         updated_at=T0,
         **endpoint_fields,
     )
-    repository = FakeRepository({endpoint.id: endpoint})
-    log, sender = FakeLog(), ScriptedSender(answers)
-    limiter, gate, publisher = FakeLimiter(), FakeGate(), FakePublisher()
+    outbox = Outbox()
+    repository = FakeRepository({endpoint.id: endpoint}, outbox=outbox)
+    log, sender = FakeLog(outbox), ScriptedSender(answers)
+    limiter, gate = FakeLimiter(), FakeGate()
     deliverer = Deliverer(
         cache=FakeCache(repository),
         repository=repository,
@@ -222,7 +256,6 @@ def make_world(
         sender=sender,
         limiter=limiter,
         gate=gate,
-        publisher=publisher,
         clock=clock,
         policy=DeliveryPolicy(
             schedule=RetrySchedule(schedule, jitter=0),
@@ -235,7 +268,7 @@ def make_world(
         endpoint_label=EndpointLabels(10),
         rng=random.Random(0),
     )
-    return World(deliverer, repository, log, sender, limiter, gate, publisher, clock, endpoint)
+    return World(deliverer, repository, log, sender, limiter, gate, outbox, clock, endpoint)
 
 
 async def test_a_2xx_is_success_reported_with_delivery_succeeded() -> None:
@@ -245,6 +278,7 @@ async def test_a_2xx_is_success_reported_with_delivery_succeeded() -> None:
     Webhook(world.endpoint.secret).verify(request.body, request.headers)
     assert request.headers["webhook-id"] == "evt_1"
     assert [e.type for e in events] == ["webhook.delivery.succeeded.v1"]
+    assert events[0].id == succeeded_event_id(delivery_id("evt_1", "ep_1"), "task-evt_1")
     assert events[0].data["status_code"] == 204
     assert events[0].causationid == "task-evt_1"
     assert world.log.status(delivery_id("evt_1", "ep_1")) is DeliveryStatus.SUCCEEDED
@@ -287,6 +321,7 @@ async def test_410_disables_the_endpoint_at_once_and_reports_it() -> None:
     events = await world.deliver()
     assert [e.type for e in events] == ["webhook.endpoint.disabled.v1"]
     assert events[0].data["reason"] == "gone"
+    assert events[0].id == disabled_event_id("ep_1", T0)
     assert not world.repository.endpoints["ep_1"].enabled
     assert world.log.status(delivery_id("evt_1", "ep_1")) is DeliveryStatus.DROPPED
 
@@ -298,8 +333,9 @@ async def test_after_the_last_attempt_the_task_is_exhausted_reported_and_dead_le
             await world.deliver()
     with pytest.raises(PermanentError, match="exhausted after 3 attempts"):
         await world.deliver()
-    (exhausted,) = world.publisher.published
+    (exhausted,) = world.outbox.events.values()
     assert exhausted.type == "webhook.delivery.exhausted.v1"
+    assert exhausted.id == exhausted_event_id("task-evt_1")
     assert exhausted.data["attempts"] == 3
     assert "last_status_code" not in exhausted.data
     assert world.log.status(delivery_id("evt_1", "ep_1")) is DeliveryStatus.EXHAUSTED
@@ -392,4 +428,82 @@ async def test_a_duplicate_of_a_concluded_task_is_skipped() -> None:
     world = make_world([status(200)])
     await world.deliver()
     assert await world.deliver() == []
+    assert len(world.sender.requests) == 1
+
+
+async def test_a_concluded_task_redelivered_queues_no_second_report() -> None:
+    # the outcome and its report were committed together; the acknowledgement was lost
+    world = make_world([status(200)])
+    (first,) = await world.deliver()
+    assert await world.deliver() == []
+    assert list(world.outbox.events.values()) == [first]
+
+
+async def test_one_task_succeeding_twice_reports_one_fact() -> None:
+    # two consumers ran the same task at once (a reclaim while the first was still sending):
+    # both succeed and record; the report has one id, so the outbox keeps one
+    world = make_world([status(200)])
+    payload, event = world.task()
+    both = [world.deliverer.deliver(payload, task_id=event.id, cause=event) for _ in range(2)]
+    for delivery in both:
+        await delivery
+        world.log.deliveries[payload.delivery_id] = world.log.deliveries[
+            payload.delivery_id
+        ].model_copy(update={"status": DeliveryStatus.RETRYING})  # the other saw it open
+    assert len(world.sender.requests) == 2
+    assert len(world.outbox.of_type("webhook.delivery.succeeded.v1")) == 1
+
+
+async def test_a_replay_that_succeeds_again_is_a_new_fact() -> None:
+    world = make_world([status(200)])
+    payload, first_task = world.task()
+    await world.deliverer.deliver(payload, task_id=first_task.id, cause=first_task)
+    replay = first_task.model_copy(update={"id": "task-replay"})
+    await world.deliverer.deliver(payload, task_id=replay.id, cause=replay)
+    ids = [e.id for e in world.outbox.of_type("webhook.delivery.succeeded.v1")]
+    assert ids == [
+        succeeded_event_id(payload.delivery_id, first_task.id),
+        succeeded_event_id(payload.delivery_id, "task-replay"),
+    ]
+
+
+async def test_an_exhausted_task_not_dead_lettered_keeps_its_first_report() -> None:
+    world = make_world([TIMEOUT], schedule=(10,))
+    with pytest.raises(RetryLater):
+        await world.deliver()
+    with pytest.raises(PermanentError):
+        await world.deliver()
+    # dead-lettering failed (Redis away): the task comes back past its last attempt
+    with pytest.raises(PermanentError, match="exhausted after 2 attempts"):
+        await world.deliver()
+    assert len(world.sender.requests) == 2, "no third request"
+    (report,) = world.outbox.events.values()
+    assert report.id == exhausted_event_id("task-evt_1")
+    assert report.data["attempts"] == 2, "the first report, queued with the last attempt"
+
+
+class CrashingLog(FakeLog):
+    """A log whose process 'dies' while recording the next attempt."""
+
+    crash = True
+
+    async def record_attempt(
+        self, attempt: Attempt, status: DeliveryStatus, **options: Any
+    ) -> None:
+        if self.crash:
+            self.crash = False
+            raise ConnectionError("killed before the attempt was recorded")
+        await super().record_attempt(attempt, status, **options)
+
+
+async def test_a_crash_after_a_410_disabling_still_reports_it_and_drops_the_task() -> None:
+    world = make_world([status(410)])
+    crashing = CrashingLog(world.outbox, deliveries=world.log.deliveries)
+    world.deliverer.log = world.log = crashing
+    with pytest.raises(ConnectionError):
+        await world.deliver()
+    (report,) = world.outbox.events.values()
+    assert (report.type, report.data["reason"]) == ("webhook.endpoint.disabled.v1", "gone")
+    assert await world.deliver() == [], "the redelivery: dropped, nothing reported twice"
+    assert world.log.status(delivery_id("evt_1", "ep_1")) is DeliveryStatus.DROPPED
     assert len(world.sender.requests) == 1

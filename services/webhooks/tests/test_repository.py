@@ -8,10 +8,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from riverbed_contracts import CloudEvent, WebhookDelivered
 from riverbed_webhooks.adapters import migrate
 from riverbed_webhooks.adapters.sql import SqlDeliveryLog, SqlEndpointRepository, create_engine
+from riverbed_webhooks.adapters.tables import metadata, outbox
 from riverbed_webhooks.domain.model import (
     Attempt,
     Delivery,
@@ -20,6 +25,7 @@ from riverbed_webhooks.domain.model import (
     Endpoint,
     new_id,
 )
+from riverbed_webhooks.domain.outcomes import delivery_succeeded, endpoint_disabled
 from riverbed_webhooks.domain.signing import generate_secret
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, 123000, tzinfo=UTC)
@@ -250,3 +256,87 @@ async def test_prune_deletes_only_finished_deliveries_older_than_the_cutoff_with
     assert left == {"old-retrying", "old-pending", "recent-ok"}
     attempted = {a.event_id for a in await log.attempts_for_endpoint("ep_a", limit=100)}
     assert attempted == left, "a pruned delivery's attempts go with it, the others stay"
+
+
+# -- the outbox: outcome events committed with the records they report ----------------
+
+
+async def outbox_rows(engine: AsyncEngine) -> list[tuple[str, str, str]]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(select(outbox.c.event_id, outbox.c.stream, outbox.c.type))
+        return [tuple(row) for row in rows]
+
+
+def succeeded_report(d: Delivery, task_id: str) -> CloudEvent:
+    delivered = WebhookDelivered(
+        delivery_id=d.delivery_id,
+        endpoint_id=d.endpoint_id,
+        event_id=d.event_id,
+        attempt=1,
+        status_code=200,
+        duration_ms=3,
+    )
+    return delivery_succeeded(delivered, task_id=task_id, cause=None)
+
+
+async def test_migrations_create_the_tables_as_the_code_declares_them(engine: AsyncEngine) -> None:
+    def differences(sync: Any) -> list[Any]:
+        return list(compare_metadata(MigrationContext.configure(sync), metadata))
+
+    async with engine.connect() as conn:
+        assert await conn.run_sync(differences) == []
+
+
+async def test_an_outcome_and_its_report_are_committed_together_or_not_at_all(
+    engine: AsyncEngine,
+) -> None:
+    commits: list[str] = []
+    log = SqlDeliveryLog(engine, stream_for=lambda t: f"{t}.routed",
+                         on_commit=lambda: commits.append("woken"))  # fmt: skip
+    d = delivery("ep_a", "evt_1", "task_1")
+    await log.begin_task(d)
+    report = succeeded_report(d, "task_1")
+    await log.record_attempt(attempt(d, 1, status=200), DeliveryStatus.SUCCEEDED,
+                             event_type=d.event_type, event=d.event, emit=[report])  # fmt: skip
+    assert await outbox_rows(engine) == [(report.id, f"{report.type}.routed", report.type)]
+    assert commits == ["woken"]
+    # the same outcome recorded again (two consumers raced on one task): one report
+    await log.record_attempt(attempt(d, 2, status=200), DeliveryStatus.SUCCEEDED,
+                             event_type=d.event_type, event=d.event, emit=[report])  # fmt: skip
+    assert len(await outbox_rows(engine)) == 1
+
+    def broken_route(event_type: str) -> str:
+        raise RuntimeError("the process died while queueing the report")
+
+    other = delivery("ep_b", "evt_2", "task_2")
+    await log.begin_task(other)
+    log.stream_for = broken_route
+    with pytest.raises(RuntimeError, match="died"):
+        await log.record_attempt(attempt(other, 1, status=200), DeliveryStatus.SUCCEEDED,
+                                 event_type=other.event_type, event=other.event,
+                                 emit=[succeeded_report(other, "task_2")])  # fmt: skip
+    assert len(await outbox_rows(engine)) == 1, "no report without its record"
+    stored = await log.get_delivery(other.delivery_id)
+    assert stored is not None
+    assert (stored.status, stored.attempts) == (DeliveryStatus.PENDING, 0), "nor the record"
+
+
+async def test_of_many_concurrent_disables_only_the_winner_queues_its_report(
+    engine: AsyncEngine,
+) -> None:
+    repo = SqlEndpointRepository(engine)
+    made = endpoint()
+    await repo.add(made)
+    moments = [T0 + timedelta(seconds=i) for i in range(5)]  # each its own report id
+    results = await asyncio.gather(*(
+        repo.disable(made.id, DisabledReason.GONE, at,
+                     report=endpoint_disabled(made.id, DisabledReason.GONE, at))
+        for at in moments
+    ))  # fmt: skip
+    (winner,) = [r for r in results if r is not None]
+    rows = await outbox_rows(engine)
+    assert [(stream, kind) for _, stream, kind in rows] == [
+        ("webhook.endpoint.disabled", "webhook.endpoint.disabled.v1")
+    ]
+    assert winner.disabled_at is not None
+    assert rows[0][0] == endpoint_disabled(made.id, DisabledReason.GONE, winner.disabled_at).id

@@ -55,6 +55,12 @@ async def attempts_of(running: Any, event_id: str) -> list[dict[str, Any]]:
     return data
 
 
+async def all_logged(running: Any, events: list[CloudEvent]) -> bool:
+    """Every event has an attempt in the log: the receiver sees a request before the
+    service has its answer, and records it."""
+    return all([await attempts_of(running, event.id) for event in events])
+
+
 def counter(metric: Any, *labels: str) -> float:
     target = metric.labels(*labels) if labels else metric
     return float(target._value.get())
@@ -285,6 +291,7 @@ async def test_a_rate_limited_endpoint_gets_everything_paced_without_lost_attemp
     deferred_before = counter(metrics.DEFERRED, "rate_limit")
     events = [await publish(redis_client, running, 20 + i) for i in range(4)]
     await wait_for(lambda: len(receiver.to("/paced")) == 4, what="all four deliveries")
+    await wait_for(lambda: all_logged(running, events), what="every answer in the log")
     assert counter(metrics.DEFERRED, "rate_limit") > deferred_before
     for event in events:
         assert [x["attempt"] for x in await attempts_of(running, event.id)] == [1]
@@ -298,6 +305,7 @@ async def test_a_backlog_for_a_rate_limited_endpoint_waits_without_using_up_deli
     await add_endpoint(running, receiver, "/slow", 200, rate_limit_per_s=4)
     events = [await publish(redis_client, running, 40 + i) for i in range(8)]
     await wait_for(lambda: len(receiver.to("/slow")) == 8, what="all eight deliveries")
+    await wait_for(lambda: all_logged(running, events), what="every answer in the log")
     for event in events:
         assert [x["attempt"] for x in await attempts_of(running, event.id)] == [1]
     tasks = running.stream("webhook.delivery.requested")

@@ -2,9 +2,10 @@
 
 Nothing is opened at import or construction time. ``start()`` opens, in order:
 the database (migrating it unless ``WEBHOOKS_MIGRATE_ON_START=false``), the HTTP
-client, then Redis and the consumers (the runtime's ``Service.start``), and wires
-the use cases to them. ``stop()`` drains the consumers first, then closes the
-rest. The wiring is the only place that knows which adapter serves which port.
+client, then Redis and the consumers (the runtime's ``Service.start``), wires
+the use cases to them and starts the outbox relay. ``stop()`` drains the consumers
+first, then stops the relay and closes the rest. The wiring is the only place that
+knows which adapter serves which port.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from riverbed.cache import Cache
 from riverbed.consumer import Message
 from riverbed.errors import PermanentError
+from riverbed.outbox import OutboxRelay
 from riverbed.service import Service, cancel_tasks, every
 from riverbed.settings import ConsumerSettings, RedisSettings
 from riverbed_contracts import CloudEvent, DeliverWebhook
@@ -36,6 +38,7 @@ from riverbed_webhooks.adapters.http_sender import AiohttpSender
 from riverbed_webhooks.adapters.ratelimit import RedisRateLimiter
 from riverbed_webhooks.adapters.routing import RoutingPublisher
 from riverbed_webhooks.adapters.sql import SqlDeliveryLog, SqlEndpointRepository, create_engine
+from riverbed_webhooks.adapters.tables import outbox
 from riverbed_webhooks.entrypoints import api, problems
 from riverbed_webhooks.service_layer.delivery import Deliverer, DeliveryPolicy
 from riverbed_webhooks.service_layer.endpoints import EndpointManager
@@ -63,6 +66,7 @@ class Container:
     sender: AiohttpSender
     cache: CachedEndpoints
     publisher: RoutingPublisher
+    relay: OutboxRelay
     manager: EndpointManager
     replayer: Replayer
     deliverer: Deliverer
@@ -104,6 +108,7 @@ class WebhooksService(Service):
         self._wired = asyncio.Event()
         self._gauges: asyncio.Task[None] | None = None
         self._pruning: asyncio.Task[None] | None = None
+        self._relay: asyncio.Task[None] | None = None
         for stream in settings.source_streams:
             self.subscribe(stream, self._handle_event)
         self.subscribe(settings.stream(DELIVERY_STREAM), self._handle_task)
@@ -120,14 +125,17 @@ class WebhooksService(Service):
         return self.container
 
     async def _handle_event(self, message: Message[Any]) -> list[CloudEvent]:
+        # the tasks are returned: the runtime appends them before acknowledging the source
+        # entry, and their ids are derived from (event, endpoint), so a repeat is dropped
         container = await self._ready()
         return await fan_out(message.event, container.cache)
 
-    async def _handle_task(self, message: Message[Any]) -> list[CloudEvent]:
+    async def _handle_task(self, message: Message[Any]) -> None:
         container = await self._ready()
         if not isinstance(message.payload, DeliverWebhook):
             raise PermanentError(f"not a delivery task: {message.event.type}")
-        return await container.deliverer.deliver(
+        # nothing is returned: the outcome's events are in the outbox, committed with it
+        await container.deliverer.deliver(
             message.payload,
             task_id=message.event.id,
             cause=message.event,
@@ -159,6 +167,7 @@ class WebhooksService(Service):
         for consumer in self.consumers:
             consumer.publisher = self.container.publisher
         self._wired.set()
+        self._relay = asyncio.create_task(self.container.relay.run(), name="outbox-relay")
         self._gauges = asyncio.create_task(
             every(
                 settings.gauge_refresh_s,
@@ -185,8 +194,10 @@ class WebhooksService(Service):
 
     async def stop(self) -> None:
         await super().stop()  # stop reading and drain in-flight deliveries first
-        await cancel_tasks(self._gauges, self._pruning)
-        self._gauges = self._pruning = None
+        # what the relay has not appended yet waits in the outbox for another replica's
+        # relay, or this one's next start
+        await cancel_tasks(self._relay, self._gauges, self._pruning)
+        self._relay = self._gauges = self._pruning = None
         if self.container is not None:
             await self.container.sender.close()
             await self.container.engine.dispose()
@@ -207,19 +218,34 @@ class WebhooksService(Service):
     def _wire(self, engine: AsyncEngine, sender: AiohttpSender) -> Container:
         """Build the use cases on the open resources (no I/O here)."""
         settings = self.webhooks
-        repository = SqlEndpointRepository(engine)
-        delivery_log = SqlDeliveryLog(engine)
+        publisher = RoutingPublisher(self.redis, settings.stream_routes)
+        relay = OutboxRelay(
+            engine,
+            outbox,
+            lambda: publisher,
+            service=settings.service_name,
+            clock=self._clock,
+            batch_size=settings.outbox_batch_size,
+            poll_interval_s=settings.outbox_poll_interval_s,
+            retention=timedelta(seconds=settings.outbox_retention_s),
+            max_backoff_s=settings.outbox_max_backoff_s,
+        )
+        # outcome events are queued with the records they report; a commit wakes the relay
+        repository = SqlEndpointRepository(
+            engine, stream_for=publisher.stream_for, on_commit=relay.notify
+        )
+        delivery_log = SqlDeliveryLog(
+            engine, stream_for=publisher.stream_for, on_commit=relay.notify
+        )
         cache = CachedEndpoints(
             Cache(self.cache_redis),
             repository,
             namespace=settings.cache_namespace,
             ttl=timedelta(seconds=settings.cache_ttl_s),
         )
-        publisher = RoutingPublisher(self.redis, settings.stream_routes)
         manager = EndpointManager(
             repository=repository,
             cache=cache,
-            publisher=publisher,
             policy=settings.address_policy,
             clock=self._clock,
             rotation_grace=settings.rotation_grace,
@@ -231,7 +257,6 @@ class WebhooksService(Service):
             sender=sender,
             limiter=RedisRateLimiter(self.redis),
             gate=LocalConcurrencyGate(),
-            publisher=publisher,
             clock=self._clock,
             policy=DeliveryPolicy(
                 schedule=settings.retry_schedule,
@@ -252,6 +277,7 @@ class WebhooksService(Service):
             sender=sender,
             cache=cache,
             publisher=publisher,
+            relay=relay,
             manager=manager,
             replayer=replayer,
             deliverer=deliverer,

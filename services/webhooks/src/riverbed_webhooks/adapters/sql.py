@@ -4,11 +4,15 @@ One engine per process, made by :func:`create_engine` in the composition root.
 Every method is one short transaction. Changes that many replicas may race on
 (disabling an endpoint, the failure clock, a delivery's counters) are single
 conditional statements, so the database settles the race.
+
+The events reporting a change (an outcome, a disabling) are queued in the outbox
+(``webhook_outbox``, the runtime's :mod:`riverbed.outbox`) in the change's own
+transaction; after the commit the relay is woken (``on_commit``) to append them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -16,10 +20,13 @@ from typing import Any
 from sqlalchemy import Row, and_, delete, event, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from riverbed.outbox import OutboxMessage, add_to_outbox
 from riverbed.sql import sqlite_url as sqlite_url  # re-exported: tests and the CLI use it
-from riverbed_webhooks.adapters.tables import attempts, deliveries, endpoints
+from riverbed_contracts import CloudEvent
+from riverbed_contracts.registry import get_spec
+from riverbed_webhooks.adapters.tables import attempts, deliveries, endpoints, outbox
 from riverbed_webhooks.domain.model import (
     FAILED_STATUSES,
     FINISHED_STATUSES,
@@ -98,10 +105,36 @@ def _attempt(row: Row[Any]) -> Attempt:
     return Attempt.model_validate(dict(row._mapping))
 
 
+def registry_stream(event_type: str) -> str:
+    """The stream the contracts registry gives ``event_type`` (no route applied)."""
+    return get_spec(event_type).stream
+
+
 class _Sql:
-    def __init__(self, engine: AsyncEngine) -> None:
+    """``stream_for``: event type -> the stream its events are appended to (routes applied);
+    ``on_commit``: called after a transaction that queued events commits (wakes the relay)."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        stream_for: Callable[[str], str] = registry_stream,
+        on_commit: Callable[[], None] | None = None,
+    ) -> None:
         self.engine = engine
         self._dialect = engine.dialect.name
+        self.stream_for = stream_for
+        self.on_commit = on_commit
+
+    async def _queue(
+        self, conn: AsyncConnection, events: Sequence[CloudEvent], at: datetime
+    ) -> None:
+        messages = [OutboxMessage(e, self.stream_for(e.type)) for e in events]
+        await add_to_outbox(conn, outbox, messages, at=at)
+
+    def _committed(self, events: Sequence[CloudEvent]) -> None:
+        if events and self.on_commit is not None:
+            self.on_commit()
 
     def _upsert(self, table: Any) -> Any:
         """INSERT … ON CONFLICT for this dialect (both support it the same way)."""
@@ -158,7 +191,12 @@ class SqlEndpointRepository(_Sql):
         return bool(result.rowcount)
 
     async def disable(
-        self, endpoint_id: str, reason: DisabledReason, at: datetime
+        self,
+        endpoint_id: str,
+        reason: DisabledReason,
+        at: datetime,
+        *,
+        report: CloudEvent | None = None,
     ) -> Endpoint | None:
         statement = (
             update(endpoints)
@@ -166,8 +204,13 @@ class SqlEndpointRepository(_Sql):
             .values(enabled=False, disabled_reason=reason.value, disabled_at=at, updated_at=at)
             .returning(*endpoints.c)
         )
+        queued: list[CloudEvent] = []
         async with self.engine.begin() as conn:
             row = (await conn.execute(statement)).first()
+            if row is not None and report is not None:
+                queued.append(report)  # only the call that disabled it reports it
+                await self._queue(conn, queued, at)
+        self._committed(queued)
         return None if row is None else _endpoint(row)
 
     async def record_failure(self, endpoint_id: str, at: datetime) -> datetime | None:
@@ -225,6 +268,7 @@ class SqlDeliveryLog(_Sql):
         *,
         event_type: str,
         event: dict[str, object],
+        emit: Sequence[CloudEvent] = (),
     ) -> None:
         error = attempt.error
         row = {
@@ -258,9 +302,17 @@ class SqlDeliveryLog(_Sql):
         async with self.engine.begin() as conn:
             await conn.execute(insert(attempts).values(**attempt.model_dump(exclude={"id"})))
             await conn.execute(upsert)
+            await self._queue(conn, emit, attempt.attempted_at)
+        self._committed(emit)
 
     async def set_status(
-        self, delivery_id: str, status: DeliveryStatus, *, error: str | None = None, at: datetime
+        self,
+        delivery_id: str,
+        status: DeliveryStatus,
+        *,
+        error: str | None = None,
+        at: datetime,
+        emit: Sequence[CloudEvent] = (),
     ) -> None:
         values: dict[str, Any] = {"status": status.value, "updated_at": at}
         if error is not None:
@@ -269,6 +321,8 @@ class SqlDeliveryLog(_Sql):
             await conn.execute(
                 update(deliveries).where(deliveries.c.delivery_id == delivery_id).values(**values)
             )
+            await self._queue(conn, emit, at)
+        self._committed(emit)
 
     async def attempts_in_task(self, task_id: str) -> int:
         query = select(func.count()).select_from(attempts).where(attempts.c.task_id == task_id)

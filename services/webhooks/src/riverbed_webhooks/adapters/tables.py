@@ -18,6 +18,7 @@ from sqlalchemy import (
     Text,
 )
 
+from riverbed.outbox import outbox_table
 from riverbed.sql import BigId, UtcDateTime
 
 metadata = MetaData()
@@ -92,3 +93,7 @@ Index("ix_webhook_attempts_endpoint", attempts.c.endpoint_id, attempts.c.id)
 Index("ix_webhook_attempts_event", attempts.c.event_id, attempts.c.id)
 Index("ix_webhook_attempts_task", attempts.c.task_id)
 Index("ix_webhook_attempts_delivery", attempts.c.delivery_id)  # pruning (migration 0002)
+
+# the events reporting what the tables above record, queued in the same transactions and
+# appended to their streams by the runtime's relay (riverbed.outbox; migration 0003)
+outbox = outbox_table(metadata, "webhook_outbox")

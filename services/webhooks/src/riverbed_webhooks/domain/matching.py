@@ -25,8 +25,9 @@ from typing import Final
 
 from riverbed_webhooks.domain.model import Endpoint
 
-#: namespace of the uuid5 ids below (fixed forever: changing it changes every id)
-_IDS: Final = uuid.UUID("5c1c8c1e-58f9-4a62-9f5b-8f8ef2a4b0a7")
+#: namespace of the uuid5 ids below and of the outcome events' (``domain.outcomes``);
+#: fixed forever: changing it changes every id
+ID_NAMESPACE: Final = uuid.UUID("5c1c8c1e-58f9-4a62-9f5b-8f8ef2a4b0a7")
 
 FILTER_PATTERN: Final = re.compile(
     r"^(\*|[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*(\.\*|\.v[1-9][0-9]*)?)$"
@@ -72,22 +73,12 @@ def matching_endpoint_ids(endpoints: Iterable[Endpoint], event_type: str) -> lis
 
 def delivery_id(event_id: str, endpoint_id: str) -> str:
     """The one id of "event E to endpoint P", stable across attempts and replays."""
-    return "dlv_" + uuid.uuid5(_IDS, f"delivery\n{endpoint_id}\n{event_id}").hex
+    return "dlv_" + uuid.uuid5(ID_NAMESPACE, f"delivery\n{endpoint_id}\n{event_id}").hex
 
 
 def fanout_task_id(event_id: str, endpoint_id: str) -> str:
     """CloudEvent id of the first task of a delivery: the same on every fan-out of the event."""
-    return str(uuid.uuid5(_IDS, f"task\n{endpoint_id}\n{event_id}"))
-
-
-def exhausted_event_id(task_id: str) -> str:
-    """CloudEvent id of the exhausted event of a task: a retried publish repeats, not adds."""
-    return str(uuid.uuid5(_IDS, f"exhausted\n{task_id}"))
-
-
-def disabled_event_id(endpoint_id: str, disabled_at_iso: str) -> str:
-    """CloudEvent id of one disabling of an endpoint."""
-    return str(uuid.uuid5(_IDS, f"disabled\n{endpoint_id}\n{disabled_at_iso}"))
+    return str(uuid.uuid5(ID_NAMESPACE, f"task\n{endpoint_id}\n{event_id}"))
 
 
 @dataclass(frozen=True)

@@ -3,12 +3,19 @@
 What the answer decides (see :mod:`riverbed_webhooks.domain.retry`):
 
 - 2xx: the delivery succeeded; the endpoint's failure clock stops;
-  ``webhook.delivery.succeeded.v1`` is returned (published before the ack).
+  ``webhook.delivery.succeeded.v1``.
 - 410: the endpoint is disabled at once (``webhook.endpoint.disabled.v1``).
 - anything else: the failure clock runs; past the health period the endpoint is
   disabled; else the task is retried per the schedule (``RetryLater``), honouring
   ``Retry-After`` on 429/503; after the last attempt ``webhook.delivery.exhausted.v1``
-  is published and the task is dead-lettered (``PermanentError``).
+  and the task is dead-lettered (``PermanentError``).
+
+Every outcome event is queued in the outbox in the same database transaction as the
+record of the outcome (the attempt and the delivery's status, or the disabling), under
+an id derived from the fact (:mod:`riverbed_webhooks.domain.outcomes`); the runtime's
+relay appends it. Nothing is published from here, so no crash or Redis outage between
+the record and the publish can lose an outcome, and repeating one (a redelivered task)
+queues nothing new.
 
 Attempts are counted per task in the delivery log, not by the stream's delivery
 count: a task put back by the endpoint's rate limit or concurrency cap has made
@@ -29,11 +36,9 @@ import structlog
 
 from riverbed.errors import PermanentError, RetryLater
 from riverbed_contracts import CloudEvent, DeliverWebhook, WebhookDelivered
-from riverbed_contracts.registry import new_event
 from riverbed_contracts.webhooks import WebhookDeliveryExhausted
 from riverbed_webhooks import metrics
 from riverbed_webhooks.domain import health
-from riverbed_webhooks.domain.matching import exhausted_event_id
 from riverbed_webhooks.domain.model import (
     Attempt,
     Delivery,
@@ -41,6 +46,7 @@ from riverbed_webhooks.domain.model import (
     DisabledReason,
     Endpoint,
 )
+from riverbed_webhooks.domain.outcomes import delivery_exhausted, delivery_succeeded
 from riverbed_webhooks.domain.retry import (
     RetrySchedule,
     Verdict,
@@ -58,7 +64,6 @@ from riverbed_webhooks.service_layer.ports import (
     DeliveryLog,
     EndpointCache,
     EndpointRepository,
-    EventPublisher,
     RateLimiter,
     SendResult,
     WebhookRequest,
@@ -100,22 +105,24 @@ class Deliverer:
     sender: WebhookSender
     limiter: RateLimiter
     gate: ConcurrencyGate
-    publisher: EventPublisher
     clock: Clock
     policy: DeliveryPolicy
     endpoint_label: metrics.EndpointLabels
     rng: random.Random = field(default_factory=random.Random)
 
-    async def deliver(
-        self, task: DeliverWebhook, *, task_id: str, cause: CloudEvent
-    ) -> list[CloudEvent]:
-        """Run one delivery of the task; the events to publish, or RetryLater/PermanentError."""
+    async def deliver(self, task: DeliverWebhook, *, task_id: str, cause: CloudEvent) -> None:
+        """Run one delivery of the task: returns once its outcome is recorded (and reported,
+        through the outbox), or raises RetryLater/PermanentError."""
         endpoint = await self.cache.endpoint(task.endpoint_id)
         known = await self.log.get_delivery(task.delivery_id)
         if known is not None and known.task_id == task_id and known.status in CONCLUDED:
-            # a duplicate of a task that already ended (fan-out redelivered after a crash)
+            # a task that already ended: a fan-out redelivered after a crash, or this task
+            # redelivered because its acknowledgement was lost (a crash, Redis away). Nothing
+            # is left to do: the event reporting the outcome was queued in the outbox in the
+            # status's own transaction (or, for a drop after a disabling, in the disabling's),
+            # and the relay appends it, if it has not yet.
             log.info("delivery task already concluded; skipped", status=known.status.value)
-            return []
+            return
         made = await self.log.attempts_in_task(task_id)
         if made == 0:
             await self.log.begin_task(self._pending(task, task_id))
@@ -129,11 +136,17 @@ class Deliverer:
                 error=f"endpoint {reason}",
                 at=self.clock(),
             )
-            return []
+            return
         attempt = made + 1
         if attempt > self.policy.schedule.max_attempts:
-            # the last attempt was recorded but the process died before the task ended
-            await self._exhausted(task, task_id, cause, made, None, "retries exhausted")
+            # the last attempt was recorded but the task was not dead-lettered (a crash, Redis
+            # away): record it exhausted again; its report has the id of the one queued with
+            # the last attempt, so the outbox keeps the first
+            report = self._exhausted_report(task, task_id, cause, made, None, "retries exhausted")
+            await self.log.set_status(
+                task.delivery_id, DeliveryStatus.EXHAUSTED, at=self.clock(), emit=[report]
+            )
+            self._give_up(task, made, "retries exhausted")
         waited_ms = max(int((self.clock() - cause.time).total_seconds() * 1000), 0)
         self._acquire(endpoint, waited_ms=waited_ms)
         try:
@@ -141,7 +154,7 @@ class Deliverer:
             result = await self._send(endpoint, task)
         finally:
             self.gate.release(endpoint.id)
-        return await self._conclude(endpoint, task, task_id, cause, attempt, result)
+        await self._conclude(endpoint, task, task_id, cause, attempt, result)
 
     # -- limits --------------------------------------------------------------------------
 
@@ -202,7 +215,7 @@ class Deliverer:
         cause: CloudEvent,
         attempt: int,
         result: SendResult,
-    ) -> list[CloudEvent]:
+    ) -> None:
         now = self.clock()
         verdict = verdict_for(result.status_code)
         row = Attempt(
@@ -221,14 +234,13 @@ class Deliverer:
         )
         event = task.event.model_dump(mode="json", exclude_none=True)
 
-        async def record(status: DeliveryStatus) -> None:
-            await self.log.record_attempt(row, status, event_type=task.event.type, event=event)
+        async def record(status: DeliveryStatus, *emit: CloudEvent) -> None:
+            await self.log.record_attempt(
+                row, status, event_type=task.event.type, event=event, emit=emit
+            )
 
         if verdict is Verdict.DELIVERED:
             metrics.SUCCEEDED.inc()
-            await record(DeliveryStatus.SUCCEEDED)
-            await self.repository.record_success(endpoint.id, now)
-            log.info("webhook delivered", endpoint_id=endpoint.id, status=result.status_code)
             assert result.status_code is not None
             delivered = WebhookDelivered(
                 delivery_id=task.delivery_id,
@@ -238,7 +250,16 @@ class Deliverer:
                 status_code=result.status_code,
                 duration_ms=result.duration_ms,
             )
-            return [new_event(delivered, cause=cause, subject=endpoint.id)]
+            # the failure clock first: a crash before the record below sends the request
+            # again (as a crash right after the answer would), while one after it would leave
+            # a concluded task whose success never stopped the clock
+            await self.repository.record_success(endpoint.id, now)
+            await record(
+                DeliveryStatus.SUCCEEDED,
+                delivery_succeeded(delivered, task_id=task_id, cause=cause),
+            )
+            log.info("webhook delivered", endpoint_id=endpoint.id, status=result.status_code)
+            return
 
         metrics.FAILED.labels(status_class(result.status_code, result.error_kind)).inc()
         log.info(
@@ -248,9 +269,12 @@ class Deliverer:
             error=result.error,
             task_attempt=attempt,
         )
+        # A disabling is recorded (with its report) before the attempt that caused it: a
+        # crash in between leaves the task open, and its redelivery drops it for the disabled
+        # endpoint; the other order would leave a dropped (concluded) task and an endpoint
+        # never disabled nor reported.
         if verdict is Verdict.GONE:
-            await record(DeliveryStatus.DROPPED)
-            return await disable_endpoint(
+            await disable_endpoint(
                 self.repository,
                 self.cache,
                 endpoint.id,
@@ -260,12 +284,13 @@ class Deliverer:
                 last_status_code=410,
                 detail="the endpoint answered 410 Gone",
             )
+            await record(DeliveryStatus.DROPPED)
+            return
 
         failing_since = await self.repository.record_failure(endpoint.id, now)
         if health.should_disable(failing_since, now, self.policy.disable_after):
             assert failing_since is not None
-            await record(DeliveryStatus.DROPPED)
-            return await disable_endpoint(
+            await disable_endpoint(
                 self.repository,
                 self.cache,
                 endpoint.id,
@@ -276,6 +301,8 @@ class Deliverer:
                 last_status_code=result.status_code,
                 detail=health.describe_failing(failing_since, now),
             )
+            await record(DeliveryStatus.DROPPED)
+            return
 
         delay = next_delay_ms(
             self.policy.schedule,
@@ -286,14 +313,16 @@ class Deliverer:
             rng=self.rng,
         )
         if delay is None:
-            await record(DeliveryStatus.EXHAUSTED)
-            await self._exhausted(
-                task, task_id, cause, attempt, result.status_code, describe(result)
+            last_error = describe(result)
+            report = self._exhausted_report(
+                task, task_id, cause, attempt, result.status_code, last_error
             )
+            await record(DeliveryStatus.EXHAUSTED, report)
+            self._give_up(task, attempt, last_error)
         await record(DeliveryStatus.RETRYING)
         raise RetryLater(f"attempt {attempt} failed: {describe(result)}", delay_ms=delay)
 
-    async def _exhausted(
+    def _exhausted_report(
         self,
         task: DeliverWebhook,
         task_id: str,
@@ -301,14 +330,7 @@ class Deliverer:
         attempts: int,
         last_status_code: int | None,
         last_error: str,
-    ) -> NoReturn:
-        """Report the exhaustion, then dead-letter the task (the runtime does, on PermanentError).
-
-        The event is published here, not returned: a handler's returned events are
-        published only when it succeeds. Its id is derived from the task, so a
-        repeat after a crash repeats the same event rather than adding one.
-        """
-        await self.log.set_status(task.delivery_id, DeliveryStatus.EXHAUSTED, at=self.clock())
+    ) -> CloudEvent:
         exhausted = WebhookDeliveryExhausted(
             delivery_id=task.delivery_id,
             endpoint_id=task.endpoint_id,
@@ -317,16 +339,11 @@ class Deliverer:
             last_status_code=last_status_code,
             last_error=last_error[:2000] or "failed",
         )
-        await self.publisher.publish_many(
-            [
-                new_event(
-                    exhausted,
-                    cause=cause,
-                    id=exhausted_event_id(task_id),
-                    subject=task.endpoint_id,
-                )
-            ]
-        )
+        return delivery_exhausted(exhausted, task_id=task_id, cause=cause)
+
+    def _give_up(self, task: DeliverWebhook, attempts: int, last_error: str) -> NoReturn:
+        """Dead-letter the task (the runtime does, on PermanentError), once its exhaustion is
+        recorded and reported."""
         metrics.EXHAUSTED.inc()
         log.warning("webhook delivery exhausted", endpoint_id=task.endpoint_id, attempts=attempts)
         raise PermanentError(f"delivery exhausted after {attempts} attempts: {last_error}")

@@ -2,7 +2,9 @@
 
 Every change invalidates the endpoint's cache entries; every disabling (by an
 operator, a 410 or the health rule) goes through :func:`disable_endpoint`, which
-reports it once with ``webhook.endpoint.disabled.v1``.
+reports it once with ``webhook.endpoint.disabled.v1``, queued in the outbox in the
+disabling's own transaction (so an API call answers without Redis, and a crash
+after the commit loses no report).
 """
 
 from __future__ import annotations
@@ -15,25 +17,15 @@ import structlog
 from redis.exceptions import RedisError
 
 from riverbed_contracts import CloudEvent
-from riverbed_contracts.registry import new_event
-from riverbed_contracts.webhooks import WebhookEndpointDisabled
 from riverbed_webhooks import metrics
 from riverbed_webhooks.domain.addresses import AddressPolicy
-from riverbed_webhooks.domain.matching import (
-    InvalidFilter,
-    disabled_event_id,
-    validate_filter,
-)
+from riverbed_webhooks.domain.matching import InvalidFilter, validate_filter
 from riverbed_webhooks.domain.model import DisabledReason, Endpoint, new_id
+from riverbed_webhooks.domain.outcomes import endpoint_disabled
 from riverbed_webhooks.domain.signing import generate_secret
 from riverbed_webhooks.domain.urls import InvalidUrl, validate_url
 from riverbed_webhooks.service_layer.errors import Conflict, Invalid, NotFound
-from riverbed_webhooks.service_layer.ports import (
-    Clock,
-    EndpointCache,
-    EndpointRepository,
-    EventPublisher,
-)
+from riverbed_webhooks.service_layer.ports import Clock, EndpointCache, EndpointRepository
 
 log = structlog.get_logger(__name__)
 
@@ -79,25 +71,24 @@ async def disable_endpoint(
     failing_since: datetime | None = None,
     last_status_code: int | None = None,
     detail: str | None = None,
-) -> list[CloudEvent]:
-    """Disable the endpoint if it is enabled; the event reporting it (none if it already was)."""
-    disabled = await repository.disable(endpoint_id, reason, now)
-    if disabled is None:
-        return []
-    await invalidate(cache, endpoint_id)
-    metrics.ENDPOINTS_DISABLED.labels(reason.value).inc()
-    log.warning("endpoint disabled", endpoint_id=endpoint_id, reason=reason.value, detail=detail)
-    disabled_at = disabled.disabled_at or now
-    payload = WebhookEndpointDisabled(
-        endpoint_id=endpoint_id,
-        reason=reason.value,
-        disabled_at=disabled_at,
+) -> bool:
+    """Disable the endpoint if it is enabled, reporting it (``webhook.endpoint.disabled.v1``,
+    through the outbox, in the same transaction); whether this call disabled it."""
+    report = endpoint_disabled(
+        endpoint_id,
+        reason,
+        now,
+        cause=cause,
         failing_since=failing_since,
         last_status_code=last_status_code,
         detail=detail,
     )
-    event_id = disabled_event_id(endpoint_id, disabled_at.isoformat())
-    return [new_event(payload, cause=cause, id=event_id, subject=endpoint_id)]
+    if await repository.disable(endpoint_id, reason, now, report=report) is None:
+        return False  # already disabled: whoever disabled it reported it
+    await invalidate(cache, endpoint_id)
+    metrics.ENDPOINTS_DISABLED.labels(reason.value).inc()
+    log.warning("endpoint disabled", endpoint_id=endpoint_id, reason=reason.value, detail=detail)
+    return True
 
 
 def _checked(spec: EndpointSpec, policy: AddressPolicy) -> EndpointSpec:
@@ -125,7 +116,6 @@ def _checked(spec: EndpointSpec, policy: AddressPolicy) -> EndpointSpec:
 class EndpointManager:
     repository: EndpointRepository
     cache: EndpointCache
-    publisher: EventPublisher
     policy: AddressPolicy
     clock: Clock
     rotation_grace: timedelta
@@ -179,7 +169,7 @@ class EndpointManager:
 
     async def disable(self, endpoint_id: str) -> Endpoint:
         await self.get(endpoint_id)
-        events = await disable_endpoint(
+        await disable_endpoint(
             self.repository,
             self.cache,
             endpoint_id,
@@ -187,8 +177,6 @@ class EndpointManager:
             self.clock(),
             detail="disabled through the API",
         )
-        if events:
-            await self.publisher.publish_many(events)
         return await self.get(endpoint_id)
 
     async def enable(self, endpoint_id: str) -> Endpoint:

@@ -35,11 +35,18 @@ class EndpointRepository(Protocol):
     async def delete(self, endpoint_id: str) -> bool: ...
 
     async def disable(
-        self, endpoint_id: str, reason: DisabledReason, at: datetime
+        self,
+        endpoint_id: str,
+        reason: DisabledReason,
+        at: datetime,
+        *,
+        report: CloudEvent | None = None,
     ) -> Endpoint | None:
         """Disable if enabled; the endpoint when this call disabled it, None otherwise.
 
-        Atomic, so that of many replicas seeing the same failure, one reports it.
+        Atomic, so that of many replicas seeing the same failure, one reports it: ``report``
+        (``webhook.endpoint.disabled.v1``) is queued in the outbox in the same transaction,
+        and only by the call that disabled it.
         """
         ...
 
@@ -62,14 +69,29 @@ class DeliveryLog(Protocol):
         ...
 
     async def record_attempt(
-        self, attempt: Attempt, status: DeliveryStatus, *, event_type: str, event: dict[str, object]
+        self,
+        attempt: Attempt,
+        status: DeliveryStatus,
+        *,
+        event_type: str,
+        event: dict[str, object],
+        emit: Sequence[CloudEvent] = (),
     ) -> None:
-        """Add ``attempt`` and set the delivery's status and last result, in one transaction."""
+        """Add ``attempt``, set the delivery's status and last result, and queue ``emit`` (the
+        events reporting the outcome) in the outbox: one transaction."""
         ...
 
     async def set_status(
-        self, delivery_id: str, status: DeliveryStatus, *, error: str | None = None, at: datetime
-    ) -> None: ...
+        self,
+        delivery_id: str,
+        status: DeliveryStatus,
+        *,
+        error: str | None = None,
+        at: datetime,
+        emit: Sequence[CloudEvent] = (),
+    ) -> None:
+        """Set the delivery's status and queue ``emit`` in the outbox: one transaction."""
+        ...
 
     async def attempts_in_task(self, task_id: str) -> int: ...
 
