@@ -36,6 +36,7 @@ fire once per real hour.
 """
 
 from riverbed.schedules.definition import (
+    NAME_HELP,
     ScheduleDefinition,
     ScheduleError,
     check_name,
@@ -56,6 +57,7 @@ from riverbed.schedules.timing import (
 )
 
 __all__ = [
+    "NAME_HELP",
     "CronTiming",
     "FirePlan",
     "Fired",

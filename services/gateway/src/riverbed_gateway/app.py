@@ -20,6 +20,7 @@ from riverbed_gateway import api, inbound, metrics, problems
 from riverbed_gateway.auth import KeyStore
 from riverbed_gateway.backpressure import Backpressure
 from riverbed_gateway.idempotency import IdempotencyStore
+from riverbed_gateway.schedules_api import router as schedules_router
 from riverbed_gateway.settings import GatewaySettings
 
 log = structlog.get_logger("riverbed_gateway.access")
@@ -118,7 +119,9 @@ def create_gateway(
         version="1",
         description="Authenticated, validated, idempotent ingestion of events into Redis Streams.",
     )
-    service = Service(settings, redis_settings=redis_settings, app=app)
+    service = Service(
+        settings, redis_settings=redis_settings, app=app, run_scheduler=settings.run_scheduler
+    )
 
     def redis() -> Any:
         return service.redis
@@ -155,6 +158,7 @@ def create_gateway(
         """Read-only: the streams and event types this gateway accepts, as AsyncAPI 3.0."""
         return asyncapi_document()
 
+    app.include_router(schedules_router(settings.admin_api_key, redis))
     respond = problems.install(app)
     app.add_middleware(
         IngestFastPath,

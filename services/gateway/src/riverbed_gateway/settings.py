@@ -74,3 +74,14 @@ class GatewaySettings(ServiceSettings):
         description="provider -> webhook signing secrets (several during a rotation)",
     )
     inbound_tolerance_s: int = Field(default=300, ge=1, description="signature timestamp tolerance")
+
+    admin_api_key: SecretStr | None = Field(
+        default=None,
+        description="GATEWAY_ADMIN_API_KEY: the key of the schedules admin API (/v1/schedules); "
+        "a key of its own (ingestion keys are refused there); unset: that API is not served",
+    )
+    run_scheduler: bool = Field(
+        default=True,
+        description="publish recurring schedules' due occurrences (riverbed.schedules); safe "
+        "in every replica: each occurrence is published once",
+    )
