@@ -184,6 +184,14 @@ def email_failed_key(event_id: str) -> str:
     return f"{PREFIX}:email:failed:{event_id}"
 
 
+def email_sending_key(event_id: str) -> str:
+    """Lease of the email replica sending a request, by request event id (PX: the lease,
+    ``EMAIL_SEND_LEASE_S``). Its holder's token, taken before the relay is contacted and
+    released once the outcome is recorded, so another replica handed the same request
+    meanwhile waits instead of sending it too."""
+    return f"{PREFIX}:email:sending:{event_id}"
+
+
 def email_domain_rate_key(domain: str) -> str:
     """GCRA state of one recipient domain: its theoretical arrival time, µs (TTL: one burst)."""
     return f"{PREFIX}:email:rate:{{{domain}}}"
