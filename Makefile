@@ -18,7 +18,7 @@ UV_RUN := $(UV) run --frozen
 # Extra arguments: `make test ARGS="-k consumer -x"`, `make run ARGS=--check`.
 ARGS ?=
 
-.PHONY: help setup run test test-cluster lint format bench contracts clean
+.PHONY: help setup run test test-cluster chaos lint format bench contracts clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -43,6 +43,12 @@ CLUSTER_TESTS ?= contracts riverbed/tests services
 
 test-cluster: setup ## the runtime's, contracts' and services' tests on a local Redis Cluster
 	$(UV_RUN) python deploy/local/with_redis_cluster.py -- $(UV_RUN) pytest $(CLUSTER_TESTS) $(ARGS)
+
+# Options of the chaos run: `make chaos CHAOS_ARGS=--short` is the CI-sized one (< 3 min).
+CHAOS_ARGS ?=
+
+chaos: setup ## the whole stack under faults (kills, Redis restarts, outages), judged; not in test
+	$(UV_RUN) python tests/chaos/run.py $(CHAOS_ARGS)
 
 lint: setup ## ruff check, ruff format --check, mypy --strict on src/
 	@status=0; \
