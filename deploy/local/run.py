@@ -2,7 +2,8 @@
 
 Invoked by ``make run`` as ``uv run python deploy/local/run.py``; standard library only.
 
-- API key: ``RIVERBED_API_KEY`` when set, else a fresh random one, printed.
+- API key: ``RIVERBED_API_KEY`` when set, else a fresh random one, printed. The gateway's
+  schedules admin key likewise: ``GATEWAY_ADMIN_API_KEY``, else a fresh one, printed.
 - Redis: ``REDIS_URL`` when set; else ``redis-server deploy/redis/redis.conf`` on port
   6390 (or a free port when 6390 is taken), data and log under ``var/redis/``.
 - Services: each of riverbed-gateway, -email, -webhooks, -payments whose console
@@ -79,6 +80,14 @@ SERVICES = (
     ServiceSpec("riverbed-payments", "PAYMENTS_", 8003),
 )
 
+SCHEDULE_CURL = (
+    "curl -X PUT http://{host}:{port}/v1/schedules/daily-digest "
+    '-H "Authorization: Bearer {key}" '
+    "-H 'Content-Type: application/json' "
+    """-d '{{"cron":"0 8 * * *","tz":"Europe/Berlin","type":"email.requested.v1","""
+    """"data":{{"to":"ops@example.com","template":"daily-digest","category":"bulk","""
+    """"variables":{{"name":"Ops"}}}}}}'"""
+)
 CURL = (
     "curl -X POST http://{host}:{port}/v1/events "
     '-H "Authorization: Bearer {key}" '
@@ -400,6 +409,15 @@ def main(argv: list[str] | None = None) -> int:
             say(f"generated API key (set RIVERBED_API_KEY to choose one): {api_key}")
         else:
             say("API key from RIVERBED_API_KEY")
+        # the gateway's schedules API takes a key of its own, never the ingestion key
+        admin_key = os.environ.get("GATEWAY_ADMIN_API_KEY", "")
+        admin_key_for_curl = "$GATEWAY_ADMIN_API_KEY"
+        if not admin_key:
+            admin_key = secrets.token_urlsafe(32)
+            admin_key_for_curl = admin_key
+            say(f"generated admin key (set GATEWAY_ADMIN_API_KEY to choose one): {admin_key}")
+        else:
+            say("admin key from GATEWAY_ADMIN_API_KEY")
 
         children: list[Child] = []
         redis: Child | None = None
@@ -478,6 +496,8 @@ def main(argv: list[str] | None = None) -> int:
                     env.pop("REDIS_CLUSTER", None)
                 if spec.name == "email":
                     env.update(email_env)
+                if spec.name == "gateway":
+                    env["GATEWAY_ADMIN_API_KEY"] = admin_key
                 if spec.name == "webhooks":
                     # local receivers live on loopback, which the SSRF guard refuses by default
                     env.setdefault("WEBHOOKS_ALLOWED_NETWORKS", '["127.0.0.1/32"]')
@@ -503,6 +523,12 @@ def main(argv: list[str] | None = None) -> int:
             if "gateway" in services:
                 say("post an event:")
                 print(CURL.format(host=HOST, port=services["gateway"][1], key=key_for_curl))
+                say("schedule a daily digest (admin key):")
+                print(
+                    SCHEDULE_CURL.format(
+                        host=HOST, port=services["gateway"][1], key=admin_key_for_curl
+                    )
+                )
 
             if args.check:
                 results = check(services, args.timeout, stop_flag)
