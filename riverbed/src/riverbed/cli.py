@@ -850,7 +850,7 @@ async def cmd_schedules_list(
             str(document.get("fired", 0)),
             str(document.get("misfires_skipped", 0)),
         )
-    out.print(table)
+    _print_table(out, table)
     if any(v.status in ("missing", "moving") for v in views):
         out.print(
             "[yellow]missing/moving: a change was interrupted; these fire nothing until "
