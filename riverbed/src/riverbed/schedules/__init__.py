@@ -44,7 +44,8 @@ from riverbed.schedules.definition import (
     parse_time,
 )
 from riverbed.schedules.scheduler import Fired, Scheduler, SchedulerSettings
-from riverbed.schedules.store import ScheduleStore, ScheduleView, StoredState, Upserted
+from riverbed.schedules.state import ScheduleView, StoredState
+from riverbed.schedules.store import ScheduleStore, Upserted
 from riverbed.schedules.timing import (
     CronTiming,
     FirePlan,

@@ -22,7 +22,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from riverbed import keys, metrics
 from riverbed.connection import Redis
-from riverbed.schedules.store import FIRE, ScheduleStore, StoredState
+from riverbed.schedules.state import StoredState
+from riverbed.schedules.store import FIRE, ScheduleStore
 from riverbed.schedules.timing import iso, plan_fire
 from riverbed_contracts import ENTRY_FIELD
 

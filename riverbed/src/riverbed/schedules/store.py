@@ -35,13 +35,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any, Final, Literal
 
 from riverbed import keys
 from riverbed.connection import Redis
-from riverbed.schedules.definition import ScheduleDefinition, ScheduleError, check_name
-from riverbed.schedules.timing import first_due, iso
+from riverbed.schedules.definition import ScheduleDefinition, check_name
+from riverbed.schedules.state import ScheduleView, StoredState, text, view_of
+from riverbed.schedules.timing import first_due
 from riverbed.scripts import LuaScript
 
 #: upserts, pauses and resumes retry when a scheduler fired in between (compare-and-set)
@@ -95,109 +95,6 @@ if redis.call('HGET', KEYS[1], 'moving') ~= ARGV[1] then return 0 end
 return redis.call('DEL', KEYS[1])
 """)
 
-Status = Literal["active", "paused", "finished", "moving", "missing"]
-
-
-def _text(value: bytes | str | None) -> str | None:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _int(value: str | None) -> int | None:
-    return int(value) if value not in (None, "") else None
-
-
-@dataclass(frozen=True)
-class StoredState:
-    """One schedule's state hash, decoded."""
-
-    definition: ScheduleDefinition | None  # None: undecodable (written by a newer version)
-    version: str
-    next_ms: int | None
-    last_ms: int | None
-    last_entry_id: str | None
-    fired: int
-    missed: int
-    paused: bool
-    created_ms: int | None
-    updated_ms: int | None
-    moving: str | None
-    moved_from: str | None
-    fingerprint: str | None
-
-    @classmethod
-    def decode(cls, raw: Mapping[Any, Any]) -> StoredState | None:
-        fields = {_text(k): _text(v) for k, v in raw.items()}
-        if not fields:
-            return None
-        return cls(
-            definition=_definition(fields.get("definition") or ""),
-            version=fields.get("version") or "0",
-            next_ms=_int(fields.get("next_ms")),
-            last_ms=_int(fields.get("last_ms")),
-            last_entry_id=fields.get("last_entry_id"),
-            fired=_int(fields.get("fired")) or 0,
-            missed=_int(fields.get("missed")) or 0,
-            paused=fields.get("paused") == "1",
-            created_ms=_int(fields.get("created_ms")),
-            updated_ms=_int(fields.get("updated_ms")),
-            moving=fields.get("moving"),
-            moved_from=fields.get("moved_from"),
-            fingerprint=fields.get("fingerprint"),
-        )
-
-    @property
-    def status(self) -> Status:
-        if self.moving is not None:
-            return "moving"
-        if self.paused:
-            return "paused"
-        return "finished" if self.next_ms is None else "active"
-
-
-@dataclass(frozen=True)
-class ScheduleView:
-    """A schedule as listed: its stream, status, definition and progress."""
-
-    name: str
-    stream: str
-    status: Status
-    state: StoredState | None
-
-    def as_json(self) -> dict[str, Any]:
-        state = self.state
-        definition = state.definition if state is not None else None
-        document: dict[str, Any] = {"name": self.name, "stream": self.stream, "status": self.status}
-        if definition is not None:
-            document.update(
-                type=definition.type,
-                cron=definition.cron,
-                tz=definition.tz,
-                every_s=definition.every_s,
-                data=definition.data,
-                subject=definition.subject,
-                source=definition.source,
-                start=iso(definition.start_ms) if definition.start_ms is not None else None,
-                end=iso(definition.end_ms) if definition.end_ms is not None else None,
-                limit=definition.limit,
-            )
-        if state is not None:
-            document.update(
-                paused=state.paused,
-                # only an active schedule waits for an occurrence (resume recomputes it)
-                next_fire=iso(state.next_ms)
-                if state.next_ms is not None and self.status == "active"
-                else None,
-                last_fire=iso(state.last_ms) if state.last_ms is not None else None,
-                last_entry_id=state.last_entry_id,
-                fired=state.fired,
-                misfires_skipped=state.missed,
-                created=iso(state.created_ms) if state.created_ms is not None else None,
-                updated=iso(state.updated_ms) if state.updated_ms is not None else None,
-            )
-            if state.moving is not None:
-                document["moving_to"] = state.moving
-        return document
-
 
 @dataclass(frozen=True)
 class Upserted:
@@ -238,7 +135,7 @@ class ScheduleStore:
     async def index(self) -> dict[str, str]:
         """Every schedule name -> the stream its state is under."""
         raw = await self.redis.hgetall(self.index_key)
-        return {str(_text(k)): str(_text(v)) for k, v in raw.items()}
+        return {str(text(k)): str(text(v)) for k, v in raw.items()}
 
     async def _state(self, stream: str, name: str) -> StoredState | None:
         return StoredState.decode(await self.redis.hgetall(keys.schedule_key(stream, name)))
@@ -257,13 +154,13 @@ class ScheduleStore:
     async def list(self) -> list[ScheduleView]:
         index = await self.index()
         states = await self.states(index)
-        return [_view(name, index[name], states[name]) for name in sorted(index)]
+        return [view_of(name, index[name], states[name]) for name in sorted(index)]
 
     async def get(self, name: str) -> ScheduleView | None:
-        stream = _text(await self.redis.hget(self.index_key, check_name(name)))
+        stream = text(await self.redis.hget(self.index_key, check_name(name)))
         if stream is None:
             return None
-        return _view(name, stream, await self._state(stream, name))
+        return view_of(name, stream, await self._state(stream, name))
 
     # -- writing --------------------------------------------------------------------------
 
@@ -276,7 +173,7 @@ class ScheduleStore:
         moved = False
         for _ in range(_ATTEMPTS):
             now = self._now_ms()
-            current = _text(await self.redis.hget(self.index_key, name))
+            current = text(await self.redis.hget(self.index_key, name))
             if current is not None and current != target:
                 await self._move(name, current, target, definition, now)
                 moved = True
@@ -382,7 +279,7 @@ class ScheduleStore:
 
     async def remove(self, name: str) -> bool:
         """Delete a schedule; False when there was none. Nothing fires once it returns."""
-        stream = _text(await self.redis.hget(self.index_key, check_name(name)))
+        stream = text(await self.redis.hget(self.index_key, check_name(name)))
         if stream is None:
             return False
         state = await self._state(stream, name)
@@ -405,14 +302,14 @@ class ScheduleStore:
 
     async def _set_paused(self, name: str, *, paused: bool) -> ScheduleView | None:
         for _ in range(_ATTEMPTS):
-            stream = _text(await self.redis.hget(self.index_key, check_name(name)))
+            stream = text(await self.redis.hget(self.index_key, check_name(name)))
             if stream is None:
                 return None
             state = await self._state(stream, name)
             if state is None:
                 return None
             if state.paused == paused:
-                return _view(name, stream, state)
+                return view_of(name, stream, state)
             fields: list[str | int] = [
                 "paused",
                 "1" if paused else "0",
@@ -434,31 +331,6 @@ class ScheduleStore:
         raise RuntimeError(f"schedule {name!r} kept changing; try again")
 
 
-@lru_cache(maxsize=4096)
-def _definition(text: str) -> ScheduleDefinition | None:
-    """A stored definition, parsed and checked once per process (a pass reads them all);
-    None when it cannot be read (written by a newer version, or damaged)."""
-    try:
-        return ScheduleDefinition.from_json(text)
-    except (ValueError, TypeError):
-        return None
-
-
 def _pairs(flat: list[Any]) -> dict[Any, Any]:
     """A flat HGETALL reply from a script ([field, value, ...]) as a mapping."""
     return dict(zip(flat[::2], flat[1::2], strict=True))
-
-
-def _view(name: str, stream: str, state: StoredState | None) -> ScheduleView:
-    return ScheduleView(name, stream, "missing" if state is None else state.status, state)
-
-
-__all__ = [
-    "FIRE",
-    "ScheduleError",
-    "ScheduleStore",
-    "ScheduleView",
-    "Status",
-    "StoredState",
-    "Upserted",
-]
