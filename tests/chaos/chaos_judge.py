@@ -20,7 +20,7 @@ import itertools
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 # -- what the runner records -----------------------------------------------------------
@@ -493,7 +493,8 @@ class Delivered:
     event_type: str
     data: Mapping[str, Any]
     status: int
-    answered: float
+    arrived: float  # s since the epoch: when the request came (the attempt's order)
+    answered: float  # s since the epoch
     late: bool  # answered after the sender's request timeout
 
 
@@ -585,7 +586,9 @@ def build_results(records: Records, faults: Sequence[Fault]) -> list[RowResult]:
             first_prompt[hook.webhook_id] = min(at, hook.answered)
         found = hook_key(hook.event_type, hook.webhook_id, hook.data)
         if found is not None:
-            observed = Observed(hook.answered, ident=hook.webhook_id, late=hook.late)
+            # in the order the attempts were made: a 2xx that comes after the timeout may
+            # be answered after the retry it caused
+            observed = Observed(hook.arrived, ident=hook.webhook_id, late=hook.late)
             by_row[found[0]].append((found[1], observed))
     confirmations = {f"recorded:{ref}": at for ref, at in ledger_payments.items()} | {
         f"refund-recorded:{ref}": at for ref, at in ledger_refunds.items()
@@ -595,6 +598,36 @@ def build_results(records: Records, faults: Sequence[Fault]) -> list[RowResult]:
     succeeded, succeeded_copies = outcomes("webhook.delivery.succeeded", "event_id")
     results.append(row("webhook.delivery.succeeded", first_prompt, succeeded, succeeded_copies))
     return results
+
+
+def records_to_json(
+    records: Records, faults: Sequence[Fault], **context: float | bool | int
+) -> dict[str, Any]:
+    """What a run recorded, as JSON (kept in the run's directory so it can be judged again:
+    ``run.py --judge DIR``); ``context``: the run's start, signature failures, settled."""
+    return {
+        "records": asdict(records),
+        "faults": [asdict(f) for f in faults],
+        "context": context,
+    }
+
+
+def records_from_json(document: Mapping[str, Any]) -> tuple[Records, list[Fault]]:
+    raw = document["records"]
+    records = Records(
+        emails=dict(raw["emails"]),
+        payments=dict(raw["payments"]),
+        refunds=dict(raw["refunds"]),
+        source_events=dict(raw["source_events"]),
+        receipt_address=dict(raw["receipt_address"]),
+        mails=[Mailed(**m) for m in raw["mails"]],
+        ledger=[Booked(**b) for b in raw["ledger"]],
+        outcomes={s: [Published(**p) for p in found] for s, found in raw["outcomes"].items()},
+        hooks=[Delivered(**h) for h in raw["hooks"]],
+        dead=[StreamItem(**i) for i in raw["dead"]],
+        held=[StreamItem(**i) for i in raw["held"]],
+    )
+    return records, [Fault(**f) for f in document["faults"]]
 
 
 # -- the verdict and the table -----------------------------------------------------------------

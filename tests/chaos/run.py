@@ -63,6 +63,8 @@ from chaos_judge import (
     StreamItem,
     build_results,
     item_from_fields,
+    records_from_json,
+    records_to_json,
     render_findings,
     render_table,
     verdict,
@@ -362,7 +364,11 @@ class Run:
         if step.action in {"kill9", "sigterm", "redis-shutdown", "redis-kill9"}:
             async with self.busy:
                 start = time.time()
-                await self._process_fault(step)
+                try:
+                    await self._process_fault(step)
+                except RuntimeError as error:  # did not come back: a finding, the run goes on
+                    self.say(f"UNEXPECTED: {error}")
+                    self.crashes.append(f"{step.target or 'redis'} did not come back: {error}")
         elif step.action == "smtp-down":
             self.say(f"SMTP relay down for {step.seconds:g} s")
             await self.smtp.down()
@@ -456,9 +462,10 @@ class Run:
             due = await client.zcount(f"rb:{{{stream}}}:delay", "-inf", horizon_ms)
             if due:
                 found.append(f"{stream}: {due} in the delay store due within {LONG_RETRY_S:g} s")
-        backlog = await outbox_backlog(http, self.stack.base_url("payments"))
-        if backlog:
-            found.append(f"payments outbox: {backlog:g} unpublished")
+        for name in ("payments", "webhooks"):
+            backlog = await outbox_backlog(http, self.stack.base_url(name))
+            if backlog:
+                found.append(f"{name} outbox: {backlog:g} unpublished")
         if self.receiver.in_flight:
             found.append(f"webhook receiver: {self.receiver.in_flight} requests in flight")
         return found
@@ -500,7 +507,13 @@ class Run:
         records.mails = [Mailed(m.message_id, m.to, m.at) for m in self.smtp.mails]
         records.hooks = [
             Delivered(
-                h.webhook_id, h.event_type, h.data, h.status, h.answered, self.receiver.late(h)
+                h.webhook_id,
+                h.event_type,
+                h.data,
+                h.status,
+                h.arrived,
+                h.answered,
+                self.receiver.late(h),
             )
             for h in self.receiver.hooks
         ]
@@ -599,14 +612,15 @@ def groups_of(groups: list[dict[str, Any]]) -> list[str]:
 
 
 async def outbox_backlog(http: httpx.AsyncClient, base_url: str) -> float:
-    """The payments outbox's unpublished rows (its metric; 0 when it cannot tell)."""
+    """A service's outbox rows committed and not yet appended (the runtime relay's
+    ``riverbed_outbox_backlog``; 0 for a service without an outbox)."""
     try:
         text = (await http.get(f"{base_url}/metrics")).text
     except httpx.HTTPError:
         return 1.0  # the service is restarting: not quiet
     total = 0.0
     for line in text.splitlines():
-        if line.startswith("riverbed_payments_outbox_backlog"):
+        if line.startswith("riverbed_outbox_backlog"):
             with contextlib.suppress(ValueError, IndexError):
                 total += float(line.rsplit(" ", 1)[1])
     return total
@@ -672,15 +686,32 @@ def machine() -> str:
     )
 
 
+def log_errors(log_dir: Path) -> str:
+    """Error-level lines of each service's JSON log, by message (the three most frequent)."""
+    found = []
+    for path in sorted(log_dir.glob("*.log")):
+        counts: Counter[str] = Counter()
+        with contextlib.suppress(OSError):
+            for line in path.read_text(errors="replace").splitlines():
+                if '"level": "error"' in line or '"level": "critical"' in line:
+                    with contextlib.suppress(ValueError):
+                        counts[str(json.loads(line).get("event", "?"))[:80]] += 1
+        if counts:
+            top = ", ".join(f"{event!r} x{n}" for event, n in counts.most_common(3))
+            found.append(f"{path.stem}: {top}")
+    return "; ".join(found) or "none"
+
+
 def code_state() -> str:
     """The commit the services ran from, and which of their paths had uncommitted changes
     (the run uses the working tree)."""
 
     def git(*args: str) -> str:
         with contextlib.suppress(OSError, subprocess.SubprocessError):
+            # not strip(): a porcelain line starts with a space when the index is clean
             return subprocess.run(
                 ["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10, check=False
-            ).stdout.strip()
+            ).stdout.rstrip("\n")
         return ""
 
     head = git("rev-parse", "--short", "HEAD") or "?"
@@ -727,6 +758,14 @@ async def main_async(plan: Plan, run_dir: Path, holder: dict[str, Stack]) -> int
             run.say("settled" if settled else f"NOT settled: {'; '.join(busy[:8])}")
             tasks[-1].cancel()
             records = await run.collect(http, workload)
+        document = records_to_json(
+            records,
+            run.faults,
+            t0=run.t0,
+            signature_failures=run.receiver.signature_failures,
+            settled=settled,
+        )
+        (run_dir / "records.json").write_text(json.dumps(document))
         results = build_results(records, run.faults)
         outcome = verdict(
             results, signature_failures=run.receiver.signature_failures, settled=settled
@@ -780,7 +819,8 @@ def render_report(
         f"{WEBHOOKS_REQUEST_TIMEOUT_S:g} s timeout, "
         f"{run.receiver.signature_failures} signature failures. "
         f"SMTP relay: {len(run.smtp.mails)} messages.",
-        f"Dead-letter entries: {dict(dead) or 0}.",
+        f"Dead-letter entries: {dict(dead) or 0}. Error-level log lines: "
+        f"{log_errors(run.stack.log_dir)}.",
         f"Settings: {settings_summary()}.",
         "",
         render_table(results),
@@ -798,11 +838,38 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--short", action="store_true", help="a few hundred events, fewer faults")
     parser.add_argument("--events", type=int, help="events to post (overrides the plan)")
     parser.add_argument("--duration", type=float, help="seconds to post them over")
+    parser.add_argument(
+        "--judge",
+        type=Path,
+        metavar="RUN_DIR",
+        help="judge a finished run again from its records.json (no services are started)",
+    )
     return parser.parse_args(argv)
+
+
+def judge_again(run_dir: Path) -> int:
+    """The tables of a finished run, from what it recorded (after changing the judge)."""
+    document = json.loads((run_dir / "records.json").read_text())
+    records, faults = records_from_json(document)
+    context = document.get("context", {})
+    results = build_results(records, faults)
+    print(render_table(results))
+    findings = render_findings(results, float(context.get("t0", 0.0)))
+    if findings:
+        print("Lost and doubled (t from the start of the workload):\n" + findings)
+    outcome = verdict(
+        results,
+        signature_failures=int(context.get("signature_failures", 0)),
+        settled=bool(context.get("settled", True)),
+    )
+    print("Verdict: " + ("PASS" if outcome.ok else "FAIL: " + "; ".join(outcome.reasons)))
+    return 0 if outcome.ok else 1
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.judge:
+        return judge_again(args.judge)
     plan = SHORT if args.short else FULL
     if args.events or args.duration:
         plan = Plan(

@@ -128,6 +128,20 @@ def test_a_late_2xx_explains_a_webhook_repeat_but_not_a_mail() -> None:
     assert [f.window for f in mail.doubled] == [None]
 
 
+def test_a_late_2xx_answered_after_the_retry_it_caused_is_still_explained() -> None:
+    records = j.Records()
+    records.source_events = {"wh": at(0)}
+    records.hooks = [
+        # attempt 1 comes at 1 s and is answered at 18 s, after the sender gave up at 16 s
+        j.Delivered("wh", "payment.succeeded.v1", {}, 200, at(1), at(18), True),
+        # attempt 2, at 17 s, answered at once
+        j.Delivered("wh", "payment.succeeded.v1", {}, 200, at(17), at(17.01), False),
+    ]
+    results = {r.row: r for r in j.build_results(records, [])}
+    assert [f.window for f in results["hook.source"].doubled] == ["webhook-2xx-after-timeout"]
+    assert results["webhook.delivery.succeeded"].accepted == 1, "one prompt 2xx: one fact"
+
+
 def test_a_prompt_2xx_repeated_is_a_defect() -> None:
     effects = {"k": [Observed(at(1.0), "wh"), Observed(at(2.0), "wh", late=True)]}
     result = j.judge_row("hook.source", {"k": at(0)}, effects)
@@ -248,10 +262,16 @@ def _records() -> object:
         ],
     }
     r.hooks = [
-        j.Delivered("ev-pi_1", "payment.succeeded.v1", {}, 500, at(2), False),  # not an effect
-        j.Delivered("ev-pi_1", "payment.succeeded.v1", {}, 200, at(3), False),
+        j.Delivered("ev-pi_1", "payment.succeeded.v1", {}, 500, at(2), at(2), False),  # no effect
+        j.Delivered("ev-pi_1", "payment.succeeded.v1", {}, 200, at(3), at(3), False),
         j.Delivered(
-            "rec-1", "payment.recorded.v1", {"provider_payment_id": "pi_1"}, 200, at(4), False
+            "rec-1",
+            "payment.recorded.v1",
+            {"provider_payment_id": "pi_1"},
+            200,
+            at(4),
+            at(4),
+            False,
         ),
     ]
     r.held = [
@@ -278,6 +298,16 @@ def test_build_results_counts_every_row() -> None:
     verdict = j.verdict(list(results.values()), signature_failures=0, settled=True)
     assert not verdict.ok
     assert any("receipt: 1 doubled" in reason for reason in verdict.reasons)
+
+
+def test_records_survive_json_and_judge_the_same() -> None:
+    import json
+
+    faults = [Fault("kill9", "email", at(3.5), at(5))]
+    document = json.loads(json.dumps(j.records_to_json(_records(), faults)))
+    records, loaded = j.records_from_json(document)
+    assert loaded == faults
+    assert j.build_results(records, loaded) == j.build_results(_records(), faults)
 
 
 def test_the_verdict_passes_only_with_everything_explained() -> None:
