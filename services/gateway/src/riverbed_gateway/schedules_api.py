@@ -225,7 +225,10 @@ def router(admin_api_key: SecretStr | None, redis: Callable[[], Redis]) -> APIRo
     @api.put(
         "/{name}",
         summary="Create or change a schedule (the same definition again changes nothing)",
-        responses={201: {"model": Upserted, "description": "created"}, **_problems(401, 422, 503)},
+        responses={
+            201: {"model": Upserted, "description": "created"},
+            **_problems(400, 401, 422, 503),
+        },
     )
     async def put_schedule(name: ScheduleName, body: ScheduleIn, response: Response) -> Upserted:
         try:
