@@ -270,6 +270,19 @@ async def test_after_downtime_only_the_most_recent_missed_occurrence_is_publishe
     assert view.as_json()["misfires_skipped"] == 9
 
 
+async def test_a_schedule_that_cannot_fire_does_not_stall_the_others(env: Env) -> None:
+    store, scheduler = env.store(), env.scheduler()
+    broken, fine = env.name("broken"), env.name("fine")
+    await store.upsert(env.payment_schedule(broken))
+    await store.upsert(env.payment_schedule(fine, type="email.requested.v1", data=EMAIL))
+    await env.redis.set(keys.stream_key(env.payments), "not a stream")  # XADD: WRONGTYPE
+
+    env.clock.at(60.5)
+    assert [f.name for f in await scheduler.tick()] == [fine]
+    await env.redis.delete(keys.stream_key(env.payments))
+    assert [f.name for f in await scheduler.tick()] == [broken], "retried on the next pass"
+
+
 async def test_a_limit_finishes_the_schedule(env: Env) -> None:
     store, scheduler, name = env.store(), env.scheduler(), env.name("limited")
     await store.upsert(env.payment_schedule(name, limit=2))

@@ -150,7 +150,16 @@ class Scheduler:
                 continue
             next_ms: int | None = state.next_ms
             if state.next_ms <= now:
-                published = await self._fire(name, index[name], state, now)
+                try:
+                    published = await self._fire(name, index[name], state, now)
+                except Exception as error:  # one broken schedule must not stall the others
+                    log.error(
+                        "schedule could not fire; retrying next pass",
+                        schedule=name,
+                        error_type=type(error).__name__,
+                        error=str(error),
+                    )
+                    continue
                 if published is None:
                     continue  # a sibling published it, or the schedule changed: next pass
                 fired.append(published)
