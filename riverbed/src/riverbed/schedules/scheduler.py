@@ -82,7 +82,8 @@ class Scheduler:
         self.clock = clock
         self._task: asyncio.Task[None] | None = None
         self._earliest_due_ms: int | None = None
-        self._labelled: set[str] = set()  # schedule names this process exports gauges for
+        #: schedule name -> (last, next) fire time (ms) this process's gauges show
+        self._exported: dict[str, tuple[int | None, int | None]] = {}
         self._undecodable: set[str] = set()  # warned once each
         #: due occurrences this scheduler tried to publish and found taken: a sibling
         #: published them first, or the schedule changed in between
@@ -235,24 +236,31 @@ class Scheduler:
         return Fired(name, stream, plan.occurrence_ms, event.id, entry, plan.missed, plan.next_ms)
 
     def _export(self, index: Mapping[str, str], states: Mapping[str, StoredState | None]) -> None:
-        """Gauges: how many schedules, and each one's last and next fire time."""
+        """Gauges: how many schedules, and each one's last and next fire time. Only what
+        changed since the last pass is written (a pass over 1,000 schedules spent half its
+        time rewriting unchanged gauges)."""
         metrics.SCHEDULES.set(len(index))
-        for name in self._labelled - set(index):
-            _forget(name)
-        self._labelled = set(index)
+        exported: dict[str, tuple[int | None, int | None]] = {}
         for name in index:
             state = states.get(name)
             last = state.last_ms if state is not None else None
             upcoming = state.next_ms if state is not None and state.status == "active" else None
-            for gauge, value in (
-                (metrics.SCHEDULE_LAST_FIRE, last),
-                (metrics.SCHEDULE_NEXT_FIRE, upcoming),
+            exported[name] = (last, upcoming)
+            before = self._exported.get(name, (None, None))
+            for gauge, value, previous in (
+                (metrics.SCHEDULE_LAST_FIRE, last, before[0]),
+                (metrics.SCHEDULE_NEXT_FIRE, upcoming, before[1]),
             ):
-                if value is None:
+                if value == previous and name in self._exported:
+                    continue
+                if value is not None:
+                    gauge.labels(name).set(value / 1000)
+                else:
                     with contextlib.suppress(KeyError):
                         gauge.remove(name)
-                else:
-                    gauge.labels(name).set(value / 1000)
+        for name in self._exported.keys() - exported.keys():
+            _forget(name)
+        self._exported = exported
 
 
 def _forget(name: str) -> None:

@@ -42,7 +42,11 @@ class StoredState:
 
     @classmethod
     def decode(cls, raw: Mapping[Any, Any]) -> StoredState | None:
-        fields = {text(k): text(v) for k, v in raw.items()}
+        # inline, not text(): a scheduler pass decodes every field of every schedule
+        fields = {
+            (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+            for k, v in raw.items()
+        }
         if not fields:
             return None
         return cls(

@@ -32,6 +32,7 @@ every state reachable from the index:
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -52,6 +53,14 @@ _CREATE: Final = LuaScript("""
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], unpack(ARGV))
 return 1
+""")
+
+#: Read many states of one stream (one slot) at once. KEYS: states. Returns one flat
+#: HGETALL reply per key (empty for a missing state).
+_READ_ALL: Final = LuaScript("""
+local states = {}
+for i, key in ipairs(KEYS) do states[i] = redis.call('HGETALL', key) end
+return states
 """)
 
 #: Write fields when the state is still at the version read. KEYS: state.
@@ -141,15 +150,23 @@ class ScheduleStore:
         return StoredState.decode(await self.redis.hgetall(keys.schedule_key(stream, name)))
 
     async def states(self, index: Mapping[str, str]) -> dict[str, StoredState | None]:
-        """The states of the indexed schedules, read in one pipeline (one slot or many)."""
-        names = sorted(index)
-        if not names:
-            return {}
-        pipe = self.redis.pipeline(transaction=False)
-        for name in names:
-            pipe.hgetall(keys.schedule_key(index[name], name))
-        found = await pipe.execute()
-        return {name: StoredState.decode(raw) for name, raw in zip(names, found, strict=True)}
+        """The states of the indexed schedules: one script call per stream (its states
+        share the stream's slot), all streams at once. One call per schedule cost ~90 µs
+        of client time each (1,000 schedules: ~90 ms a pass); per stream it is a few."""
+        by_stream: dict[str, list[str]] = {}
+        for name in sorted(index):
+            by_stream.setdefault(index[name], []).append(name)
+        replies = await asyncio.gather(
+            *(
+                _READ_ALL(self.redis, keys=[keys.schedule_key(stream, n) for n in names], args=[])
+                for stream, names in by_stream.items()
+            )
+        )
+        found: dict[str, StoredState | None] = {}
+        for names, states in zip(by_stream.values(), replies, strict=True):
+            for name, flat in zip(names, states, strict=True):
+                found[name] = StoredState.decode(_pairs(flat))
+        return found
 
     async def list(self) -> list[ScheduleView]:
         index = await self.index()
