@@ -6,7 +6,7 @@ import pytest
 import redis.asyncio
 
 from riverbed import keys
-from riverbed_email.ports import SentRecord, Suppression
+from riverbed_email.ports import FailedRecord, SentRecord, Suppression
 from riverbed_email.store import RedisDomainThrottle, RedisSendLedger, RedisSuppressionList
 
 pytestmark = pytest.mark.integration
@@ -64,6 +64,43 @@ async def test_the_send_ledger_records_once_with_a_ttl(
     assert await ledger.get(event_id) == record
     ttl = await redis_client.ttl(keys.email_sent_key(event_id))
     assert 0 < ttl <= 3600
+
+
+async def test_the_ledger_records_a_give_up_once_with_a_ttl(
+    redis_client: redis.asyncio.Redis, unique: str
+) -> None:
+    ledger = RedisSendLedger(lambda: redis_client, ttl_s=3600)
+    event_id = f"ev-{unique}"
+    assert await ledger.failure(event_id) is None
+    record = FailedRecord("exhausted", "451 4.7.1 greylisted", False, 451, 20, 1_700_000_000_000)
+    assert await ledger.record_failure(event_id, record)
+    later = FailedRecord("rejected", "550 later", True, 550, 21, 0)
+    assert not await ledger.record_failure(event_id, later), "the first decision stands"
+    assert await ledger.failure(event_id) == record
+    assert await ledger.get(event_id) is None, "a give-up is no send"
+    ttl = await redis_client.ttl(keys.email_failed_key(event_id))
+    assert 0 < ttl <= 3600
+
+
+async def test_the_sending_lease_is_one_holders_until_released_or_run_out(
+    redis_client: redis.asyncio.Redis, unique: str
+) -> None:
+    replica_a = RedisSendLedger(lambda: redis_client, ttl_s=3600)
+    replica_b = RedisSendLedger(lambda: redis_client, ttl_s=3600)
+    event_id = f"ev-{unique}"
+    key = keys.email_sending_key(event_id)
+    try:
+        assert await replica_a.hold(event_id, "a", 60_000) == 0
+        assert await replica_a.hold(event_id, "a", 60_000) == 0, "its holder renews it"
+        left = await replica_b.hold(event_id, "b", 60_000)
+        assert 0 < left <= 60_000, "another holder is told how long it still runs"
+        await replica_b.release(event_id, "b")
+        assert await redis_client.get(key) == b"a", "only its holder gives it up"
+        await replica_a.release(event_id, "a")
+        assert await replica_b.hold(event_id, "b", 60_000) == 0
+        assert 0 < await redis_client.pttl(key) <= 60_000
+    finally:
+        await redis_client.delete(key)
 
 
 async def test_a_domain_gets_its_burst_then_must_wait(

@@ -3,6 +3,8 @@
 - :class:`EmailSender` — hands one message to an SMTP relay (``riverbed_email.smtp``);
 - :class:`SuppressionList`, :class:`SendLedger`, :class:`DomainThrottle` — state shared by
   every replica (``riverbed_email.store``, in Redis);
+- :class:`SentRecord`, :class:`FailedRecord` — what became of a request, recorded under its
+  event id before its outcome event is published, so a redelivery publishes that same event;
 - :data:`Publish` — appends events to their streams before the request is settled.
 """
 
@@ -10,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 from riverbed_contracts import CloudEvent
 from riverbed_email.compose import OutgoingEmail
@@ -53,13 +55,45 @@ class SentRecord:
     at_ms: int  # ms since the epoch
 
 
+#: why a request was given up: the relay refused it, every attempt was deferred, or the
+#: request itself cannot be sent (template, variable, address); the metric's reason label
+FailureKind = Literal["rejected", "exhausted", "invalid"]
+
+
+@dataclass(frozen=True)
+class FailedRecord:
+    """A request given up: the content of its ``email.failed``, as first decided."""
+
+    kind: FailureKind
+    reason: str
+    permanent: bool
+    smtp_code: int | None
+    attempts: int
+    at_ms: int  # ms since the epoch
+
+
 class SendLedger(Protocol):
-    """Which requests the relay accepted, by request event id."""
+    """What became of requests, by request event id: accepted by the relay, or given up."""
 
     async def get(self, event_id: str) -> SentRecord | None: ...
 
     async def record(self, event_id: str, record: SentRecord) -> bool:
         """Record unless already recorded; True when this call recorded it."""
+        ...
+
+    async def failure(self, event_id: str) -> FailedRecord | None: ...
+
+    async def record_failure(self, event_id: str, record: FailedRecord) -> bool:
+        """Record unless already recorded; True when this call recorded it."""
+        ...
+
+    async def hold(self, event_id: str, holder: str, lease_ms: int) -> int:
+        """Take (or renew) the lease of sending this request for ``lease_ms``: 0 when
+        ``holder`` has it now, else the ms another holder's lease still runs."""
+        ...
+
+    async def release(self, event_id: str, holder: str) -> None:
+        """Give the lease up, if ``holder`` still has it."""
         ...
 
 

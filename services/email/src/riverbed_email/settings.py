@@ -125,6 +125,12 @@ class EmailSettings(ServiceSettings):
         ge=60,
         description="how long an accepted send is remembered against redelivery, s",
     )
+    send_lease_s: int = Field(
+        default=300,
+        ge=10,
+        description="a request being sent is held this long against other replicas, s "
+        "(released as soon as its outcome is recorded; keep it above the handler timeout)",
+    )
 
     # -- pace per recipient domain ---------------------------------------------------
     domain_rate_per_s: float = Field(default=5.0, gt=0, description="mails/s to one domain")

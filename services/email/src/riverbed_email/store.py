@@ -1,7 +1,9 @@
 """State shared by every email replica, in Redis (key names in :mod:`riverbed.keys`).
 
 - :class:`RedisSuppressionList` — one hash, address -> why (no TTL: an operator removes);
-- :class:`RedisSendLedger` — one marker per accepted request, ``SET NX`` with a TTL;
+- :class:`RedisSendLedger` — one record per accepted request (the sent marker) and one per
+  request given up, each ``SET NX`` with a TTL; and the lease of the replica sending a
+  request, taken and released by scripts that compare its holder's token;
 - :class:`RedisDomainThrottle` — GCRA per recipient domain (:mod:`riverbed.ratelimit`),
   slowed down for a while by each throttling reply.
 
@@ -13,12 +15,14 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import Final
 
 from riverbed import keys
 from riverbed.connection import Redis
 from riverbed.ratelimit import RateLimiter
+from riverbed.scripts import LuaScript
 from riverbed_email.addresses import normalize
-from riverbed_email.ports import SentRecord, Suppression
+from riverbed_email.ports import FailedRecord, SentRecord, Suppression
 
 
 def _now_ms() -> int:
@@ -71,10 +75,38 @@ class RedisSuppressionList:
             return Suppression(address=address, reason=text or "suppressed")
 
 
+#: Take the sending lease unless another holder has it. KEYS: lease. ARGV: holder, lease ms.
+#: Returns 0 (held by ARGV[1] now), else the ms the other holder's lease still runs.
+_HOLD: Final = LuaScript("""
+local current = redis.call('GET', KEYS[1])
+if current and current ~= ARGV[1] then
+  return math.max(redis.call('PTTL', KEYS[1]), 1)
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 0
+""")
+
+#: Give the sending lease up if ARGV[1] still holds it (a lease that ran out and was taken
+#: by another replica is theirs). KEYS: lease. ARGV: holder.
+_RELEASE: Final = LuaScript("""
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+""")
+
+
 class RedisSendLedger:
     def __init__(self, redis: Callable[[], Redis], *, ttl_s: int) -> None:
         self._redis = redis
         self.ttl_s = ttl_s
+
+    async def hold(self, event_id: str, holder: str, lease_ms: int) -> int:
+        key = keys.email_sending_key(event_id)
+        return int(await _HOLD(self._redis(), keys=[key], args=[holder, lease_ms]))
+
+    async def release(self, event_id: str, holder: str) -> None:
+        await _RELEASE(self._redis(), keys=[keys.email_sending_key(event_id)], args=[holder])
 
     async def get(self, event_id: str) -> SentRecord | None:
         raw = await self._redis().get(keys.email_sent_key(event_id))
@@ -93,6 +125,37 @@ class RedisSendLedger:
         )
         stored = await self._redis().set(
             keys.email_sent_key(event_id), value, nx=True, ex=self.ttl_s
+        )
+        return bool(stored)
+
+    async def failure(self, event_id: str) -> FailedRecord | None:
+        raw = await self._redis().get(keys.email_failed_key(event_id))
+        if raw is None:
+            return None
+        data = json.loads(raw)
+        kind = data.get("kind")
+        return FailedRecord(
+            kind=kind if kind in ("rejected", "exhausted", "invalid") else "rejected",
+            reason=str(data.get("reason") or "failed"),
+            permanent=bool(data.get("permanent", True)),
+            smtp_code=data.get("smtp_code"),
+            attempts=int(data.get("attempts", 1)),
+            at_ms=int(data.get("at_ms", 0)),
+        )
+
+    async def record_failure(self, event_id: str, record: FailedRecord) -> bool:
+        value = json.dumps(
+            {
+                "kind": record.kind,
+                "reason": record.reason,
+                "permanent": record.permanent,
+                "smtp_code": record.smtp_code,
+                "attempts": record.attempts,
+                "at_ms": record.at_ms,
+            }
+        )
+        stored = await self._redis().set(
+            keys.email_failed_key(event_id), value, nx=True, ex=self.ttl_s
         )
         return bool(stored)
 
