@@ -1,7 +1,12 @@
-"""The delivery steps with fakes for every port: no Redis, no SMTP, no sleeping."""
+"""The delivery steps with fakes for every port: no Redis, no SMTP, no sleeping.
+
+"Redis away" is a fake ledger or publish that raises ``ConnectionError`` until told
+otherwise; the fake sleep only yields, so retries run as fast as the loop turns.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import AsyncIterator, Sequence
@@ -14,20 +19,21 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from riverbed.errors import PermanentError, RetryLater
 from riverbed.logging import configure_logging
-from riverbed.testing import message_for
+from riverbed.testing import message_for, wait_for
 from riverbed_contracts import CloudEvent
 from riverbed_contracts.email import SendEmail
 from riverbed_contracts.registry import new_event
 from riverbed_email.addresses import DomainLabels
 from riverbed_email.compose import OutgoingEmail
 from riverbed_email.delivery import (
+    AttemptsExhausted,
     Delivery,
     DeliveryPolicy,
     SmtpDeferred,
     outcome_event_id,
 )
 from riverbed_email.outcomes import SmtpResult
-from riverbed_email.ports import SentRecord, Suppression
+from riverbed_email.ports import FailedRecord, SentRecord, Suppression
 from riverbed_email.templates import TemplateRenderer
 
 TEMPLATES = Path(__file__).parents[1] / "templates"
@@ -42,9 +48,12 @@ ACCEPTED = SmtpResult(250, "2.0.0 OK: queued", "data")
 class FakeSender:
     results: list[SmtpResult] = field(default_factory=lambda: [ACCEPTED])
     sent: list[OutgoingEmail] = field(default_factory=list)
+    answer: asyncio.Event | None = None  # when given, every reply waits until it is set
 
     async def send(self, email: OutgoingEmail) -> SmtpResult:
         self.sent.append(email)
+        if self.answer is not None:
+            await self.answer.wait()
         return self.results[min(len(self.sent), len(self.results)) - 1]
 
 
@@ -72,19 +81,49 @@ class FakeSuppressions:
 @dataclass
 class FakeLedger:
     records: dict[str, SentRecord] = field(default_factory=dict)
-    failures: int = 0  # the next this many record() calls fail as if Redis were down
+    failed: dict[str, FailedRecord] = field(default_factory=dict)
+    failures: int = 0  # the next this many writes fail as if Redis were down
+    writes: int = 0  # writes tried, failed ones included
+    leases: dict[str, str] = field(default_factory=dict)  # event id -> holder
+    released: list[str] = field(default_factory=list)
 
     async def get(self, event_id: str) -> SentRecord | None:
         return self.records.get(event_id)
 
-    async def record(self, event_id: str, record: SentRecord) -> bool:
+    async def failure(self, event_id: str) -> FailedRecord | None:
+        return self.failed.get(event_id)
+
+    def _write(self) -> None:
+        self.writes += 1
         if self.failures:
             self.failures -= 1
             raise RedisConnectionError("Redis is down")
+
+    async def record(self, event_id: str, record: SentRecord) -> bool:
+        self._write()
         if event_id in self.records:
             return False
         self.records[event_id] = record
         return True
+
+    async def record_failure(self, event_id: str, record: FailedRecord) -> bool:
+        self._write()
+        if event_id in self.failed:
+            return False
+        self.failed[event_id] = record
+        return True
+
+    async def hold(self, event_id: str, holder: str, lease_ms: int) -> int:
+        if self.leases.setdefault(event_id, holder) != holder:
+            return 42_000  # another replica's lease runs 42 s more
+        return 0
+
+    async def release(self, event_id: str, holder: str) -> None:
+        if self.failures:
+            raise RedisConnectionError("Redis is down")
+        if self.leases.get(event_id) == holder:
+            del self.leases[event_id]
+            self.released.append(event_id)
 
 
 @dataclass
@@ -107,16 +146,28 @@ class World:
     ledger: FakeLedger = field(default_factory=FakeLedger)
     throttle: FakeThrottle = field(default_factory=FakeThrottle)
     published: list[CloudEvent] = field(default_factory=list)
+    publish_failures: int = 0  # the next this many publishes fail as if Redis were down
     slept: list[float] = field(default_factory=list)
     max_attempts: int = 5
+    _delivery: Delivery | None = None
 
     @property
     def delivery(self) -> Delivery:
+        """One handler per world, as one process has one (its in-memory state matters)."""
+        if self._delivery is None:
+            self._delivery = self._make()
+        return self._delivery
+
+    def _make(self) -> Delivery:
         async def publish(events: Sequence[CloudEvent]) -> None:
+            if self.publish_failures:
+                self.publish_failures -= 1
+                raise RedisConnectionError("Redis is down")
             self.published.extend(events)
 
         async def sleep(seconds: float) -> None:
             self.slept.append(seconds)
+            await asyncio.sleep(0)  # yield, as a real sleep does: the writer is a loop
 
         return Delivery(
             DeliveryPolicy(
@@ -151,12 +202,12 @@ def request(**data: Any) -> CloudEvent:
 # -- sent ------------------------------------------------------------------------------
 
 
-async def test_an_accepted_send_returns_email_sent_and_records_it_under_the_event_id(
+async def test_an_accepted_send_is_recorded_under_the_event_id_then_email_sent_published(
     world: World,
 ) -> None:
     event = request()
-    emitted = await world.delivery(message_for(event))
-    [sent] = emitted
+    assert await world.delivery(message_for(event)) == [], "the handler publishes, not the runtime"
+    [sent] = world.published
     assert sent.type == "email.sent.v1"
     assert sent.data == {
         "request_id": event.id,
@@ -165,24 +216,29 @@ async def test_an_accepted_send_returns_email_sent_and_records_it_under_the_even
         "attempts": 1,
     }
     assert (sent.causationid, sent.correlationid) == (event.id, "corr-1")
-    assert world.ledger.records[event.id].message_id == f"<{event.id}@riverbed.test>"
+    record = world.ledger.records[event.id]
+    assert record.message_id == f"<{event.id}@riverbed.test>"
+    assert sent.time.timestamp() * 1000 == pytest.approx(record.at_ms), "the record's time"
     [email] = world.sender.sent
     assert (email.recipient, email.message_id) == ("ada@example.com", f"<{event.id}@riverbed.test>")
-    assert world.published == []  # email.sent is returned: the runtime publishes it
 
 
-async def test_a_redelivered_request_already_accepted_is_not_sent_again(world: World) -> None:
+async def test_a_redelivered_request_already_accepted_publishes_the_same_email_sent_again(
+    world: World,
+) -> None:
     event = request()
-    first = await world.delivery(message_for(event))
-    again = await world.delivery(message_for(event, attempt=2))
+    await world.delivery(message_for(event))
+    await world.delivery(message_for(event, attempt=2))
     assert len(world.sender.sent) == 1
-    assert again == first or [e.id for e in again] == [e.id for e in first]
-    assert again[0].data["attempts"] == 1  # the attempt that sent it
+    first, again = world.published
+    assert again.model_dump() == first.model_dump(), "the same event: id, time, data"
+    assert again.data["attempts"] == 1  # the attempt that sent it
 
 
 async def test_every_outcome_event_id_is_derived_from_the_request(world: World) -> None:
     event = request()
-    [sent] = await world.delivery(message_for(event))
+    await world.delivery(message_for(event))
+    [sent] = world.published
     assert sent.id == outcome_event_id(event.id, "sent")
     assert outcome_event_id(event.id, "sent") != outcome_event_id(event.id, "failed")
 
@@ -204,9 +260,11 @@ async def test_a_suppressed_address_is_skipped_with_email_suppressed(world: Worl
         "ada@example.com", "550 5.1.1 no such user", 550, event_id="earlier"
     )
     event = request(to="Ada@Example.com")
-    [suppressed] = await world.delivery(message_for(event))
+    assert await world.delivery(message_for(event)) == []
     assert world.sender.sent == []
+    [suppressed] = world.published
     assert suppressed.type == "email.suppressed.v1"
+    assert suppressed.id == outcome_event_id(event.id, "suppressed")
     assert suppressed.data == {
         "request_id": event.id,
         "to": "Ada@Example.com",
@@ -225,6 +283,7 @@ async def test_a_greylisting_reply_is_retried_and_slows_the_domain_down(world: W
     assert world.throttle.slowed == ["example.com"]
     assert world.published == []
     assert world.ledger.records == {}
+    assert world.ledger.failed == {}
 
 
 async def test_a_dropped_connection_is_retried_without_slowing_down(world: World) -> None:
@@ -234,12 +293,12 @@ async def test_a_dropped_connection_is_retried_without_slowing_down(world: World
     assert world.throttle.slowed == []
 
 
-async def test_the_last_attempt_publishes_email_failed_before_the_runtime_gives_up(
+async def test_the_last_attempt_records_and_publishes_email_failed_then_dead_letters(
     world: World,
 ) -> None:
     world.sender.results = [SmtpResult(451, "4.7.1 greylisted", "rcpt")]
     event = request()
-    with pytest.raises(SmtpDeferred):
+    with pytest.raises(AttemptsExhausted, match=re.escape("gave up after 5 attempts: 451 4.7.1")):
         await world.delivery(message_for(event, attempt=5))
     [failed] = world.published
     assert failed.type == "email.failed.v1"
@@ -247,12 +306,42 @@ async def test_the_last_attempt_publishes_email_failed_before_the_runtime_gives_
     assert failed.data["permanent"] is False
     assert failed.data["smtp_code"] == 451
     assert failed.data["attempts"] == 5
+    assert world.ledger.failed[event.id].kind == "exhausted"
+
+
+async def test_a_delivery_past_the_last_attempt_gives_up_without_trying_the_relay(
+    world: World,
+) -> None:
+    # the last attempt was cut off (a crash, a timeout) before any outcome was recorded
+    event = request()
+    with pytest.raises(AttemptsExhausted, match="the last one did not complete"):
+        await world.delivery(message_for(event, attempt=6))
+    assert world.sender.sent == []
+    [failed] = world.published
+    assert (failed.id, failed.data["permanent"], failed.data["attempts"]) == (
+        outcome_event_id(event.id, "failed"),
+        False,
+        5,
+    )
+    assert "smtp_code" not in failed.data
+
+
+async def test_a_send_accepted_on_the_last_attempt_is_reported_sent_past_it(
+    world: World,
+) -> None:
+    event = request()
+    await world.delivery(message_for(event, attempt=5))
+    # cut off before the acknowledgement; the runtime's grace delivery comes back here
+    await world.delivery(message_for(event, attempt=6))
+    assert [e.type for e in world.published] == ["email.sent.v1", "email.sent.v1"]
+    assert len({e.id for e in world.published}) == 1
+    assert len(world.sender.sent) == 1
 
 
 # -- rejected --------------------------------------------------------------------------
 
 
-async def test_a_550_suppresses_the_address_publishes_email_failed_and_dead_letters(
+async def test_a_550_suppresses_the_address_records_publishes_email_failed_and_dead_letters(
     world: World,
 ) -> None:
     world.sender.results = [SmtpResult(550, "5.1.1 no such user", "rcpt")]
@@ -271,6 +360,7 @@ async def test_a_550_suppresses_the_address_publishes_email_failed_and_dead_lett
         "smtp_code": 550,
         "attempts": 1,
     }
+    assert world.ledger.failed[event.id].kind == "rejected"
 
 
 async def test_a_policy_refusal_is_permanent_but_does_not_suppress(world: World) -> None:
@@ -281,21 +371,38 @@ async def test_a_policy_refusal_is_permanent_but_does_not_suppress(world: World)
     assert [e.type for e in world.published] == ["email.failed.v1"]
 
 
-async def test_a_crash_between_suppressing_and_dead_lettering_is_finished_on_redelivery(
+async def test_a_refused_request_redelivered_publishes_the_same_email_failed_and_never_resends(
     world: World,
 ) -> None:
-    world.sender.results = [SmtpResult(550, "5.1.1 no such user", "rcpt")]
+    # a policy refusal suppresses nothing: only the failure record stops a second try
+    world.sender.results = [SmtpResult(554, "5.7.1 refused by policy", "data"), ACCEPTED]
     event = request()
-    with pytest.raises(PermanentError):
+    with pytest.raises(PermanentError, match="554"):
         await world.delivery(message_for(event))
-    # the process died before the runtime dead-lettered it: redelivered
-    with pytest.raises(PermanentError, match="550"):
+    # cut off before the runtime dead-lettered it: redelivered
+    with pytest.raises(PermanentError, match="554"):
         await world.delivery(message_for(event, attempt=2))
     assert len(world.sender.sent) == 1
-    assert [e.id for e in world.published] == [outcome_event_id(event.id, "failed")] * 2
+    first, again = world.published
+    assert again.model_dump() == first.model_dump()
 
 
-async def test_a_missing_variable_publishes_email_failed_and_dead_letters_naming_it(
+async def test_a_suppression_of_this_very_request_without_its_record_is_finished(
+    world: World,
+) -> None:
+    # cut off between suppressing and recording the give-up (or an older version's)
+    event = request()
+    world.suppressions.entries_["ada@example.com"] = Suppression(
+        "ada@example.com", "550 5.1.1 no such user", 550, event_id=event.id
+    )
+    with pytest.raises(PermanentError, match="550"):
+        await world.delivery(message_for(event, attempt=2))
+    assert world.sender.sent == []
+    [failed] = world.published
+    assert (failed.type, failed.id) == ("email.failed.v1", outcome_event_id(event.id, "failed"))
+
+
+async def test_a_missing_variable_records_publishes_email_failed_and_dead_letters_naming_it(
     world: World,
 ) -> None:
     event = request(subject=None, text=None, template="welcome", variables={})
@@ -306,6 +413,7 @@ async def test_a_missing_variable_publishes_email_failed_and_dead_letters_naming
     assert failed.data["permanent"] is True
     assert "smtp_code" not in failed.data
     assert "'name' is undefined" in failed.data["reason"]
+    assert world.ledger.failed[event.id].kind == "invalid"
 
 
 async def test_a_missing_template_is_named(world: World) -> None:
@@ -342,24 +450,135 @@ async def test_a_rescheduled_request_on_its_last_attempt_is_not_given_up(world: 
     assert world.published == [], "no email.failed: the last attempt has not been made"
 
 
-# -- the marker ------------------------------------------------------------------------
+# -- Redis away: records and events ----------------------------------------------------
 
 
-async def test_a_failed_marker_write_is_retried_so_a_redelivery_does_not_resend(
+async def test_a_marker_write_that_fails_is_retried_before_the_handler_returns(
     world: World,
 ) -> None:
-    world.ledger.failures = 2
+    world.ledger.failures = 7
     event = request()
     await world.delivery(message_for(event))
     assert event.id in world.ledger.records
+    assert world.ledger.writes == 8
     await world.delivery(message_for(event, attempt=2))
     assert len(world.sender.sent) == 1
 
 
-async def test_a_marker_that_cannot_be_written_still_reports_the_send(world: World) -> None:
-    world.ledger.failures = 99
-    [sent] = await world.delivery(message_for(request()))
-    assert sent.type == "email.sent.v1"
+async def test_while_redis_is_away_the_handler_waits_and_a_redelivery_here_never_sends(
+    world: World,
+) -> None:
+    world.ledger.failures = 10**9  # Redis away until the test says otherwise
+    event = request()
+    first = asyncio.create_task(world.delivery(message_for(event)))
+    await wait_for(lambda: world.ledger.writes > 20, what="the marker write to be retried")
+    assert not first.done(), "the handler holds its entry while the marker is unwritten"
+    assert world.published == []
+    # the same request handed to this process again (another entry, a handler timeout)
+    again = asyncio.create_task(world.delivery(message_for(event, attempt=2)))
+    await wait_for(lambda: world.ledger.writes > 40, what="more retries")
+    assert not again.done()
+
+    world.ledger.failures = 0  # Redis is back
+    assert await first == []
+    assert await again == []
+    assert len(world.sender.sent) == 1
+    assert [e.id for e in world.published] == [outcome_event_id(event.id, "sent")] * 2
+
+
+async def test_a_handler_cut_off_while_its_marker_waits_leaves_the_writing_to_the_writer(
+    world: World,
+) -> None:
+    world.ledger.failures = 10**9
+    event = request()
+    handler = asyncio.create_task(world.delivery(message_for(event)))
+    await wait_for(lambda: world.ledger.writes > 5, what="the marker write to be retried")
+    handler.cancel()  # the runtime's handler timeout, or the shutdown drain
+    with pytest.raises(asyncio.CancelledError):
+        await handler
+    assert world.delivery.recorder.unwritten(event.id) is not None
+    world.ledger.failures = 0
+    await wait_for(lambda: event.id in world.ledger.records, what="the writer to write it")
+    assert len(world.delivery.recorder) == 0
+
+
+async def test_records_still_unwritten_when_the_service_stops_are_named(world: World) -> None:
+    world.ledger.failures = 10**9
+    event = request()
+    handler = asyncio.create_task(world.delivery(message_for(event)))
+    await wait_for(lambda: world.ledger.writes > 5, what="the marker write to be retried")
+    handler.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await handler
+    assert await world.delivery.close() == [event.id]
+    assert world.delivery.recorder.unwritten(event.id) is None
+
+
+async def test_an_outcome_event_that_cannot_be_published_yet_is_retried_until_it_is(
+    world: World,
+) -> None:
+    world.publish_failures = 6
+    event = request()
+    await world.delivery(message_for(event))
+    [sent] = world.published
+    assert sent.id == outcome_event_id(event.id, "sent")
+
+
+async def test_a_give_up_whose_record_fails_is_retried_before_email_failed(world: World) -> None:
+    world.sender.results = [SmtpResult(554, "5.7.1 refused by policy", "data")]
+    world.ledger.failures = 5
+    world.publish_failures = 3
+    event = request()
+    with pytest.raises(PermanentError):
+        await world.delivery(message_for(event))
+    assert world.ledger.failed[event.id].reason == "554 5.7.1 refused by policy"
+    assert [e.type for e in world.published] == ["email.failed.v1"]
+
+
+async def test_a_request_another_replica_is_sending_is_not_sent_here(world: World) -> None:
+    event = request()
+    world.ledger.leases[event.id] = "another-replica"
+    with pytest.raises(RetryLater) as caught:
+        await world.delivery(message_for(event, attempt=2))
+    assert world.sender.sent == []
+    assert world.published == []
+    assert caught.value.counts_as_delivery is False, "waiting for a sibling is no attempt"
+    assert 5_000 <= caught.value.delay_ms <= 5_500, "looked at again within seconds"
+    assert world.ledger.leases[event.id] == "another-replica", "its lease is left alone"
+
+
+async def test_the_lease_is_released_once_the_outcome_is_recorded(world: World) -> None:
+    sent, refused = request(), request(to="bob@example.com")
+    world.sender.results = [ACCEPTED, SmtpResult(550, "5.1.1 no such user", "rcpt")]
+    await world.delivery(message_for(sent))
+    with pytest.raises(PermanentError):
+        await world.delivery(message_for(refused))
+    assert world.ledger.released == [sent.id, refused.id]
+    assert world.ledger.leases == {}
+
+
+async def test_the_lease_is_kept_while_the_marker_waits_for_redis(world: World) -> None:
+    world.ledger.failures = 10**9
+    event = request()
+    handler = asyncio.create_task(world.delivery(message_for(event)))
+    await wait_for(lambda: world.ledger.writes > 5, what="the marker write to be retried")
+    handler.cancel()  # cut off: the lease must still keep other replicas off
+    with pytest.raises(asyncio.CancelledError):
+        await handler
+    assert world.ledger.leases[event.id] == world.delivery.holder
+    assert world.ledger.released == []
+
+
+async def test_two_deliveries_of_one_request_in_one_process_send_once(world: World) -> None:
+    world.sender.answer = asyncio.Event()  # the relay takes its time with the first
+    event = request()
+    first = asyncio.create_task(world.delivery(message_for(event)))
+    second = asyncio.create_task(world.delivery(message_for(event, entry_id="0-2")))
+    await wait_for(lambda: len(world.sender.sent) == 1, what="the first send under way")
+    world.sender.answer.set()
+    await asyncio.gather(first, second)
+    assert len(world.sender.sent) == 1
+    assert [e.type for e in world.published] == ["email.sent.v1", "email.sent.v1"]
 
 
 # -- logs ------------------------------------------------------------------------------

@@ -143,7 +143,7 @@ async def test_a_greylisted_request_is_retried_on_the_schedule_until_accepted(
     start_email: ServiceFactory, harness: Harness
 ) -> None:
     retried_before = sample("riverbed_email_retried_total", domain="other", reason="smtp_4xx")
-    await start(start_email, harness, max_deliveries=5)
+    await start(start_email, harness)
     domain = f"grey-{harness.unique}.test"  # its own domain: its own slow-down level
     to = harness.address("grey", domain)
     harness.server.on(to, "451", "451", "250")
@@ -210,7 +210,7 @@ async def test_a_550_is_dead_lettered_the_address_suppressed_and_email_failed_pu
 async def test_a_request_deferred_on_every_attempt_is_given_up_with_email_failed(
     start_email: ServiceFactory, harness: Harness
 ) -> None:
-    await start(start_email, harness, max_deliveries=3)
+    await start(start_email, harness, email={"max_attempts": 3})
     to = harness.address("busy")
     harness.server.on(to, "451")
     request = await harness.request(to)
@@ -223,7 +223,10 @@ async def test_a_request_deferred_on_every_attempt_is_given_up_with_email_failed
     )
     await wait_for(harness.settled, what="the request dead-lettered")
     [dead] = await harness.dead_letters()
-    assert dead["reason"] == "exhausted"
+    # the service counts its attempts: permanent for the runtime, named for operators
+    assert (dead["reason"], dead["error_type"]) == ("permanent", "AttemptsExhausted")
+    assert dead["error_message"].startswith("gave up after 3 attempts: 451")
+    assert harness.server.attempts[to.lower()] == 3
     assert await harness.redis.hget(keys.email_suppression_key(), to.lower()) is None
 
 
@@ -231,12 +234,16 @@ async def test_a_burst_to_one_throttled_domain_is_all_sent_without_using_up_atte
     start_email: ServiceFactory, harness: Harness
 ) -> None:
     # 10 mails/s to the domain, one at a time, no waiting in-process: most requests are
-    # rescheduled several times, far more often than the 2 deliveries allowed
+    # rescheduled several times, far more often than the 2 attempts allowed
     await start(
         start_email,
         harness,
-        email={"domain_rate_per_s": 10, "domain_burst": 1, "rate_limit_max_wait_ms": 0},
-        max_deliveries=2,
+        email={
+            "domain_rate_per_s": 10,
+            "domain_burst": 1,
+            "rate_limit_max_wait_ms": 0,
+            "max_attempts": 2,
+        },
     )
     domain = f"slow-{harness.unique}.example"  # a rate-limit state no other test shares
     requests = [await harness.request(harness.address(f"r{n}", domain)) for n in range(8)]

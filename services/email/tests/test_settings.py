@@ -9,6 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from riverbed_email.bootstrap import create_service
+from riverbed_email.delivery import GRACE_DELIVERIES
 from riverbed_email.settings import DEFAULT_RETRY_SCHEDULE_MS, EmailSettings
 
 
@@ -89,7 +90,9 @@ def test_the_password_never_shows_in_the_settings_repr() -> None:
 
 def test_the_service_gives_up_after_email_max_attempts_not_the_runtime_default() -> None:
     service = create_service(EmailSettings(max_attempts=9))
-    assert service.consumer_settings.max_deliveries == 9
+    assert service.delivery.policy.max_attempts == 9
+    # the runtime's limit leaves room for a last attempt cut off before its outcome
+    assert service.consumer_settings.max_deliveries == 9 + GRACE_DELIVERIES
     [subscription] = service.subscriptions
     assert subscription.stream == "email.requested"
     assert subscription.backoff is not None

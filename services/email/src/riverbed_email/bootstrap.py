@@ -3,6 +3,10 @@
 Nothing is opened here: the service opens Redis when it starts, and the adapters reach
 it through ``lambda: service.redis``. Tests pass their own consumer settings and, for
 unit-level wiring, their own sender.
+
+The email service counts attempts itself (``EMAIL_MAX_ATTEMPTS``); the runtime's limit is
+that plus :data:`~riverbed_email.delivery.GRACE_DELIVERIES`, so a last attempt cut off
+before its outcome was out is delivered once more and gives up with ``email.failed``.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from riverbed.settings import ConsumerSettings, RedisSettings
 from riverbed_contracts import CloudEvent
 from riverbed_email.addresses import DomainLabels
 from riverbed_email.compose import Unsubscribe
-from riverbed_email.delivery import Delivery, DeliveryPolicy
+from riverbed_email.delivery import GRACE_DELIVERIES, Delivery, DeliveryPolicy
 from riverbed_email.ports import EmailSender
 from riverbed_email.settings import EmailSettings
 from riverbed_email.smtp import SmtpSender
@@ -27,21 +31,38 @@ from riverbed_email.templates import TemplateRenderer
 RETRY_JITTER = 0.1
 
 
+class EmailService(Service):
+    """The runtime's service, plus: outcome records still waiting for Redis when it stops
+    are logged (each is a request that will be acted on again)."""
+
+    delivery: Delivery
+
+    async def stop(self) -> None:
+        # the drain (inside) lets handlers waiting for Redis finish within the shutdown
+        # timeout; what is still unrecorded after it can only be logged
+        await super().stop()
+        await self.delivery.close()
+
+
 def create_service(
     settings: EmailSettings,
     *,
     redis_settings: RedisSettings | None = None,
     consumer_settings: ConsumerSettings | None = None,
     sender: EmailSender | None = None,
-) -> Service:
+) -> EmailService:
     """The email service: consumes ``settings.stream`` with :class:`Delivery`.
 
-    Without ``consumer_settings``, ``RIVERBED_CONSUMER_*`` apply except the number of
-    deliveries, which is ``EMAIL_MAX_ATTEMPTS`` (SMTP retries for days, not 5 times).
+    ``RIVERBED_CONSUMER_*`` (or ``consumer_settings``) apply except the number of
+    deliveries: ``EMAIL_MAX_ATTEMPTS`` (SMTP retries for days, not 5 times), counted by the
+    service, plus the grace deliveries in which it can still publish a cut-off outcome.
     """
-    if consumer_settings is None:
-        consumer_settings = ConsumerSettings(max_deliveries=settings.max_attempts)
-    service = Service(settings, redis_settings=redis_settings, consumer_settings=consumer_settings)
+    consumer_settings = (consumer_settings or ConsumerSettings()).model_copy(
+        update={"max_deliveries": settings.max_attempts + GRACE_DELIVERIES}
+    )
+    service = EmailService(
+        settings, redis_settings=redis_settings, consumer_settings=consumer_settings
+    )
 
     async def publish(events: Sequence[CloudEvent]) -> None:
         await Publisher(service.redis).publish_many(events)
@@ -57,9 +78,10 @@ def create_service(
             from_address=settings.from_address,
             envelope_sender=settings.envelope_sender,
             message_id_domain=settings.effective_message_id_domain,
-            max_attempts=consumer_settings.max_deliveries,
+            max_attempts=settings.max_attempts,
             rate_limit_max_wait_ms=settings.rate_limit_max_wait_ms,
             unsubscribe=unsubscribe,
+            send_lease_ms=settings.send_lease_s * 1000,
         ),
         renderer=TemplateRenderer(settings.templates_dir),
         sender=sender or SmtpSender(settings),
@@ -75,6 +97,7 @@ def create_service(
         publish=publish,
         domain_labels=DomainLabels(settings.metrics_domains),
     )
+    service.delivery = delivery
     service.subscribe(
         settings.stream,
         delivery,

@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 SENT = Counter("riverbed_email_sent_total", "Emails the SMTP relay accepted", ["domain"])
 # reason: rejected (5xx) | exhausted (retries ran out) | invalid (template or address)
@@ -18,7 +18,8 @@ SUPPRESSED = Counter(
     "Sends skipped because the address is on the suppression list",
     ["domain"],
 )
-# reason: smtp_4xx | no_reply | session_5xx | rate_limited
+# reason: smtp_4xx | no_reply | session_5xx | rate_limited | held_elsewhere (another
+# replica holds the request's sending lease)
 RETRIED = Counter(
     "riverbed_email_retried_total", "Sends deferred to a later attempt", ["domain", "reason"]
 )
@@ -37,7 +38,20 @@ ALREADY_SENT = Counter(
 )
 UNRECORDED = Counter(
     "riverbed_email_sent_unrecorded_total",
-    "Accepted sends whose marker could not be written (a redelivery would send again)",
+    "Accepted sends whose marker was still not written when the service stopped "
+    "(a redelivery sends them again)",
+)
+UNRECORDED_NOW = Gauge(
+    "riverbed_email_outcomes_unrecorded",
+    "Outcomes decided in this process (accepted sends, give-ups) that Redis has not "
+    "recorded yet; their handlers wait, their requests stay pending with this consumer",
+)
+# outcome: sent | failed. For sent, this is the window in which a kill -9 sends twice.
+RECORD_SECONDS = Histogram(
+    "riverbed_email_record_seconds",
+    "From the relay's answer (or the decision to give up) to its record in Redis, s",
+    ["outcome"],
+    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.1, 1, 10, 60, 600),
 )
 RATE_LIMITED = Counter(
     "riverbed_email_rate_limited_total",

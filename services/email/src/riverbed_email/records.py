@@ -1,0 +1,206 @@
+"""Outcome records on their way to Redis: an accepted send is never forgotten by its process.
+
+Once the relay has answered 250 the mail is out, and only the sent marker in Redis keeps
+a redelivery from sending it again. When Redis does not answer at that moment (a clean
+restart takes seconds), the record waits here, in this process, and a writer keeps
+trying with backoff for as long as the process lives:
+
+- the handler that made the record does not return until Redis has it, so its entry
+  stays pending with this consumer (keep-alive and heartbeat hold it) and no other
+  consumer is handed the request meanwhile;
+- any other delivery of the same request in this process finds the record here before
+  anything else and never acts on the request again;
+- a handler cut off while waiting (handler timeout, shutdown drain) leaves its record
+  here: the writer carries on without it.
+
+A request given up (``email.failed``) is recorded the same way, so that a redelivery
+publishes the same event again instead of trying the relay a second time.
+
+What this cannot cover is the process itself ending with records still here: a kill -9
+between the relay's answer and the write (``riverbed_email_record_seconds`` measures that
+window), or a shutdown whose drain ends while Redis is still away; :meth:`Recorder.close`
+logs each such record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import time
+import weakref
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import structlog
+
+from riverbed_email import metrics
+from riverbed_email.ports import FailedRecord, SendLedger, SentRecord
+
+log = structlog.get_logger(__name__)
+
+Record = SentRecord | FailedRecord
+
+#: s; the writer's pause after a failed write, doubled after each failure up to the longest,
+#: so once Redis is back every waiting record is written within about the longest pause
+FIRST_RETRY_S = 0.05
+LONGEST_RETRY_S = 0.5
+
+
+def _outcome(record: Record) -> str:
+    return "sent" if isinstance(record, SentRecord) else "failed"
+
+
+@dataclass
+class _Unwritten:
+    record: Record
+    since: float  # time.perf_counter() when the outcome was decided (the relay's answer)
+    written: asyncio.Future[None]
+    tries: int = 0
+    busy: bool = False  # a write of it is under way
+
+
+#: every recorder of this process, for the gauge (tests run several services in one)
+_recorders: weakref.WeakSet[Recorder] = weakref.WeakSet()
+metrics.UNRECORDED_NOW.set_function(lambda: sum(len(r) for r in list(_recorders)))
+
+
+class Recorder:
+    """Writes outcome records to the ledger; keeps the ones Redis has not taken yet."""
+
+    def __init__(
+        self, ledger: SendLedger, *, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    ) -> None:
+        self.ledger = ledger
+        self.sleep = sleep
+        self._unwritten: dict[str, _Unwritten] = {}
+        self._writer: asyncio.Task[None] | None = None
+        _recorders.add(self)
+
+    def __len__(self) -> int:
+        return len(self._unwritten)
+
+    def unwritten(self, event_id: str) -> Record | None:
+        """The record of this request made in this process and not yet in Redis, if any."""
+        entry = self._unwritten.get(event_id)
+        return None if entry is None else entry.record
+
+    async def written(self, event_id: str) -> None:
+        """Return once this request's record (if one is waiting here) is in Redis."""
+        entry = self._unwritten.get(event_id)
+        if entry is not None:
+            await asyncio.shield(entry.written)
+
+    async def record(self, event_id: str, record: Record, *, since: float | None = None) -> None:
+        """Write ``record`` under ``event_id``; return once Redis has it.
+
+        The record is in this process's table from the first instant, before any await.
+        The first write is made at once, in the caller's task (the shortest window); if
+        Redis does not take it, the writer retries until it does, also after the caller
+        has been cancelled. ``since``: ``time.perf_counter()`` when the outcome was decided.
+        """
+        entry = self._unwritten.get(event_id)
+        if entry is None:
+            entry = _Unwritten(
+                record,
+                time.perf_counter() if since is None else since,
+                asyncio.get_running_loop().create_future(),
+            )
+            self._unwritten[event_id] = entry
+            try:
+                await self._try(event_id, entry)
+            finally:
+                if not entry.written.done():
+                    self._start_writer()
+        await asyncio.shield(entry.written)
+
+    async def close(self) -> list[str]:
+        """The service is stopping: stop writing, and log every record still waiting (its
+        request will be acted on again by whoever is handed it next). Returns their ids."""
+        if self._writer is not None:
+            self._writer.cancel()
+            await asyncio.gather(self._writer, return_exceptions=True)
+            self._writer = None
+        left = list(self._unwritten.items())
+        self._unwritten.clear()
+        for event_id, entry in left:
+            if isinstance(entry.record, SentRecord):
+                metrics.UNRECORDED.inc()
+                log.error(
+                    "stopping with an accepted send not recorded: a redelivery will send it "
+                    "again (same Message-ID)",
+                    request_id=event_id,
+                    message_id=entry.record.message_id,
+                    waited_s=round(time.perf_counter() - entry.since, 3),
+                )
+            else:
+                log.error(
+                    "stopping with a give-up not recorded: a redelivery will try the request again",
+                    request_id=event_id,
+                    waited_s=round(time.perf_counter() - entry.since, 3),
+                )
+            entry.written.cancel()  # nobody should still wait, but never leave one hanging
+        return [event_id for event_id, _ in left]
+
+    # -- writing -------------------------------------------------------------------------
+
+    async def _try(self, event_id: str, entry: _Unwritten) -> bool:
+        """One write; True once the record is in Redis (written now or found there)."""
+        entry.tries += 1
+        entry.busy = True
+        try:
+            if isinstance(entry.record, SentRecord):
+                fresh = await self.ledger.record(event_id, entry.record)
+            else:
+                fresh = await self.ledger.record_failure(event_id, entry.record)
+        except Exception as error:  # Redis unreachable, or closed while the service stops
+            if entry.tries == 1:
+                log.warning(
+                    "outcome not recorded yet; retrying until Redis answers",
+                    request_id=event_id,
+                    outcome=_outcome(entry.record),
+                    error_type=type(error).__name__,
+                    error=str(error),
+                )
+            return False
+        finally:
+            entry.busy = False
+        if entry.written.done():  # written meanwhile by another try, or given up by close()
+            return True
+        self._unwritten.pop(event_id, None)
+        waited_s = time.perf_counter() - entry.since
+        metrics.RECORD_SECONDS.labels(_outcome(entry.record)).observe(waited_s)
+        if not fresh and entry.tries == 1 and isinstance(entry.record, SentRecord):
+            # another consumer held this request at the same time and sent it too
+            log.warning("send already recorded by another consumer: sent twice")
+        if entry.tries > 1:
+            # a later try that finds the record may find our own earlier try's write
+            log.info(
+                "outcome recorded after Redis answered again",
+                request_id=event_id,
+                outcome=_outcome(entry.record),
+                tries=entry.tries,
+                waited_s=round(waited_s, 3),
+            )
+        entry.written.set_result(None)
+        return True
+
+    def _start_writer(self) -> None:
+        if self._writer is None or self._writer.done():
+            # a context of its own: the log context of the handler that started it would
+            # name that handler's request on lines about every other one
+            self._writer = asyncio.create_task(
+                self._write_until_empty(), name="email-records", context=contextvars.Context()
+            )
+
+    async def _write_until_empty(self) -> None:
+        pause_s = FIRST_RETRY_S
+        while self._unwritten:
+            await self.sleep(pause_s)
+            wrote = False
+            for event_id, entry in list(self._unwritten.items()):
+                if entry.busy or entry.written.done():
+                    continue
+                if not await self._try(event_id, entry):
+                    break  # Redis is still away: no use trying the others now
+                wrote = True
+            pause_s = FIRST_RETRY_S if wrote else min(pause_s * 2, LONGEST_RETRY_S)
