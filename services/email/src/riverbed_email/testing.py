@@ -11,7 +11,10 @@ get ``"250"``. A behaviour is:
 - ``"hang"``: no answer to ``RCPT TO`` until the server stops (client timeouts);
 - ``"data:<reply>"``: ``RCPT TO`` is accepted, ``<reply>`` answers the message data;
 - ``"data:drop"``: the message is received and recorded, then the connection is closed
-  before the reply — the relay has the mail, the client does not know it.
+  before the reply — the relay has the mail, the client does not know it;
+- ``"data:hold"``: the message is received, and the 250 waits until
+  :meth:`ScriptedSmtpServer.release_held` (or stop); the mail is recorded as it is
+  accepted. :attr:`ScriptedSmtpServer.held` counts the messages that reached the hold.
 
 Also STARTTLS or implicit TLS (pass an ``ssl.SSLContext``) and AUTH (``credentials``).
 Used by the email service's own tests and by cross-service tests that need a mailbox.
@@ -77,6 +80,9 @@ class ScriptedSmtpServer:
     attempts: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
     #: set by stop(): "hang" behaviours end, so the server can close
     released: asyncio.Event = field(init=False, default_factory=asyncio.Event)
+    #: set by release_held() or stop(): "data:hold" replies go out
+    hold_released: asyncio.Event = field(init=False, default_factory=asyncio.Event)
+    held: int = field(init=False, default=0)  # messages that reached a "data:hold"
     _server: asyncio.Server | None = field(init=False, default=None)
 
     # -- scripting -------------------------------------------------------------------
@@ -91,6 +97,10 @@ class ScriptedSmtpServer:
         self.attempts[key] += 1
         steps = self.script.get(key) or ["250"]
         return steps[min(attempt, len(steps) - 1)]
+
+    def release_held(self) -> None:
+        """Answer 250 to every held message, and to those that reach the hold later."""
+        self.hold_released.set()
 
     def messages_to(self, address: str) -> list[ReceivedMail]:
         return [m for m in self.received if address.lower() in (r.lower() for r in m.rcpt_tos)]
@@ -107,6 +117,7 @@ class ScriptedSmtpServer:
 
     async def stop(self) -> None:
         self.released.set()
+        self.hold_released.set()
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
@@ -180,6 +191,10 @@ class _Handler:
             authenticated_as=session.auth_data if isinstance(session.auth_data, str) else None,
             tls=session.ssl is not None,
         )
+        if after_data == "hold":
+            self.owner.held += 1
+            await self.owner.hold_released.wait()
+            after_data = "250"
         if after_data == "drop":
             self.owner.received.append(mail)
             assert server.transport is not None
