@@ -208,6 +208,7 @@ class OutboxRelay:
         )
         self._wake = asyncio.Event()
         self._next_purge = 0.0  # monotonic s
+        self._next_sample = 0.0  # monotonic s
         # series exist (at 0) from the start, so dashboards and alerts see the service
         self._backlog = BACKLOG.labels(service)
         self._oldest_age = OLDEST_AGE.labels(service)
@@ -332,7 +333,11 @@ class OutboxRelay:
             self._wake.clear()
             try:
                 published = await self.relay_once()
-                await self.sample()
+                if time.monotonic() >= self._next_sample:
+                    # at most once a poll interval: under load a pass runs per few commits,
+                    # and the gauges need no more than that
+                    self._next_sample = time.monotonic() + self.poll_interval_s
+                    await self.sample()
                 if time.monotonic() >= self._next_purge:
                     self._next_purge = time.monotonic() + self.purge_interval_s
                     purged = await self.purge()
