@@ -345,6 +345,7 @@ class Run:
         self.redis_kills: list[float] = []
         self.crashes: list[str] = []
         self.t0 = 0.0
+        self.code = code_state()  # the services run from the working tree: which one
         self.busy = asyncio.Lock()  # one process fault at a time, and never with a crash restart
 
     def say(self, message: str) -> None:
@@ -806,7 +807,8 @@ def render_report(
         "",
         f"## Chaos run ({plan.name}), {started:%Y-%m-%d %H:%M} UTC",
         "",
-        f"Machine: {machine()}. Code: {code_state()}.",
+        f"Machine: {machine()}. Code: {run.code}"
+        + ("." if run.code == code_state() else f" at the start, {code_state()} at the end."),
         f"Workload: {plan.events} events planned over {plan.duration_s:g} s; "
         f"{stats.posted} posted, {stats.accepted} accepted (202), "
         f"{stats.retried_requests} requests retried, {stats.gave_up} given up, "
