@@ -427,3 +427,18 @@ async def test_mutual_tls_takes_the_client_certificate_from_the_query_string(
     with pytest.raises(RedisConnectionError):
         async with redis_connection(without_cert):
             pass
+
+
+async def test_more_concurrent_commands_than_connections_wait_for_one(redis_url: str) -> None:
+    import asyncio
+
+    from riverbed.connection import connect
+    from riverbed.settings import RedisSettings
+
+    client = connect(RedisSettings(url=redis_url, max_connections=2))
+    try:
+        # 50 at once on 2 connections: each waits for a free one, none fails
+        replies = await asyncio.gather(*(client.ping() for _ in range(50)))
+        assert replies == [True] * 50
+    finally:
+        await client.aclose()

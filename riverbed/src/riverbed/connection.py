@@ -45,16 +45,25 @@ def connect(
             retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
         )
         return cast(Redis, cluster)
-    client: Redis = redis_async.Redis.from_url(
+    # A blocking pool: past max_connections a command waits for a free connection (up to
+    # the socket timeout) instead of failing at once with "Too many connections" -- 200
+    # handlers at once, each with a Redis call of its own, outnumber the default 64.
+    pool = redis_async.BlockingConnectionPool.from_url(
         url,
         decode_responses=decode_responses,
         socket_timeout=settings.socket_timeout,
         socket_connect_timeout=settings.connect_timeout,
         max_connections=settings.max_connections,
+        timeout=settings.socket_timeout,  # s: the longest wait for a free connection
         health_check_interval=30,  # s: ping a connection idle this long before reuse
+    )
+    client: Redis = redis_async.Redis(
+        connection_pool=pool,
         retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
     )
+    # the client owns the pool it was given: aclose() closes both
+    client.auto_close_connection_pool = True
     return client
 
 
