@@ -281,3 +281,36 @@ async def test_without_a_cache_url_the_cache_shares_the_streams_redis(redis_url:
         assert service.cache_redis is service.redis
     finally:
         await service.stop()
+
+
+async def test_shutdown_steps_run_after_the_drain_while_redis_is_still_open(
+    redis_url: str, redis_client: redis.asyncio.Redis, unique: str
+) -> None:
+    stream, marker = f"t.{unique}", f"test:{unique}:drained"
+    handled: list[str] = []
+    release = asyncio.Event()
+
+    async def slow(message: Message[Any]) -> None:
+        await release.wait()
+        handled.append(message.event.id)
+
+    service = Service(
+        ServiceSettings(service_name="drain-test", port=free_port()),
+        redis_settings=RedisSettings(url=redis_url),
+        consumer_settings=fast_settings(),
+    )
+    service.subscribe(stream, slow, group="g")
+
+    async def after_drain() -> None:
+        # the last handler has finished, and the service's Redis still answers
+        await service.redis.set(marker, ",".join(handled))
+
+    service.on_drained(after_drain)
+    await service.start()
+    event = make_event(1)
+    await Publisher(redis_client).publish(event, stream=stream)
+    await wait_for(lambda: len(service.consumers[0]._in_flight) == 1, what="handler running")
+    stopping = asyncio.create_task(service.stop())
+    release.set()
+    await stopping
+    assert await redis_client.get(marker) == event.id.encode()

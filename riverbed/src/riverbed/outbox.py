@@ -249,6 +249,17 @@ class OutboxRelay:
             self._delay.observe(max((now - row.created_at).total_seconds(), 0.0))
         return len(rows)
 
+    async def flush(self, *, max_batches: int = 100) -> int:
+        """Append what is unpublished now, batch after batch (at shutdown, once the handlers
+        have drained: their last events go out with this replica); how many."""
+        total = 0
+        for _ in range(max_batches):
+            appended = await self.relay_once()
+            total += appended
+            if not appended:
+                break
+        return total
+
     async def _take(self, conn: AsyncConnection, *, lock: bool) -> Sequence[Any]:
         t = self.table
         query = (

@@ -79,6 +79,7 @@ class Service:
         self.stopped = asyncio.Event()
         self._stop_requested = asyncio.Event()
         self._background: list[asyncio.Task[None]] = []
+        self._on_drained: list[Callable[[], Awaitable[object]]] = []
         self.app = app or FastAPI(title=f"riverbed {settings.service_name}")
         self.app.include_router(
             ops_router(
@@ -174,12 +175,24 @@ class Service:
                 except Exception as error:
                     log.warning("retention trim failed", stream=stream, error=str(error))
 
+    def on_drained(self, step: Callable[[], Awaitable[object]]) -> None:
+        """Run ``step`` at shutdown once the consumers have drained and before Redis closes,
+        e.g. append what the last handlers left in an outbox. Each step gets the drain's
+        time limit (``shutdown_timeout_s``); a failing step is logged, not raised."""
+        self._on_drained.append(step)
+
     async def stop(self) -> None:
         await cancel_tasks(*self._background)
         self._background.clear()
         for consumer in self.consumers:
             consumer.stop()
         await asyncio.gather(*(consumer.join() for consumer in self.consumers))
+        for step in self._on_drained:
+            try:
+                await asyncio.wait_for(step(), timeout=self.consumer_settings.shutdown_timeout_s)
+            except Exception as error:
+                log.warning("shutdown step failed", step=repr(step), error=str(error))
+        self._on_drained.clear()
         if self._redis is not None:
             await self._redis.aclose()
             self._redis = None

@@ -15,7 +15,8 @@ served document as they are.
 
 The gateway is served by uvicorn on a free loopback port, in a thread with its own
 event loop (its Redis connections belong to that loop). What it publishes is removed
-at the end: the entries it answered with, and the keys of its own API key.
+at the end: the entries it answered with, the events it kept for later (cancelled as their
+owner, its API key), and the keys of its own API key.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from riverbed import keys
+from riverbed.connection import redis_connection
+from riverbed.delay import DelayStore
 from riverbed.service import Service
 from riverbed.settings import RedisSettings
 from riverbed.testing import free_port, sync_redis_client
@@ -66,6 +69,7 @@ class ServedGateway:
     """A started gateway behind a real uvicorn, in a thread; remembers what it published."""
 
     def __init__(self, redis_url: str) -> None:
+        self.redis_url = redis_url
         self.key_name = f"fuzz-{secrets.token_hex(5)}"
         self.api_key = "rbk_" + secrets.token_urlsafe(32)
         self.port = free_port()
@@ -92,6 +96,7 @@ class ServedGateway:
         )
         self.thread = threading.Thread(target=self._run, name="gateway", daemon=True)
         self.published: dict[str, set[str]] = defaultdict(set)  # stream -> entry ids
+        self.kept: dict[str, set[str]] = defaultdict(set)  # stream -> ids kept for later
         self.failure: BaseException | None = None
 
     def _run(self) -> None:
@@ -127,7 +132,10 @@ class ServedGateway:
             return
         for item in body.get("events", [body]):
             if isinstance(item, dict) and "stream" in item and "entry_id" in item:
-                self.published[item["stream"]].add(item["entry_id"])
+                if item["entry_id"] is None:
+                    self.kept[item["stream"]].add(item["id"])
+                else:
+                    self.published[item["stream"]].add(item["entry_id"])
 
 
 @pytest.fixture(scope="module")
@@ -147,6 +155,7 @@ def served_gateway(redis_url: str) -> Iterator[ServedGateway]:
 
 
 def _clean_up(client: redis.Redis, gateway: ServedGateway, existed: set[str]) -> None:
+    asyncio.run(_cancel_kept(gateway))
     for stream, entry_ids in gateway.published.items():
         key = keys.stream_key(stream)
         if not client.exists(key):
@@ -158,6 +167,16 @@ def _clean_up(client: redis.Redis, gateway: ServedGateway, existed: set[str]) ->
     own = [keys.rate_limit_key(gateway.key_name)]
     own += client.scan_iter(match=keys.request_idempotency_key(gateway.key_name, "*"))
     client.unlink(*own)
+
+
+async def _cancel_kept(gateway: ServedGateway) -> None:
+    """Cancel what the gateway kept for later, as the owner it kept it for."""
+    redis_settings = RedisSettings(url=gateway.redis_url)
+    async with redis_connection(redis_settings) as client:
+        for stream, event_ids in gateway.kept.items():
+            store = DelayStore(client, stream)
+            for event_id in event_ids:
+                await store.cancel(event_id, owner=gateway.key_name)
 
 
 def _openapi_document() -> dict[str, Any]:

@@ -1,26 +1,45 @@
 """``POST /v1/events`` and ``POST /v1/events:batch``: the only door for upstream systems.
 
 Order of checks, cheapest and least revealing first: authentication (401), content
-type (415), size (413), JSON (400), shape and contract (422), scopes (403),
-idempotency (replay, 409, 422), rate limit (429), backpressure (503); then publish,
-all events of a request in one pipeline, and answer 202.
+type (415), size (413), JSON (400), shape, contract and delivery time (422), scopes (403),
+idempotency (replay, 409, 422), rate limit (429), backpressure (503); then publish and
+answer 202.
+
+An event may be delivered later: ``deliver_at`` (RFC 3339 with an offset) or ``delay``
+(seconds), at most ``GATEWAY_MAX_DELAY_S`` ahead; a time not in the future means now. Events
+for later wait in their stream's delay store (``Publisher.publish_later``, owned by the API
+key's name, which alone may look them up or cancel them: ``riverbed_gateway.scheduled``).
+Every accepted item says when its event is delivered (``deliver_at``); ``entry_id`` is null
+for an event kept for later, which gets its entry when it is appended.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any, Final
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 from pydantic_core import PydanticSerializationError
 
 from riverbed.connection import Redis
+from riverbed.delay import DelayStore
 from riverbed.keys import rate_limit_key
 from riverbed.publisher import Publisher
 from riverbed.ratelimit import LeasedRateLimiter
@@ -54,6 +73,29 @@ class EventIn(BaseModel):
     subject: str | None = Field(default=None, max_length=1024)
     source: str | None = Field(default=None, min_length=1, max_length=1024)
     time: AwareDatetime | None = None
+    deliver_at: AwareDatetime | None = Field(
+        default=None,
+        description="deliver at this time (RFC 3339 with an offset) instead of now; "
+        "not with delay; a time not in the future means now",
+        examples=["2030-01-01T09:00:00+01:00"],
+    )
+    delay: float | None = Field(
+        default=None,
+        ge=0,
+        allow_inf_nan=False,
+        strict=True,  # a JSON number: "60" is refused rather than read as 60
+        description="deliver this many seconds from now (fractions allowed) instead of now; "
+        "not with deliver_at; 0 means now",
+        examples=[3600],
+    )
+
+    @field_validator("deliver_at", mode="before")
+    @classmethod
+    def _rfc3339_text(cls, value: Any) -> Any:
+        # pydantic would also read a number as Unix seconds: only the documented form is taken
+        if value is not None and not isinstance(value, str):
+            raise ValueError("deliver_at must be an RFC 3339 date-time with an offset")
+        return value
 
 
 class BatchIn(BaseModel):
@@ -66,7 +108,13 @@ class Accepted(BaseModel):
     id: str
     type: str
     stream: str
-    entry_id: str
+    entry_id: str | None = Field(
+        description="the stream entry; null for an event kept for later (it gets one when due)"
+    )
+    deliver_at: AwareDatetime = Field(
+        description="when the event is appended to its stream (RFC 3339, UTC, ms): the time "
+        "of the request for an event delivered now, else the time it is kept for"
+    )
 
 
 class BatchAccepted(BaseModel):
@@ -205,6 +253,127 @@ class Ingestion:
             attributes["time"] = posted.time
         return CloudEvent(**attributes)
 
+    def kept_for_later(
+        self, items: Sequence[EventIn], now_s: float, now_ms: int, batch: bool
+    ) -> dict[int, datetime]:
+        """Index -> delivery time of each event to keep for later; 422 for both fields or a
+        time past ``max_delay_s``. A time not after ``now_ms`` (in the whole ms the delay
+        store keeps) is left out: that event is delivered now.
+        """
+        limit_s = self.settings.max_delay_s
+        later: dict[int, datetime] = {}
+        for index, item in enumerate(items):
+            at: tuple[str | int, ...] = ("events", index) if batch else ()
+            if item.deliver_at is not None and item.delay is not None:
+                raise Problem(
+                    422,
+                    "invalid-delivery-time",
+                    "Invalid delivery time",
+                    "give deliver_at or delay, not both",
+                    errors=[
+                        {"loc": [*at, name], "msg": msg, "type": "exclusive"}
+                        for name, msg in (
+                            ("deliver_at", "deliver_at is given with delay: keep one"),
+                            ("delay", "delay is given with deliver_at: keep one"),
+                        )
+                    ],
+                )
+            if item.delay is not None:
+                field, ahead_s = "delay", item.delay
+                moment = None
+            elif item.deliver_at is not None:
+                field, moment = "deliver_at", item.deliver_at
+                ahead_s = moment.timestamp() - now_s
+            else:
+                continue
+            if ahead_s > limit_s:
+                raise Problem(
+                    422,
+                    "delivery-too-far-ahead",
+                    "Delivery too far ahead",
+                    f"{field} is {_seconds(ahead_s)} s ahead; an event may be delivered at most "
+                    f"{limit_s} s{_in_days(limit_s)} ahead (GATEWAY_MAX_DELAY_S)",
+                    max_delay_s=limit_s,
+                    errors=[
+                        {
+                            "loc": [*at, field],
+                            "msg": f"at most {limit_s} s ahead",
+                            "type": "too_far_ahead",
+                        }
+                    ],
+                )
+            if moment is None:
+                moment = datetime.fromtimestamp(now_s + ahead_s, UTC)
+            if _whole_ms(moment) > now_ms:
+                later[index] = moment
+        return later
+
+    async def publish_with_later(
+        self,
+        publisher: Publisher,
+        events: Sequence[CloudEvent],
+        later: dict[int, datetime],
+        owner: str,
+        now_ms: int,
+    ) -> tuple[list[str | None], dict[int, int]]:
+        """Publish the events due now and keep the others for later, side by side: one script
+        per stream for those due now, one per stream and due time for the others.
+
+        Returns the entry ids (None for an event kept) and when each kept event is due (ms): an
+        event whose id was already waiting is not kept twice, and its time is the waiting
+        one's (the request's when it was already delivered, or waits under another key).
+        """
+        for event in events:  # every one serializable before any is sent (all or none)
+            event.to_json()
+        now_indexes = [index for index in range(len(events)) if index not in later]
+        by_due: dict[int, list[int]] = {}  # due ms -> indexes: one script per stream and time
+        for index, moment in later.items():
+            by_due.setdefault(_whole_ms(moment), []).append(index)
+
+        async def publish_now() -> list[str]:
+            if not now_indexes:
+                return []
+            return await publisher.publish_many(
+                [events[index] for index in now_indexes], validated=True
+            )
+
+        async def keep(indexes: list[int]) -> list[bool]:
+            return await publisher.publish_later(
+                [events[index] for index in indexes],
+                later[indexes[0]],  # every moment of the group is the same whole ms
+                validated=True,
+                owner=owner,
+            )
+
+        appended, kept = await asyncio.gather(
+            publish_now(), asyncio.gather(*(keep(indexes) for indexes in by_due.values()))
+        )
+        entry_ids: list[str | None] = [None] * len(events)
+        for index, entry_id in zip(now_indexes, appended, strict=True):
+            entry_ids[index] = entry_id
+        due = {index: _whole_ms(moment) for index, moment in later.items()}
+        already = [
+            index
+            for indexes, flags in zip(by_due.values(), kept, strict=True)
+            for index, flag in zip(indexes, flags, strict=True)
+            if not flag
+        ]
+        if already:
+            found = await asyncio.gather(
+                *(
+                    DelayStore(publisher.redis, publisher.stream_for(events[i].type)).get(
+                        events[i].id, owner=owner
+                    )
+                    for i in already
+                )
+            )
+            for index, waiting in zip(already, found, strict=True):
+                if waiting is not None and waiting.deliver_at is not None:
+                    due[index] = round(waiting.deliver_at.timestamp() * 1000)
+                else:
+                    due[index] = now_ms
+        return entry_ids, due
+
     async def ingest(self, request: Request, batch: bool) -> JSONResponse:
         key = await self.keys.authenticate(request.headers.get("authorization"))
         raw, document = await self.read_json(request)
@@ -235,6 +404,15 @@ class Ingestion:
             )
             for index, item in enumerate(items)
         ]
+        now_s = time.time()
+        now_ms = int(now_s * 1000)
+        # index -> delivery time of each event kept for later; most requests have none, and
+        # pay one pass over their events for it
+        later = (
+            self.kept_for_later(items, now_s, now_ms, batch)
+            if any(item.deliver_at is not None or item.delay is not None for item in items)
+            else {}
+        )
         stream_of = {t: get_spec(t).stream for t in {event.type for event in events}}
         for event_type in sorted(stream_of):  # once per type, not per event
             if not key.allows(event_type):
@@ -259,13 +437,20 @@ class Ingestion:
                     headers=decision.headers(),
                 )
             self.backpressure.check(set(stream_of.values()))
+            entry_ids: Sequence[str | None]
+            due_ms: dict[int, int] = {}  # index -> when an event kept for later is due (ms)
             try:
                 publisher = Publisher(self.redis())
-                entry_ids = (
-                    await publisher.publish_many(events, validated=True)
-                    if batch
-                    else [await publisher.publish(events[0], validated=True)]
-                )
+                if later:
+                    entry_ids, due_ms = await self.publish_with_later(
+                        publisher, events, later, key.name, now_ms
+                    )
+                else:
+                    entry_ids = (
+                        await publisher.publish_many(events, validated=True)
+                        if batch
+                        else [await publisher.publish(events[0], validated=True)]
+                    )
             except PydanticSerializationError:
                 raise Problem(
                     422,
@@ -278,10 +463,20 @@ class Ingestion:
                 await self.idempotency.release(key.name, idempotency_key)
             raise
         # plain dicts in the shape of Accepted (the documented response model)
+        delivered_now = rfc3339(now_ms)
         accepted = [
-            {"id": e.id, "type": e.type, "stream": stream_of[e.type], "entry_id": i}
+            {
+                "id": e.id,
+                "type": e.type,
+                "stream": stream_of[e.type],
+                "entry_id": i,
+                "deliver_at": delivered_now,
+            }
             for e, i in zip(events, entry_ids, strict=True)
         ]
+        if later:
+            for index, when_ms in due_ms.items():
+                accepted[index]["deliver_at"] = rfc3339(when_ms)
         for event_type, count in Counter(event.type for event in events).items():
             metrics.ACCEPTED_EVENTS.labels(event_type).inc(count)
         body: dict[str, Any] = {"events": accepted} if batch else accepted[0]
@@ -317,6 +512,31 @@ def valid_traceparent(header: str | None) -> str | None:
     ):
         return None
     return value
+
+
+def rfc3339(ms: int) -> str:
+    """A time in ms since the epoch as RFC 3339 in UTC with ms (``2030-01-01T08:00:00.000Z``)."""
+    seconds, millis = divmod(ms, 1000)
+    return f"{_utc_second(seconds)}.{millis:03d}Z"
+
+
+@lru_cache(maxsize=256)
+def _utc_second(seconds: int) -> str:
+    # every answer formats its time: a second's text is made once, not once a request
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.0f}" if value < 1e12 else f"{value:.3g}"  # no 300-digit numbers
+
+
+def _in_days(seconds: int) -> str:
+    return f" ({seconds / 86_400:g} days)" if seconds >= 86_400 else ""
+
+
+def _whole_ms(moment: datetime) -> int:
+    """``moment`` in ms since the epoch, as the delay store keeps it (``Publisher``)."""
+    return int(moment.timestamp() * 1000)
 
 
 def _derived_id(key: ApiKey, idempotency_key: str, index: int) -> str:

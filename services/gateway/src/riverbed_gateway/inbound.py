@@ -94,7 +94,7 @@ from riverbed_contracts.payments import (
 )
 from riverbed_contracts.registry import new_event, spec_for
 from riverbed_gateway import metrics
-from riverbed_gateway.api import ERRORS, REQUEST_ID_HEADER, Accepted, Ingestion
+from riverbed_gateway.api import ERRORS, REQUEST_ID_HEADER, Accepted, Ingestion, rfc3339
 from riverbed_gateway.problems import Problem, field_errors
 from riverbed_gateway.settings import GatewaySettings
 
@@ -514,8 +514,14 @@ class InboundPayments:
             entry_id=entry_id,
             correlation_id=event.correlationid,
         )
-        accepted = Accepted(id=event.id, type=event.type, stream=spec.stream, entry_id=entry_id)
-        return "accepted", JSONResponse(accepted.model_dump(), status_code=202)
+        accepted = {
+            "id": event.id,
+            "type": event.type,
+            "stream": spec.stream,
+            "entry_id": entry_id,
+            "deliver_at": rfc3339(int(self._clock() * 1000)),  # delivered now
+        }  # the shape of Accepted
+        return "accepted", JSONResponse(accepted, status_code=202)
 
 
 _PROVIDER_EVENT_SCHEMA: Final = {

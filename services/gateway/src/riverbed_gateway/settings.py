@@ -58,6 +58,13 @@ class GatewaySettings(ServiceSettings):
     rate_limit_per_s: float = Field(default=2_000.0, gt=0, description="events/s per API key")
     rate_limit_burst: int = Field(default=4_000, ge=1, description="events allowed at once")
 
+    max_delay_s: int = Field(
+        default=90 * 86_400,
+        ge=1,
+        le=366 * 86_400,  # a delayed event holds Redis memory until it is due: at most a year
+        description="how far ahead an event may be delivered (deliver_at or delay), s; 90 days",
+    )
+
     max_stream_length: int = Field(
         default=1_000_000, ge=1, description="backpressure ceiling: entries in a target stream"
     )

@@ -157,6 +157,7 @@ class PaymentsService(Service):
         self.container = self._wire(engine)
         self._wired.set()
         self._relay_task = asyncio.create_task(self.container.relay.run(), name="outbox-relay")
+        self.on_drained(self.container.relay.flush)  # the last handlers' events go out too
         self._sweep_task = asyncio.create_task(
             every(
                 settings.reconciliation_sweep_s,

@@ -168,6 +168,7 @@ class WebhooksService(Service):
             consumer.publisher = self.container.publisher
         self._wired.set()
         self._relay = asyncio.create_task(self.container.relay.run(), name="outbox-relay")
+        self.on_drained(self.container.relay.flush)  # the last handlers' outcomes go out too
         self._gauges = asyncio.create_task(
             every(
                 settings.gauge_refresh_s,
@@ -193,9 +194,9 @@ class WebhooksService(Service):
         )
 
     async def stop(self) -> None:
-        await super().stop()  # stop reading and drain in-flight deliveries first
-        # what the relay has not appended yet waits in the outbox for another replica's
-        # relay, or this one's next start
+        # stop reading, drain in-flight deliveries, then flush the outbox (on_drained): what
+        # a flush cannot append (Redis away) waits for another replica or the next start
+        await super().stop()
         await cancel_tasks(self._relay, self._gauges, self._pruning)
         self._relay = self._gauges = self._pruning = None
         if self.container is not None:
