@@ -1,12 +1,15 @@
-"""Events delivered later: deliver_at / delay on publishing.
+"""Events delivered later: deliver_at / delay on publishing, GET and DELETE /v1/scheduled/{id}.
 
 On the shared test Redis every test posts with an API key named for it alone (the owner of
-what it keeps) and cancels what it kept before it ends.
+what it keeps) and cancels what it kept before it ends. Tests that need events promoted run
+a promoter, which would promote other tests' due items too: they use a private Redis.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime, timedelta
@@ -19,6 +22,10 @@ import redis.asyncio
 from riverbed import keys
 from riverbed.delay import DelayStore
 from riverbed.service import Service
+from riverbed.settings import RedisSettings
+from riverbed.testing import RedisServer, wait_for
+from riverbed_gateway.app import create_gateway
+from riverbed_gateway.settings import GatewaySettings
 
 pytestmark = pytest.mark.integration
 
@@ -59,7 +66,7 @@ def parse(text: str) -> datetime:
 
 
 class KeyClient:
-    """One API key of a started gateway: posts as that key, remembers what it kept."""
+    """One API key of a started gateway: posts, looks up and cancels as that key."""
 
     def __init__(self, http: httpx.AsyncClient, name: str) -> None:
         self.http = http
@@ -78,6 +85,12 @@ class KeyClient:
         )
         self._remember(response)
         return response
+
+    async def get(self, event_id: str) -> httpx.Response:
+        return await self.http.get(f"/v1/scheduled/{event_id}", headers=self.auth)
+
+    async def delete(self, event_id: str) -> httpx.Response:
+        return await self.http.delete(f"/v1/scheduled/{event_id}", headers=self.auth)
 
     def _remember(self, response: httpx.Response) -> None:
         if response.status_code != 202:
@@ -329,10 +342,195 @@ async def test_a_single_event_with_an_id_and_a_delay_dedups_without_the_header(
     assert await waiting_at(redis_client, due) == 1
 
 
+# -- looking up and cancelling --------------------------------------------------------------
+
+
+async def test_its_publisher_looks_up_and_cancels_a_delayed_event(
+    keyed_gateway: tuple[Service, KeyClient, KeyClient], redis_client: redis.asyncio.Redis
+) -> None:
+    _, alice, _ = keyed_gateway
+    due = unique_future()
+    accepted = (await alice.post(payment(7, deliver_at=due.isoformat()))).json()
+
+    found = await alice.get(accepted["id"])
+    assert found.status_code == 200, found.text
+    body = found.json()
+    assert body["id"] == accepted["id"]
+    assert body["stream"] == "payment.succeeded"
+    assert body["state"] == "scheduled"
+    assert body["deliver_at"] == accepted["deliver_at"] == rfc3339_ms(due)
+    assert body["event"]["id"] == accepted["id"]
+    assert body["event"]["data"]["provider_payment_id"] == "pi_7"
+
+    assert (await alice.delete(accepted["id"])).status_code == 204
+    assert await waiting_at(redis_client, due, "payment.succeeded") == 0
+    for answer in (await alice.get(accepted["id"]), await alice.delete(accepted["id"])):
+        assert answer.status_code == 404
+        assert answer.headers["content-type"] == "application/problem+json"
+
+
+async def test_another_key_neither_sees_nor_cancels_it(
+    keyed_gateway: tuple[Service, KeyClient, KeyClient], redis_client: redis.asyncio.Redis
+) -> None:
+    _, alice, mallory = keyed_gateway
+    due = unique_future()
+    accepted = (await alice.post(email(deliver_at=due.isoformat()))).json()
+    unknown_id = str(uuid.uuid4())
+    unknown = (await mallory.get(unknown_id)).json()
+    for answer in (await mallory.get(accepted["id"]), await mallory.delete(accepted["id"])):
+        assert answer.status_code == 404
+        assert answer.json() == {
+            **unknown,
+            "detail": unknown["detail"].replace(unknown_id, accepted["id"]),
+        }, "answered exactly as an unknown id"
+    assert await waiting_at(redis_client, due) == 1
+    assert (await alice.get(accepted["id"])).status_code == 200
+
+
+async def test_a_key_sees_only_types_its_scopes_allow(
+    start_gateway: Any, redis_client: redis.asyncio.Redis
+) -> None:
+    name = f"narrowed-{uuid.uuid4().hex[:8]}"
+    _, wide = await start_gateway(api_keys=[key_config(name)])
+    _, narrow = await start_gateway(api_keys=[key_config(name, ["payment.*"])])
+    due = unique_future()
+    publisher = KeyClient(wide, name)
+    accepted = (await publisher.post(email(deliver_at=due.isoformat()))).json()
+    try:
+        narrowed = KeyClient(narrow, name)  # the same key name, its scopes narrowed since
+        assert (await narrowed.get(accepted["id"])).status_code == 404
+        assert (await narrowed.delete(accepted["id"])).status_code == 404
+        assert await waiting_at(redis_client, due) == 1
+        assert (await publisher.get(accepted["id"])).status_code == 200
+    finally:
+        await DelayStore(redis_client, STREAM).cancel(accepted["id"], owner=name)
+
+
+async def test_without_a_valid_key_it_is_401(
+    gateway: tuple[Service, httpx.AsyncClient],
+) -> None:
+    _, http = gateway
+    for method in ("GET", "DELETE"):
+        for auth in ("", "Bearer nope"):
+            response = await http.request(
+                method, f"/v1/scheduled/{uuid.uuid4()}", headers={"Authorization": auth}
+            )
+            assert response.status_code == 401
+            assert response.headers["www-authenticate"] == "Bearer"
+
+
+# -- promotion (a private Redis: promoting would move other tests' due items) -------------
+
+
+@pytest.fixture
+async def private_gateway(
+    own_redis: RedisServer,
+) -> AsyncIterator[tuple[Service, httpx.AsyncClient, redis.asyncio.Redis]]:
+    """A gateway on a Redis of its own, keys alice and mallory, and a client of that Redis."""
+    service = create_gateway(
+        GatewaySettings(api_keys=[key_config("alice"), key_config("mallory")]),
+        redis_settings=RedisSettings(url=own_redis.url),
+    )
+    await service.start()
+    client = redis.asyncio.Redis.from_url(own_redis.url)
+    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=service.app), base_url="http://g")
+    try:
+        yield service, http, client
+    finally:
+        await http.aclose()
+        await client.aclose()
+        await service.stop()
+
+
+async def promote_everything_due(client: redis.asyncio.Redis, stream: str = STREAM) -> None:
+    """Promote due items in small batches until none is left, as a consumer's promoter does."""
+    store = DelayStore(client, stream)
+    for _ in range(100_000):  # a bound, never reached: each batch promotes or ends the loop
+        if not (await store.promote_due(batch=5)).promoted:
+            return
+        await asyncio.sleep(0)  # let the requests racing it run between batches
+
+
+async def wait_until(moment_ms: int) -> None:
+    await wait_for(lambda: time.time() * 1000 > moment_ms, timeout=10, what="the events' time")
+
+
+async def test_once_promoted_its_owner_sees_promoted_and_a_cancel_is_409(
+    private_gateway: tuple[Service, httpx.AsyncClient, redis.asyncio.Redis],
+) -> None:
+    _, http, client = private_gateway
+    alice, mallory = KeyClient(http, "alice"), KeyClient(http, "mallory")
+    accepted = (await alice.post(email(delay=0.2))).json()
+    await wait_until(int(parse(accepted["deliver_at"]).timestamp() * 1000))
+    await promote_everything_due(client)
+    assert await stream_ids(client) == [accepted["id"]]
+
+    found = await alice.get(accepted["id"])
+    assert found.status_code == 200
+    assert found.json() == {
+        "id": accepted["id"],
+        "stream": STREAM,
+        "state": "promoted",
+        "deliver_at": None,
+        "event": None,
+    }
+    too_late = await alice.delete(accepted["id"])
+    assert too_late.status_code == 409
+    assert too_late.headers["content-type"] == "application/problem+json"
+    assert "already delivered" in too_late.json()["detail"]
+    # another key learns nothing, not even that it was delivered
+    assert (await mallory.get(accepted["id"])).status_code == 404
+    assert (await mallory.delete(accepted["id"])).status_code == 404
+    assert await stream_ids(client) == [accepted["id"]], "a 409 changes nothing"
+
+
+async def test_cancels_racing_promotion_cancel_or_deliver_exactly_once(
+    private_gateway: tuple[Service, httpx.AsyncClient, redis.asyncio.Redis],
+) -> None:
+    _, http, client = private_gateway
+    alice = KeyClient(http, "alice")
+    total = 300
+    due = datetime.now(UTC) + timedelta(seconds=1)  # the batch is kept well before
+    response = await alice.post_batch(
+        [email(f"r{i}@example.com", deliver_at=due.isoformat()) for i in range(total)]
+    )
+    assert response.status_code == 202, response.text
+    ids = [item["id"] for item in response.json()["events"]]
+    assert await stream_ids(client) == []
+    await wait_until(int(due.timestamp() * 1000))  # all due now, none promoted yet
+
+    async def cancel_all() -> dict[str, int]:
+        # the promoter takes equal due times in member order: cancelling from the other end
+        # makes the two meet in the middle
+        answers: dict[str, int] = {}
+        for event_id in sorted(ids, reverse=True):
+            answers[event_id] = (await alice.delete(event_id)).status_code
+        return answers
+
+    _, answers = await asyncio.gather(promote_everything_due(client), cancel_all())
+    await promote_everything_due(client)  # whatever was left: nothing, if all was answered
+
+    cancelled = {i for i, status in answers.items() if status == 204}
+    too_late = {i for i, status in answers.items() if status == 409}
+    assert cancelled | too_late == set(ids), f"only 204 and 409: {set(answers.values())}"
+    assert cancelled, "the race must have gone both ways: some cancelled"
+    assert too_late, "the race must have gone both ways: some delivered"
+    delivered = await stream_ids(client)
+    assert len(delivered) == len(set(delivered)), "nothing delivered twice"
+    assert set(delivered) == too_late, "delivered exactly the ones DELETE answered 409 for"
+    assert await DelayStore(client, STREAM).waiting() == (0, 0, None)
+    for event_id in list(cancelled)[:5] + list(too_late)[:5]:
+        state = await alice.get(event_id)
+        if event_id in cancelled:
+            assert state.status_code == 404
+        else:
+            assert state.json()["state"] == "promoted"
+
+
 # -- the document ---------------------------------------------------------------------------
 
 
-async def test_the_openapi_document_describes_delivery_times(
+async def test_the_openapi_document_describes_delivery_times_and_both_routes(
     gateway: tuple[Service, httpx.AsyncClient],
 ) -> None:
     _, http = gateway
@@ -346,3 +544,6 @@ async def test_the_openapi_document_describes_delivery_times(
     assert {"type": "null"} in accepted["properties"]["entry_id"]["anyOf"]
     assert accepted["properties"]["deliver_at"]["format"] == "date-time"
     assert "deliver_at" in accepted["required"]
+    scheduled = document["paths"]["/v1/scheduled/{event_id}"]
+    assert set(scheduled["get"]["responses"]) == {"200", "401", "404", "503"}
+    assert set(scheduled["delete"]["responses"]) == {"204", "401", "404", "409", "503"}

@@ -16,7 +16,7 @@ from riverbed.ratelimit import LeasedRateLimiter, RateLimiter
 from riverbed.service import Service
 from riverbed.settings import RedisSettings
 from riverbed_contracts.generate import asyncapi_document
-from riverbed_gateway import api, inbound, metrics, problems
+from riverbed_gateway import api, inbound, metrics, problems, scheduled
 from riverbed_gateway.auth import KeyStore
 from riverbed_gateway.backpressure import Backpressure
 from riverbed_gateway.idempotency import IdempotencyStore
@@ -152,6 +152,7 @@ def create_gateway(
         route.path: route for route in ingest_routes.routes if isinstance(route, APIRoute)
     }
     app.include_router(inbound.router(inbound.InboundPayments(settings, redis, ingestion)))
+    app.include_router(scheduled.router(scheduled.ScheduledEvents(redis, ingestion.keys)))
 
     @app.get("/asyncapi", tags=["contracts"], summary="AsyncAPI document of every stream")
     async def asyncapi() -> dict[str, Any]:
