@@ -250,38 +250,6 @@ async def test_rate_limit_is_shared_by_two_gateway_replicas(start_gateway: Any) 
     assert (await first.post("/v1/events", json=email(), headers=auth)).status_code == 429
 
 
-async def test_backpressure_is_503_when_a_stream_passes_its_ceiling(
-    start_gateway: Any, own_redis: Any
-) -> None:
-    from riverbed.settings import RedisSettings
-    from riverbed_gateway.app import create_gateway
-    from riverbed_gateway.settings import GatewaySettings
-
-    service = create_gateway(
-        GatewaySettings(local_api_key="test-key", max_stream_length=5),
-        redis_settings=RedisSettings(url=own_redis.url),
-    )
-    await service.start()
-    try:
-        transport = httpx.ASGITransport(app=service.app)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://g", headers={"Authorization": "Bearer test-key"}
-        ) as http:
-            batch = {"events": [email()] * 6}
-            assert (await http.post("/v1/events:batch", json=batch)).status_code == 202
-            backpressure = service.app.state.backpressure
-            await backpressure.sample_now("email.requested")
-            refused = await http.post("/v1/events", json=email())
-            assert refused.status_code == 503
-            assert refused.headers["retry-after"] == "5"
-            assert "6 entries, ceiling 5" in refused.json()["detail"]
-            metrics = (await http.get("/metrics")).text
-            assert 'riverbed_gateway_backpressure_ceiling{kind="stream_length"} 5.0' in metrics
-            assert 'riverbed_gateway_backpressure_active{stream="email.requested"} 1.0' in metrics
-    finally:
-        await service.stop()
-
-
 async def test_no_api_key_ever_appears_in_the_logs(
     start_gateway: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:

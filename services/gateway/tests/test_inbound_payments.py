@@ -402,7 +402,7 @@ async def test_backpressure_is_503_and_leaves_no_marker(own_redis: Any) -> None:
     from riverbed_gateway.settings import GatewaySettings
 
     service = create_gateway(
-        GatewaySettings(inbound_secrets={"stripe": [SECRET]}, max_stream_length=1),
+        GatewaySettings(inbound_secrets={"stripe": [SECRET]}, max_unhandled_events=1),
         redis_settings=RedisSettings(url=own_redis.url),
     )
     await service.start()
@@ -411,6 +411,10 @@ async def test_backpressure_is_503_and_leaves_no_marker(own_redis: Any) -> None:
             transport=httpx.ASGITransport(app=service.app), base_url="http://gateway"
         ) as http:
             gateway = Inbound(service, http)
+            # a consumer group that has read nothing: 2 events behind, past the ceiling of 1
+            await service.redis.xgroup_create(
+                keys.stream_key("payment.succeeded"), "payments", id="0", mkstream=True
+            )
             for _ in range(2):
                 assert (await gateway.post(succeeded(), SECRET)).status_code == 202
             await service.app.state.backpressure.sample_now("payment.succeeded")

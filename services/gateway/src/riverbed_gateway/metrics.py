@@ -19,8 +19,14 @@ ACCEPTED_EVENTS = Counter(
 )
 BACKPRESSURE_CEILING = Gauge(
     "riverbed_gateway_backpressure_ceiling",
-    "Size past which a stream refuses new events (503)",
+    "Events not handled yet past which a stream refuses new events (503)",
     ["kind"],
+)
+BACKPRESSURE_UNHANDLED = Gauge(
+    "riverbed_gateway_backpressure_unhandled_events",
+    "Events a target stream has not handled yet, as last sampled: the most-behind group's "
+    "lag + pending, plus due items of its delay store not promoted yet",
+    ["stream"],
 )
 BACKPRESSURE_ACTIVE = Gauge(
     "riverbed_gateway_backpressure_active",

@@ -65,11 +65,13 @@ class GatewaySettings(ServiceSettings):
         description="how far ahead an event may be delivered (deliver_at or delay), s; 90 days",
     )
 
-    max_stream_length: int = Field(
-        default=1_000_000, ge=1, description="backpressure ceiling: entries in a target stream"
-    )
-    max_group_lag: int = Field(
-        default=100_000, ge=1, description="backpressure ceiling: undelivered entries of a group"
+    max_unhandled_events: int = Field(
+        default=100_000,
+        ge=1,
+        # GATEWAY_MAX_GROUP_LAG: the name before pending entries and due items counted too
+        validation_alias=AliasChoices("GATEWAY_MAX_UNHANDLED_EVENTS", "GATEWAY_MAX_GROUP_LAG"),
+        description="backpressure ceiling, events: the most-behind group's lag + pending, plus "
+        "the stream's due items waiting in the delay store",
     )
     backpressure_refresh_s: float = Field(
         default=1.0, gt=0, description="how often stream sizes are sampled, s"
