@@ -11,8 +11,9 @@ Each figure has its baseline measured in the same run:
   four times ``--events`` events (200,000 by default), 1 % of them failing with
   ``RetryLater(delay_ms=3_600_000)`` (parked in the delay store for an hour), and retention
   has caught up (``StreamMonitor.trim_acknowledged`` until it trims nothing); baseline
-  ``memory-no-retries``: the same run where every event succeeds. Each run has a ``redis-server`` of its own, and the
-  figure is what it uses over its own empty start (KiB). Goal: ratio ≤ 1.2.
+  ``memory-no-retries``: the same run where every event succeeds. Each run has a
+  ``redis-server`` of its own, and the figure is what it uses over its own empty start
+  (KiB). Goal: ratio ≤ 1.2.
 - ``delayed-lateness-p50``, ``-p99``: a tenth of ``--events`` events (5,000 by default)
   published for later with ``Publisher.publish_later``, due times spread over
   ``SPREAD_MS``, handled by a ``StreamConsumer`` with the default settings; lateness is
