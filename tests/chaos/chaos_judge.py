@@ -456,6 +456,24 @@ def item_from_fields(stream: str, group: str, fields: Mapping[str, str]) -> Stre
     )
 
 
+def delay_store_items(
+    stream: str, member: str, raw: str, groups: Sequence[str]
+) -> list[StreamItem]:
+    """The events one delay-store item stands for. The member names its group (keys.py:
+    ``retry:<group>:<entry id>`` for one group's retry or deferral, ``event:<id>`` for an
+    event published for later, which every group gets); the item is the event's JSON
+    (or, in an older layout, ``{"fields": [name, value, …]}`` of the entry to append)."""
+    document = json.loads(raw)
+    if isinstance(document, dict) and isinstance(document.get("fields"), list):
+        flat = document["fields"]
+        fields = {str(k): str(v) for k, v in zip(flat[::2], flat[1::2], strict=False)}
+    else:
+        fields = {"event": raw}
+    owners = [member.split(":")[1]] if member.startswith("retry:") else list(groups)
+    found = (item_from_fields(stream, group, fields) for group in owners)
+    return [item for item in found if item is not None]
+
+
 # -- every row from the run's records ------------------------------------------------------
 
 

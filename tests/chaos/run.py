@@ -62,6 +62,7 @@ from chaos_judge import (
     RowResult,
     StreamItem,
     build_results,
+    delay_store_items,
     item_from_fields,
     records_from_json,
     records_to_json,
@@ -71,6 +72,7 @@ from chaos_judge import (
 )
 from chaos_recorders import SmtpRecorder, WebhookReceiver
 from chaos_stack import (
+    EMAIL_SEND_LEASE_S,
     ROOT,
     SERVICE_NAMES,
     WEBHOOKS_REQUEST_TIMEOUT_S,
@@ -156,8 +158,8 @@ SHORT = Plan(
     duration_s=60.0,
     settle_s=75.0,
     steps=(
-        Step(8, "kill9", "email"),
-        Step(16, "kill9", "webhooks"),
+        Step(5, "kill9", "email"),
+        Step(12, "kill9", "webhooks"),
         Step(22, "hooks-500", seconds=10),
         Step(28, "sigterm", "payments"),
         Step(34, "hooks-slow", seconds=10),
@@ -472,7 +474,12 @@ class Run:
         return found
 
     async def settle(self, http: httpx.AsyncClient) -> tuple[bool, list[str]]:
-        deadline = time.monotonic() + self.plan.settle_s
+        # a request the email service was sending when killed waits out its sending lease
+        leases_end = max(
+            (f.start + EMAIL_SEND_LEASE_S + 20.0 for f in self.faults if f.target == "email"),
+            default=0.0,
+        )
+        deadline = time.monotonic() + max(self.plan.settle_s, leases_end - time.time())
         quiet, last, busy = 0, (-1, -1), ["not looked yet"]
         client = self.connect_redis()
         try:
@@ -596,15 +603,12 @@ async def held_and_dead(client: RedisClient) -> tuple[list[StreamItem], list[Str
                 item = item_from_fields(stream, group["name"], fields)
                 if item is not None:
                     held.append(item)
-        for raw in (await client.hgetall(f"rb:{{{stream}}}:delay:items")).values():
-            with contextlib.suppress(ValueError, TypeError, IndexError):
-                flat = json.loads(raw)["fields"]
-                fields = dict(zip(flat[::2], flat[1::2], strict=True))
-                # a retry names its group; an event published for later goes to every group
-                for group in [fields.get("group")] if fields.get("group") else groups_of(groups):
-                    item = item_from_fields(stream, str(group), fields)
-                    if item is not None:
-                        held.append(item)
+        names = groups_of(groups)
+        for member, raw in (await client.hgetall(f"rb:{{{stream}}}:delay:items")).items():
+            try:
+                held += delay_store_items(stream, member, raw, names)
+            except (ValueError, TypeError, KeyError, IndexError) as error:
+                print(f"[chaos] unreadable delay item {stream} {member}: {error}", flush=True)
     return dead, held
 
 

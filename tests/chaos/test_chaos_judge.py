@@ -235,6 +235,17 @@ def test_a_retry_entry_belongs_to_the_group_it_names() -> None:
     assert j.item_from_fields("payment.succeeded", "g1", {"other": "x"}) is None
 
 
+def test_a_delay_store_item_belongs_to_the_group_its_member_names() -> None:
+    event = '{"id": "e1", "type": "email.requested.v1", "data": {"to": "a@x.test"}}'
+    [retry] = j.delay_store_items("email.requested", "retry:email:1-0", event, ["email", "x"])
+    assert (retry.group, retry.event_id) == ("email", "e1")
+    later = j.delay_store_items("email.requested", "event:e1", event, ["email", "x"])
+    assert sorted(i.group for i in later) == ["email", "x"]
+    older = '{"fields": ["event", ' + __import__("json").dumps(event) + ', "group", "email"]}'
+    [old] = j.delay_store_items("email.requested", "retry:email:1-0", older, [])
+    assert old.event_id == "e1"
+
+
 def test_message_id_local_part() -> None:
     assert j.message_id_local_part("<abc-1@riverbed.localhost>") == "abc-1"
 
