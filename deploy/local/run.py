@@ -3,12 +3,16 @@
 Invoked by ``make run`` as ``uv run python deploy/local/run.py``; standard library only.
 
 - API key: ``RIVERBED_API_KEY`` when set, else a fresh random one, printed. The gateway's
-  schedules admin key likewise: ``GATEWAY_ADMIN_API_KEY``, else a fresh one, printed.
+  schedules admin key likewise: ``GATEWAY_ADMIN_API_KEY``, else a fresh one, printed. The
+  webhooks and payments admin keys too: ``WEBHOOKS_API_KEY`` and ``PAYMENTS_API_KEY``, each
+  given to its own service only (which never gets the ingestion key); an admin key equal
+  to another key is refused.
 - Redis: ``REDIS_URL`` when set; else ``redis-server deploy/redis/redis.conf`` on port
   6390 (or a free port when 6390 is taken), data and log under ``var/redis/``.
 - Services: each of riverbed-gateway, -email, -webhooks, -payments whose console
   script and entry module exist, on ports 8000..8003 (``<PREFIX>PORT`` overrides),
-  with ``REDIS_URL``, ``RIVERBED_API_KEY`` and ``<PREFIX>PORT`` in their environment.
+  with ``REDIS_URL``, the keys above that are theirs and ``<PREFIX>PORT`` in their
+  environment.
   Missing ones are named and skipped.
 - Mail: unless ``EMAIL_SMTP_HOST`` names a relay, a local SMTP sink
   (``python -m riverbed_email.sink``) on port 1025 (or a free one) writes every message
@@ -95,6 +99,40 @@ CURL = (
     """-d '{{"type":"email.requested.v1","data":{{"to":"ada@example.com","""
     """"subject":"Hello","text":"Hi from Riverbed"}}}}'"""
 )
+
+
+#: the services whose own API is an admin API, and its key: never the ingestion key, which
+#: anyone who may post events holds
+ADMIN_KEYS = {"webhooks": "WEBHOOKS_API_KEY", "payments": "PAYMENTS_API_KEY"}
+#: a read-only route of each admin API, for the printed curl
+ADMIN_ROUTES = {"webhooks": "/v1/endpoints", "payments": "/v1/balances"}
+#: every key variable the launcher hands out; a service gets back only those that are its own
+KEY_VARIABLES = ("RIVERBED_API_KEY", "GATEWAY_ADMIN_API_KEY", *ADMIN_KEYS.values())
+
+
+def choose_key(variable: str, what: str) -> tuple[str, str]:
+    """The key in ``variable``, else a fresh random one (printed); and how a printed curl
+    spells it."""
+    key = os.environ.get(variable, "")
+    if key:
+        say(f"{what} from {variable}")
+        return key, f"${variable}"
+    key = secrets.token_urlsafe(32)
+    say(f"generated {what} (set {variable} to choose one): {key}")
+    return key, key
+
+
+def keyed_environment(
+    base: dict[str, str], service: str, api_key: str, admin_keys: dict[str, str]
+) -> dict[str, str]:
+    """``base`` holding only the keys ``service`` may have: an admin API its own key and no
+    other (least of all the ingestion key), every other service the ingestion key."""
+    env = {name: value for name, value in base.items() if name not in KEY_VARIABLES}
+    if service in ADMIN_KEYS:
+        env[ADMIN_KEYS[service]] = admin_keys[service]
+    else:
+        env["RIVERBED_API_KEY"] = api_key
+    return env
 
 
 def say(message: str) -> None:
@@ -418,6 +456,17 @@ def main(argv: list[str] | None = None) -> int:
             say(f"generated admin key (set GATEWAY_ADMIN_API_KEY to choose one): {admin_key}")
         else:
             say("admin key from GATEWAY_ADMIN_API_KEY")
+        admin_keys: dict[str, str] = {}
+        admin_keys_for_curl: dict[str, str] = {}
+        for name, variable in ADMIN_KEYS.items():
+            admin_keys[name], admin_keys_for_curl[name] = choose_key(variable, f"{name} admin key")
+        for name, variable in ADMIN_KEYS.items():
+            others = {"RIVERBED_API_KEY": api_key, "GATEWAY_ADMIN_API_KEY": admin_key}
+            others.update({ADMIN_KEYS[n]: k for n, k in admin_keys.items() if n != name})
+            same = sorted(other for other, key in others.items() if key == admin_keys[name])
+            if same:
+                say(f"{variable} must be a key of its own, not the same as {', '.join(same)}")
+                return 1
 
         children: list[Child] = []
         redis: Child | None = None
@@ -485,10 +534,9 @@ def main(argv: list[str] | None = None) -> int:
                     email_env["EMAIL_TEMPLATES_DIR"] = str(EMAIL_TEMPLATES)
             services: dict[str, tuple[Child, int]] = {}
             for spec, script, port in plan:
-                env = dict(os.environ)
+                env = keyed_environment(dict(os.environ), spec.name, api_key, admin_keys)
                 env.update(
                     REDIS_URL=redis_url,
-                    RIVERBED_API_KEY=api_key,
                     PYTHONUNBUFFERED="1",
                     **{f"{spec.prefix}PORT": str(port)},
                 )
@@ -529,6 +577,13 @@ def main(argv: list[str] | None = None) -> int:
                         host=HOST, port=services["gateway"][1], key=admin_key_for_curl
                     )
                 )
+            for name, route in ADMIN_ROUTES.items():
+                if name in services:
+                    say(f"{name} admin API ({ADMIN_KEYS[name]}; the API key is refused there):")
+                    print(
+                        f"curl http://{HOST}:{services[name][1]}{route} "
+                        f'-H "Authorization: Bearer {admin_keys_for_curl[name]}"'
+                    )
 
             if args.check:
                 results = check(services, args.timeout, stop_flag)

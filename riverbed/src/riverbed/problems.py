@@ -180,7 +180,7 @@ def bearer_key_check(api_key: str | None, *, setting: str) -> Callable[[Request]
                 503,
                 "api-disabled",
                 "API disabled",
-                f"no API key is configured: set {setting} (or RIVERBED_API_KEY)",
+                f"no API key is configured: set {setting}",
             )
         scheme, _, presented = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(

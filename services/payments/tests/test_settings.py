@@ -21,19 +21,31 @@ def test_settings_default_to_the_conventional_port_and_a_local_sqlite_file(
     assert settings.api_key is None
 
 
-def test_settings_read_the_payments_prefix_and_the_shared_api_key(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_settings_read_the_payments_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PAYMENTS_PORT", "9123")
     monkeypatch.setenv("PAYMENTS_STREAM_ROUTES", '{"payment.succeeded": "payment.succeeded.x"}')
-    monkeypatch.delenv("PAYMENTS_API_KEY", raising=False)
-    monkeypatch.setenv("RIVERBED_API_KEY", "shared")
     settings = PaymentsSettings()
     assert settings.port == 9123
     assert settings.stream("payment.succeeded") == "payment.succeeded.x"
     assert settings.stream("payment.recorded") == "payment.recorded"
-    assert settings.api_key is not None
-    assert settings.api_key.get_secret_value() == "shared"
+
+
+def test_the_api_key_is_payments_api_key_only_never_the_ingestion_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("PAYMENTS_API_KEY", raising=False)
+    monkeypatch.setenv("RIVERBED_API_KEY", "ingestion")
+    assert PaymentsSettings().api_key is None  # no fallback: the API answers 503
+    monkeypatch.setenv("PAYMENTS_API_KEY", "")
+    assert PaymentsSettings().api_key is None  # blank is none, never an empty key
+    monkeypatch.setenv("PAYMENTS_API_KEY", "own")
+    key = PaymentsSettings().api_key
+    assert key is not None
+    assert key.get_secret_value() == "own"
+    monkeypatch.setenv("PAYMENTS_API_KEY", "ingestion")
+    with pytest.raises(ValidationError, match="must not be the ingestion key") as refused:
+        PaymentsSettings()
+    assert "'ingestion'" not in str(refused.value)
 
 
 def test_a_schema_name_that_could_inject_sql_is_refused() -> None:

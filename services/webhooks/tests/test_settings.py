@@ -30,16 +30,22 @@ def test_variables_use_the_webhooks_prefix(monkeypatch: pytest.MonkeyPatch) -> N
     assert settings.address_policy.permits("127.0.0.1")
 
 
-def test_the_api_key_comes_from_webhooks_api_key_or_the_shared_one(
+def test_the_api_key_is_webhooks_api_key_only_never_the_ingestion_key(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv("WEBHOOKS_API_KEY", raising=False)
-    monkeypatch.setenv("RIVERBED_API_KEY", "shared")
-    assert WebhooksSettings().api_key is not None
+    monkeypatch.setenv("RIVERBED_API_KEY", "ingestion")
+    assert WebhooksSettings().api_key is None  # no fallback: the API answers 503
+    monkeypatch.setenv("WEBHOOKS_API_KEY", "   ")
+    assert WebhooksSettings().api_key is None  # blank is none, never an empty key
     monkeypatch.setenv("WEBHOOKS_API_KEY", "own")
     key = WebhooksSettings().api_key
     assert key is not None
     assert key.get_secret_value() == "own"
+    monkeypatch.setenv("WEBHOOKS_API_KEY", "ingestion")
+    with pytest.raises(ValidationError, match="must not be the ingestion key") as refused:
+        WebhooksSettings()
+    assert "'ingestion'" not in str(refused.value)
 
 
 def test_a_bad_allow_list_entry_is_refused_with_an_example() -> None:

@@ -1,7 +1,8 @@
 """The payments API: the ledger (read-only) and settlement reconciliation.
 
-Every route needs ``Authorization: Bearer <PAYMENTS_API_KEY or RIVERBED_API_KEY>``: the
-ledger is financial data. Nothing here writes to the ledger; events do.
+Every route needs ``Authorization: Bearer <PAYMENTS_API_KEY>``, an admin key of its own
+(never the gateway's ingestion key): the ledger is financial data. Nothing here writes to
+the ledger; events do.
 """
 
 from __future__ import annotations

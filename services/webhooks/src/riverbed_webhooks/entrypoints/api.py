@@ -1,7 +1,8 @@
 """The management API: endpoints, their secrets, the delivery log, replays.
 
-Every route needs ``Authorization: Bearer <WEBHOOKS_API_KEY or RIVERBED_API_KEY>``:
-the API hands out signing secrets and decides where this service sends requests.
+Every route needs ``Authorization: Bearer <WEBHOOKS_API_KEY>``, an admin key of its own
+(never the gateway's ingestion key): the API hands out signing secrets and decides where
+this service sends requests.
 Secrets appear in a response only when created or rotated.
 """
 
