@@ -172,3 +172,49 @@ def test_dashboard_queries_are_valid_promql(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
     result = promtool("check", "rules", str(path))
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+#: labels Prometheus itself adds (targets, histogram and summary samples)
+PROMETHEUS_LABELS = {"job", "instance", "le", "quantile", "__name__"}
+SELECTOR = re.compile(r"\{([^{}]*)\}")
+MATCHER = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*(?:=~|!~|!=|=)")
+GROUPING = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)")
+
+
+def declared_labels() -> set[str]:
+    """Label names the runtime's and the services' metrics declare, plus Prometheus' own."""
+    exported_metrics()  # imports every metrics module
+    names = set(PROMETHEUS_LABELS)
+    for collector in list(REGISTRY._collector_to_names):
+        names |= set(getattr(collector, "_labelnames", ()))
+    return names
+
+
+def labels_used(expr: str) -> set[str]:
+    found = {name for inner in SELECTOR.findall(expr) for name in MATCHER.findall(inner)}
+    for inner in GROUPING.findall(expr):
+        found |= {name.strip() for name in inner.split(",") if name.strip()}
+    return found
+
+
+def test_rules_dashboard_and_rule_tests_use_only_labels_the_metrics_declare() -> None:
+    """An alert or panel on a label no metric has (say a per-endpoint ``endpoint`` label,
+    which the public /metrics no longer carries) would never match anything."""
+    declared = declared_labels()
+    queries = {f"alert {n}": r["expr"] for n, r in alerts().items()} | dashboard_queries()
+    for path in RULE_TESTS:
+        for i, case in enumerate(yaml.safe_load(path.read_text())["tests"]):
+            for series in case.get("input_series", []):
+                queries[f"{path.name} test {i}"] = series["series"]
+    unknown = {
+        where: sorted(labels_used(expr) - declared)
+        for where, expr in queries.items()
+        if labels_used(expr) - declared
+    }
+    assert not unknown, f"labels no metric declares: {unknown}"
+    assert labels_used('sum by (stream, group) (x{type=~"a", reason!="b"})') == {
+        "stream",
+        "group",
+        "type",
+        "reason",
+    }

@@ -32,7 +32,6 @@ from riverbed_webhooks.domain.outcomes import (
 )
 from riverbed_webhooks.domain.retry import RetrySchedule
 from riverbed_webhooks.domain.signing import generate_secret
-from riverbed_webhooks.metrics import EndpointLabels
 from riverbed_webhooks.service_layer.delivery import Deliverer, DeliveryPolicy
 from riverbed_webhooks.service_layer.fanout import fan_out
 from riverbed_webhooks.service_layer.ports import SendResult, WebhookRequest
@@ -265,7 +264,6 @@ def make_world(
             deferral_base_ms=100,
             deferral_max_ms=1_000,
         ),
-        endpoint_label=EndpointLabels(10),
         rng=random.Random(0),
     )
     return World(deliverer, repository, log, sender, limiter, gate, outbox, clock, endpoint)

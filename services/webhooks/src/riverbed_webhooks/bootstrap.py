@@ -267,7 +267,6 @@ class WebhooksService(Service):
                 deferral_base_ms=settings.deferral_base_ms,
                 deferral_max_ms=settings.deferral_max_ms,
             ),
-            endpoint_label=metrics.EndpointLabels(settings.metrics_endpoint_labels),
             rng=self._rng,
         )
         replayer = Replayer(repository, delivery_log, publisher, self._clock)

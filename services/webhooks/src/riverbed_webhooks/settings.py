@@ -122,9 +122,6 @@ class WebhooksSettings(DatabaseServiceSettings):
     # -- cache and metrics -------------------------------------------------------------
     cache_namespace: str = Field(default="webhooks", pattern=r"^[a-z0-9][a-z0-9_-]{0,60}$")
     cache_ttl_s: float = Field(default=60.0, gt=0, description="endpoint cache entries, s")
-    metrics_endpoint_labels: int = Field(
-        default=50, ge=0, description="endpoints with their own latency series"
-    )
     gauge_refresh_s: float = Field(
         default=30.0, gt=0, description="how often database gauges are sampled, s"
     )
