@@ -30,7 +30,7 @@ import structlog
 from riverbed_contracts import CloudEvent
 from riverbed_contracts.payments import ReconciliationCompleted, ReconciliationMismatch
 from riverbed_contracts.registry import get_spec, new_event
-from riverbed_payments import metrics
+from riverbed_payments import SOURCE, metrics
 from riverbed_payments.adapters.reports import SqlReports
 from riverbed_payments.adapters.sql import OutboxMessage
 from riverbed_payments.domain.ledger import Kind, deterministic_id
@@ -46,7 +46,6 @@ from riverbed_payments.domain.reconciliation import (
     split_record,
 )
 from riverbed_payments.service_layer.ports import Clock
-from riverbed_payments.service_layer.recording import SOURCE
 
 log = structlog.get_logger(__name__)
 

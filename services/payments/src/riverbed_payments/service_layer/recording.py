@@ -38,7 +38,7 @@ from riverbed_contracts.payments import (
     PayoutPaid,
 )
 from riverbed_contracts.registry import get_spec, new_event
-from riverbed_payments import metrics
+from riverbed_payments import SOURCE, metrics
 from riverbed_payments.adapters.sql import OutboxMessage
 from riverbed_payments.domain import ledger
 from riverbed_payments.domain.currency import InvalidAmount, check_currency
@@ -47,8 +47,6 @@ from riverbed_payments.domain.receipt import receipt, receipt_address
 from riverbed_payments.service_layer.ports import Clock, Ledger, LedgerUnit
 
 log = structlog.get_logger(__name__)
-
-SOURCE = "urn:riverbed:payments"
 
 #: ms; the longest wait between two tries of an out-of-order event. A payment that shows up
 #: late is then matched by its refund within five minutes, and an event waiting out the
