@@ -43,7 +43,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -64,6 +64,7 @@ from chaos_judge import (
     build_results,
     delay_store_items,
     item_from_fields,
+    match_recorded,
     records_from_json,
     records_to_json,
     render_findings,
@@ -525,6 +526,7 @@ class Run:
             )
             for h in self.receiver.hooks
         ]
+        records.hooks = await mark_recorded(http, self.stack, records.hooks)
         records.ledger = await ledger(http, self.stack)
         client = self.connect_redis()
         try:
@@ -646,12 +648,53 @@ async def ledger(http: httpx.AsyncClient, stack: Stack) -> list[Booked]:
         answer.raise_for_status()
         page = answer.json()
         for t in page["data"]:
-            recorded = datetime.fromisoformat(t["recorded_at"]).timestamp()
+            recorded = epoch(t["recorded_at"])
             found.append(Booked(t["kind"], t["provider_ref"], t["id"], recorded))
         after = page.get("next_after")
         if not after:
             break
     return found
+
+
+def epoch(text: str) -> float:
+    """An API's ISO 8601 time in s since the epoch; a time without offset is UTC."""
+    parsed = datetime.fromisoformat(text)
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
+
+
+async def mark_recorded(
+    http: httpx.AsyncClient, stack: Stack, hooks: list[Delivered]
+) -> list[Delivered]:
+    """For every webhook-id answered 2xx more than once, which of those answers the webhooks
+    service's delivery log recorded as successful attempts (its API,
+    ``GET /v1/events/{id}/attempts``): a 2xx it never recorded is one its handler did not
+    finish with."""
+    answered: dict[str, list[Delivered]] = {}
+    for hook in hooks:
+        if 200 <= hook.status < 300:
+            answered.setdefault(hook.webhook_id, []).append(hook)
+    flags: dict[int, bool] = {}  # id() of a Delivered -> recorded
+    headers = {"Authorization": f"Bearer {stack.api_key}"}
+    for webhook_id, found in answered.items():
+        if len(found) < 2:
+            continue
+        try:
+            reply = await http.get(
+                f"{stack.base_url('webhooks')}/v1/events/{webhook_id}/attempts",
+                params={"limit": 1000},
+                headers=headers,
+            )
+            reply.raise_for_status()
+            logged = [epoch(a["attempted_at"]) for a in reply.json()["data"] if a["succeeded"]]
+        except (httpx.HTTPError, ValueError, KeyError) as error:
+            print(f"[chaos] no delivery log for {webhook_id}: {error}", flush=True)
+            continue
+        found.sort(key=lambda h: h.answered)
+        for hook, recorded in zip(
+            found, match_recorded([h.answered for h in found], logged), strict=True
+        ):
+            flags[id(hook)] = recorded
+    return [replace(h, recorded=flags[id(h)]) if id(h) in flags else h for h in hooks]
 
 
 async def register_endpoint(http: httpx.AsyncClient, stack: Stack, url: str) -> str:

@@ -89,15 +89,38 @@ def test_a_double_outside_the_crash_window_is_a_defect(
     assert [f.window for f in result.doubled] == [None], why
 
 
-@pytest.mark.parametrize(("before_kill", "window"), [(3.0, True), (6.0, False)])
-def test_a_webhook_repeated_across_a_kill_is_explained_within_the_sqlite_lock_wait(
-    before_kill: float, window: bool
+@pytest.mark.parametrize(
+    ("before_kill", "recorded", "window"),
+    [
+        (6.0, False, True),  # the handler died before it recorded the 2xx
+        (6.0, True, False),  # recorded: the service knew, and delivered again
+        (6.0, None, False),  # not known: not explained
+        (40.0, False, False),  # too long before the kill to be that handler
+    ],
+)
+def test_a_webhook_repeated_across_a_kill_is_explained_only_if_never_recorded(
+    before_kill: float, recorded: bool | None, window: bool
 ) -> None:
     kill = Fault("kill9", "webhooks", at(100.0), at(110.0))
-    effects = {"k": [Observed(at(100.0 - before_kill), "wh"), Observed(at(111.0), "wh")]}
+    first = Observed(at(100.0 - before_kill), "wh", recorded=recorded)
+    effects = {"k": [first, Observed(at(111.0), "wh", recorded=True)]}
     result = j.judge_row("hook.source", {"k": at(0)}, effects, faults=[kill])
-    expected = "webhooks-killed-between-2xx-and-record" if window else None
+    expected = "webhooks-killed-before-recording-2xx" if window else None
     assert [f.window for f in result.doubled] == [expected]
+
+
+def test_two_recorded_deliveries_at_once_are_a_defect_even_after_a_kill() -> None:
+    kill = Fault("kill9", "webhooks", at(100.0), at(110.0))
+    both = [Observed(at(171.0), "wh", recorded=True), Observed(at(171.01), "wh", recorded=True)]
+    assert j.judge_row("hook.source", {"k": at(0)}, {"k": both}, faults=[kill]).defects
+
+
+def test_the_delivery_log_accounts_for_the_2xx_it_recorded() -> None:
+    # two answers, one logged 2 s after the second (a loaded loop), none for the first
+    assert j.match_recorded([at(10.0), at(50.0)], [at(52.0)]) == [False, True]
+    # one log entry accounts for one answer only
+    assert j.match_recorded([at(10.0), at(10.01)], [at(10.5)]) == [True, False]
+    assert j.match_recorded([at(10.0)], [at(8.0)]) == [False], "logged before the answer"
 
 
 def test_a_kill_of_another_service_explains_nothing() -> None:
