@@ -94,7 +94,9 @@ class Stack:
         self.log_dir = run_dir / "logs"
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.smtp_port = smtp_port
-        self.api_key = secrets.token_urlsafe(24)
+        self.api_key = secrets.token_urlsafe(24)  # the gateway's ingestion key
+        # the webhooks and payments admin APIs take keys of their own, never the ingestion key
+        self.admin_keys = {name: secrets.token_urlsafe(24) for name in self.launcher.ADMIN_KEYS}
         self.redis_port: int = self.launcher.free_port()
         self.ports: dict[str, int] = {name: self.launcher.free_port() for name in SERVICE_NAMES}
         self.children: dict[str, Any] = {}  # name -> the launcher's Child
@@ -104,6 +106,10 @@ class Stack:
     @property
     def redis_url(self) -> str:
         return f"redis://{HOST}:{self.redis_port}/0"
+
+    def admin_headers(self, name: str) -> dict[str, str]:
+        """The Authorization header of ``name``'s admin API."""
+        return {"Authorization": f"Bearer {self.admin_keys[name]}"}
 
     def base_url(self, name: str) -> str:
         return f"http://{HOST}:{self.ports[name]}"
@@ -137,10 +143,13 @@ class Stack:
 
     def service_env(self, name: str) -> dict[str, str]:
         prefix = f"{name.upper()}_"
-        env = {k: v for k, v in os.environ.items() if k not in {"REDIS_CLUSTER", "HOSTNAME"}}
+        base = {k: v for k, v in os.environ.items() if k not in {"REDIS_CLUSTER", "HOSTNAME"}}
+        # as make run: each service gets only the keys that are its own
+        env: dict[str, str] = self.launcher.keyed_environment(
+            base, name, self.api_key, self.admin_keys
+        )
         env.update(
             REDIS_URL=self.redis_url,
-            RIVERBED_API_KEY=self.api_key,
             PYTHONUNBUFFERED="1",
             **{f"{prefix}PORT": str(self.ports[name])},
             **{f"{prefix}CONSUMER_NAME": f"chaos-{name}"},

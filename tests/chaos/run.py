@@ -637,7 +637,7 @@ async def ledger(http: httpx.AsyncClient, stack: Stack) -> list[Booked]:
     """Every ledger transaction of the run's provider, through the payments API."""
     found: list[Booked] = []
     after: str | None = None
-    headers = {"Authorization": f"Bearer {stack.api_key}"}
+    headers = stack.admin_headers("payments")
     for _ in range(1_000):  # pages of 500: far more than any run books
         params: dict[str, str | int] = {"provider": PROVIDER, "limit": 500}
         if after:
@@ -674,7 +674,7 @@ async def mark_recorded(
         if 200 <= hook.status < 300:
             answered.setdefault(hook.webhook_id, []).append(hook)
     flags: dict[int, bool] = {}  # id() of a Delivered -> recorded
-    headers = {"Authorization": f"Bearer {stack.api_key}"}
+    headers = stack.admin_headers("webhooks")
     for webhook_id, found in answered.items():
         if len(found) < 2:
             continue
@@ -702,7 +702,7 @@ async def register_endpoint(http: httpx.AsyncClient, stack: Stack, url: str) -> 
     answer = await http.post(
         f"{stack.base_url('webhooks')}/v1/endpoints",
         json={"url": url, "description": "chaos receiver", "event_types": ["payment.*"]},
-        headers={"Authorization": f"Bearer {stack.api_key}"},
+        headers=stack.admin_headers("webhooks"),
     )
     if answer.status_code != 201:
         raise RuntimeError(f"registering the endpoint: {answer.status_code} {answer.text}")
