@@ -9,6 +9,7 @@ import pytest
 from riverbed_webhooks.domain.addresses import (
     AddressPolicy,
     BlockedAddress,
+    non_canonical_ipv4,
     parse_networks,
     refusal_reason,
 )
@@ -96,3 +97,55 @@ def test_urls_with_host_names_or_allowed_literals_are_accepted() -> None:
     assert validate_url("https://hooks.example.com/in", AddressPolicy())
     allow_loopback = AddressPolicy(parse_networks(["127.0.0.1/32"]))
     assert validate_url("http://127.0.0.1:9/hook", allow_loopback)
+
+
+#: IPv4 addresses spelt as resolvers and URL parsers read them, and what they spell
+NON_CANONICAL = {
+    "2130706433": "127.0.0.1",  # one decimal number
+    "0177.0.0.1": "127.0.0.1",  # octal part
+    "0x7f000001": "127.0.0.1",  # one hex number
+    "0X7F.0.0.1": "127.0.0.1",  # hex part, upper case
+    "127.1": "127.0.0.1",  # two parts: the last fills three bytes
+    "10.1": "10.0.0.1",
+    "192.168.257": "192.168.1.1",  # three parts: the last fills two bytes
+    "127%2E0%2E0%2E1": "127.0.0.1",  # percent-encoded dots
+    "%31%32%37.0.0.1": "127.0.0.1",  # percent-encoded digits
+    "\uff11\uff12\uff17.\uff10.\uff10.\uff11": "127.0.0.1",  # full-width digits
+    "127\uff0e0\uff0e0\uff0e1": "127.0.0.1",  # full-width dots
+    "169\u3002254\u3002169\u3002254": "169.254.169.254",  # ideographic full stops
+    "127.0.0.1.": "127.0.0.1",  # trailing (root) dot
+    "134744072": "8.8.8.8",  # public, but still not the canonical spelling
+}
+
+
+@pytest.mark.parametrize(("host", "address"), NON_CANONICAL.items())
+def test_non_canonical_ipv4_spellings_are_refused_at_registration_naming_the_address(
+    host: str, address: str
+) -> None:
+    found = non_canonical_ipv4(host.lower())
+    assert found is not None
+    assert f"write it as {address}" in found
+    # refused even where the allow-list lets the address through: one spelling only
+    allow_all = AddressPolicy(parse_networks(["0.0.0.0/0"]))
+    for policy in (AddressPolicy(), allow_all):
+        with pytest.raises(InvalidUrl, match="non-canonical"):
+            validate_url(f"http://{host}:8080/hook", policy)
+
+
+@pytest.mark.parametrize("host", ["1.2.3.4.5", "256.1.1.1", "1.2.3.256", "08.1.2.3", "x.0x"])
+def test_a_host_ending_in_a_number_that_is_no_address_is_refused(host: str) -> None:
+    with pytest.raises(InvalidUrl, match="ends in a number"):
+        validate_url(f"https://{host}/hook", AddressPolicy(parse_networks(["0.0.0.0/0"])))
+
+
+@pytest.mark.parametrize(
+    "host", ["hooks.example.com", "example.com.", "123.example", "b\u00fccher.example", "8.8.8.8"]
+)
+def test_host_names_and_canonical_addresses_are_not_numeric_spellings(host: str) -> None:
+    assert non_canonical_ipv4(host) is None
+    assert validate_url(f"https://{host}/hook", AddressPolicy())
+
+
+def test_a_percent_encoded_host_name_is_refused() -> None:
+    with pytest.raises(InvalidUrl, match="percent-encoded"):
+        validate_url("https://ex%61mple.com/hook", AddressPolicy())

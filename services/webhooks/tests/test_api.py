@@ -39,6 +39,10 @@ async def test_a_missing_or_wrong_key_is_401(start_service: Any) -> None:
     [
         ({"url": "ftp://x.example.com"}, "url", "https://"),
         ({"url": "http://10.0.0.1/hook"}, "url", "private"),
+        ({"url": "http://2130706433/hook"}, "url", "non-canonical"),
+        ({"url": "http://0x7f000001/hook"}, "url", "non-canonical"),
+        ({"url": "http://10.1/hook"}, "url", "non-canonical"),
+        ({"url": "http://\uff11\uff12\uff17.0.0.1/hook"}, "url", "non-canonical"),
         ({"url": "https://x.example.com", "event_types": ["Nope"]}, "event_types", "filter"),
         ({"url": "https://x.example.com", "rate_limit_per_s": 0}, "rate_limit_per_s", "1-"),
         ({"url": "https://x.example.com", "max_concurrency": 5000}, "max_concurrency", "1-"),

@@ -181,3 +181,40 @@ async def test_an_ip_literal_bypassing_the_resolver_is_stopped_by_the_socket_fac
     assert resolver.asked == []  # aiohttp does not resolve literals: the factory is the guard
     assert result.error_kind == "blocked"
     assert connects == []
+
+
+@pytest.mark.parametrize("host", ["2130706433", "0177.0.0.1", "0x7f000001", "127.1", "127.0.0.1."])
+async def test_a_non_canonical_ipv4_host_is_refused_before_it_is_resolved(
+    host: str, make_sender: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An endpoint stored before registration refused these: the system resolver would read
+    the host as 127.0.0.1, which the allow-list here permits, so judging the answer is not
+    enough; the spelling itself is refused and nothing is resolved or dialled. aiohttp
+    refuses the all-decimal forms itself (``invalid_url``), the guarded resolver the rest
+    (``blocked``)."""
+    resolver = FixedResolver("127.0.0.1")
+    connects: list[Any] = []
+    monkeypatch.setattr(socket.socket, "connect", lambda *a: connects.append(a))
+    sender = await make_sender(LOOPBACK, resolver=resolver)
+    result = await sender.send(signed(f"http://{host}:8080/in", generate_secret()))
+    assert result.error_kind in ("blocked", "invalid_url")
+    assert "canonical" in (result.error or "")
+    assert resolver.asked == []
+    assert connects == []
+
+
+async def test_full_width_digits_become_a_literal_that_the_socket_factory_judges(
+    make_sender: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """aiohttp's URL library folds full-width digits and dots into 127.0.0.1 (an IP literal,
+    never resolved): the socket factory refuses it without the allow-list."""
+    resolver = FixedResolver()
+    connects: list[Any] = []
+    monkeypatch.setattr(socket.socket, "connect", lambda *a: connects.append(a))
+    sender = await make_sender(AddressPolicy(), resolver=resolver)
+    url = "http://\uff11\uff12\uff17\uff0e\uff10\uff0e\uff10\uff0e\uff11:8080/in"
+    result = await sender.send(signed(url, generate_secret()))
+    assert result.error_kind == "blocked"
+    assert "loopback" in (result.error or "")
+    assert resolver.asked == []
+    assert connects == []

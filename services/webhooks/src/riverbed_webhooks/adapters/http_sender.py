@@ -6,7 +6,10 @@ rebinding) cannot slip through:
 
 - :class:`GuardedResolver` resolves a host name and keeps only the addresses the
   policy permits (none left: the request fails as ``blocked`` before any connect);
-  aiohttp then connects only to what the resolver returned.
+  aiohttp then connects only to what the resolver returned. A host that spells an
+  IPv4 address in a non-canonical form (``2130706433``, ``127.1``…: an endpoint
+  registered before such hosts were refused) is refused before it is resolved, since
+  the system resolver would read it as an address.
 - :func:`guarded_socket_factory` is the last word: aiohttp calls it for every
   address right before ``connect()``, IP-literal hosts included (those bypass
   the resolver), and it refuses to make a socket for a refused address.
@@ -29,7 +32,7 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 
-from riverbed_webhooks.domain.addresses import AddressPolicy, BlockedAddress
+from riverbed_webhooks.domain.addresses import AddressPolicy, BlockedAddress, non_canonical_ipv4
 from riverbed_webhooks.service_layer.ports import SendResult, WebhookRequest
 
 USER_AGENT: Final = "Riverbed-Webhooks/1"
@@ -47,6 +50,9 @@ class GuardedResolver(AbstractResolver):
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:
+        spelling = non_canonical_ipv4(host)
+        if spelling is not None:
+            raise BlockedAddress(host, f"not a host name: {spelling}")
         results = await self.inner.resolve(host, port, family)
         allowed = [r for r in results if self.policy.permits(r["host"])]
         if not allowed:

@@ -2,7 +2,10 @@
 
 A host that is an IP literal is judged by the SSRF policy at once, so that an
 obviously internal URL is refused when it is registered; a host name is judged
-on every connection instead (DNS can change).
+on every connection instead (DNS can change). A host that spells an IPv4 address
+any other way than ``a.b.c.d`` (decimal, octal, hex, shortened, percent-encoded,
+full-width, with a trailing dot) is refused outright, as is a percent-encoded host:
+no DNS name has a ``%``, and such hosts are read differently by different parsers.
 """
 
 from __future__ import annotations
@@ -11,13 +14,26 @@ import ipaddress
 from typing import Final
 from urllib.parse import urlsplit
 
-from riverbed_webhooks.domain.addresses import AddressPolicy
+from riverbed_webhooks.domain.addresses import AddressPolicy, non_canonical_ipv4
 
 MAX_URL_LENGTH: Final = 2048  # characters
 
 
 class InvalidUrl(ValueError):
     pass
+
+
+def _host_name(url: str, host: str) -> str:
+    """``url`` if its ``host`` (not an IP literal) may be resolved as a name."""
+    spelling = non_canonical_ipv4(host)
+    if spelling is not None:
+        raise InvalidUrl(
+            f"the URL's host {spelling}; IPv4 addresses are accepted as four decimal numbers "
+            "only, and only public ones"
+        )
+    if "%" in host:
+        raise InvalidUrl("the URL's host must not be percent-encoded: write it as is")
+    return url
 
 
 def validate_url(url: str, policy: AddressPolicy) -> str:
@@ -42,7 +58,7 @@ def validate_url(url: str, policy: AddressPolicy) -> str:
     try:
         literal = ipaddress.ip_address(parts.hostname)
     except ValueError:
-        return url
+        return _host_name(url, parts.hostname)
     reason = policy.reason_to_refuse(literal)
     if reason is not None:
         raise InvalidUrl(f"the URL's address {literal} is {reason}; only public addresses")
