@@ -239,3 +239,26 @@ async def test_the_sweep_resumes_a_report_left_unfinished(start_service: Any) ->
     report_id = await _received(running)  # stored, but no job was started for it
     report = await _completed(running, report_id)
     assert report["status"] == "completed"
+
+
+async def test_a_line_cursor_outside_the_64_bit_row_ids_is_a_422_stating_the_range(
+    start_service: Any, database: Any
+) -> None:
+    running = await start_service(database)
+    submitted = await running.client.post(
+        "/v1/reconciliations",
+        params={"provider": "stripe"},
+        content=report_csv([report_line("txn_01", "charge", "pi_1", 1999, 59)]),
+    )
+    assert submitted.status_code == 202, submitted.text
+    lines = f"/v1/reconciliations/{submitted.json()['id']}/lines"
+    for value in (str(2**63), str(10**30), "-1"):
+        answer = await running.client.get(lines, params={"after": value})
+        assert answer.status_code == 422, (value, answer.text)
+        assert answer.headers["content-type"] == "application/problem+json"
+        [error] = answer.json()["errors"]
+        assert error["loc"] == ["query", "after"]
+        assert f"from 0 to {2**63 - 1}" in error["msg"]
+    largest = await running.client.get(lines, params={"after": str(2**63 - 1)})
+    assert largest.status_code == 200, largest.text
+    assert largest.json()["data"] == []

@@ -139,3 +139,22 @@ async def test_replaying_an_unknown_delivery_is_404_and_to_a_disabled_endpoint_4
     )
     assert answer.status_code == 409
     assert "enable it" in answer.json()["detail"]
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"], indirect=True)
+async def test_a_cursor_outside_the_64_bit_row_ids_is_a_422_stating_the_range(
+    start_service: Any, database: Any
+) -> None:
+    running = await start_service(database)
+    created = await running.client.post("/v1/endpoints", json={"url": "https://x.example.com"})
+    attempts = f"/v1/endpoints/{created.json()['id']}/attempts"
+    for value in (str(2**63), str(10**30), "0", "-1"):
+        answer = await running.client.get(attempts, params={"before": value})
+        assert answer.status_code == 422, (value, answer.text)
+        assert answer.headers["content-type"] == PROBLEM
+        [error] = answer.json()["errors"]
+        assert error["loc"] == ["query", "before"]
+        assert f"from 1 to {2**63 - 1}" in error["msg"]
+    largest = await running.client.get(attempts, params={"before": str(2**63 - 1)})
+    assert largest.status_code == 200, largest.text
+    assert largest.json() == {"data": [], "next_before": None}

@@ -16,6 +16,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response, status
 from riverbed.problems import bearer_key_check
 from riverbed_payments.entrypoints.problems import Problem
 from riverbed_payments.entrypoints.schemas import (
+    AfterLine,
     BalanceList,
     BalanceOut,
     FailureOut,
@@ -197,7 +198,7 @@ def router(api_key: str | None, settings: PaymentsSettings) -> APIRouter:
         ctx: Ctx,
         line_class: Annotated[LineClassParam | None, Query(alias="class")] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-        after: Annotated[int | None, Query(ge=0)] = None,
+        after: AfterLine = None,
     ) -> LineList:
         await _report(ctx, report_id)
         rows = await ctx.reports.lines(report_id, limit=limit, after=after, line_class=line_class)

@@ -20,6 +20,7 @@ from riverbed_webhooks.entrypoints.problems import Problem
 from riverbed_webhooks.entrypoints.schemas import (
     AttemptList,
     AttemptOut,
+    BeforeAttempt,
     DeliveryList,
     DeliveryOut,
     EndpointIn,
@@ -161,7 +162,7 @@ def router(api_key: str | None) -> APIRouter:
         endpoint_id: str,
         ctx: Ctx,
         limit: Annotated[int, Query(ge=1, le=500)] = 100,
-        before: Annotated[int | None, Query(ge=1)] = None,
+        before: BeforeAttempt = None,
     ) -> AttemptList:
         found = await ctx.delivery_log.attempts_for_endpoint(
             endpoint_id, limit=limit, before=before
