@@ -93,25 +93,19 @@ class FakeLedger:
     async def failure(self, event_id: str) -> FailedRecord | None:
         return self.failed.get(event_id)
 
-    def _write(self) -> None:
+    async def record_many(
+        self, records: Sequence[tuple[str, SentRecord | FailedRecord]]
+    ) -> list[bool]:
         self.writes += 1
         if self.failures:
             self.failures -= 1
             raise RedisConnectionError("Redis is down")
-
-    async def record(self, event_id: str, record: SentRecord) -> bool:
-        self._write()
-        if event_id in self.records:
-            return False
-        self.records[event_id] = record
-        return True
-
-    async def record_failure(self, event_id: str, record: FailedRecord) -> bool:
-        self._write()
-        if event_id in self.failed:
-            return False
-        self.failed[event_id] = record
-        return True
+        stored = []
+        for event_id, record in records:
+            kept: dict[str, Any] = self.records if isinstance(record, SentRecord) else self.failed
+            stored.append(event_id not in kept)
+            kept.setdefault(event_id, record)
+        return stored
 
     async def hold(self, event_id: str, holder: str, lease_ms: int) -> int:
         if self.leases.setdefault(event_id, holder) != holder:

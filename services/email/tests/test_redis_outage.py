@@ -331,14 +331,14 @@ async def test_redis_away_between_the_marker_and_email_sent_on_the_last_attempt(
     unique: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    record = RedisSendLedger.record
+    record_many = RedisSendLedger.record_many
 
-    async def record_then_lose_redis(self: RedisSendLedger, event_id: str, sent: Any) -> bool:
-        stored = await record(self, event_id, sent)
+    async def record_then_lose_redis(self: RedisSendLedger, records: Any) -> list[bool]:
+        stored = await record_many(self, records)
         await durable_redis.stop()  # the marker is in; email.sent is not out yet
         return stored
 
-    monkeypatch.setattr(RedisSendLedger, "record", record_then_lose_redis)
+    monkeypatch.setattr(RedisSendLedger, "record_many", record_then_lose_redis)
     # the only attempt is the last (the runtime's own limit said too, for older versions)
     await services.start(max_attempts=1, consumer={"max_deliveries": 1})
     [request] = requests_to([f"last-{unique}@example.com"])

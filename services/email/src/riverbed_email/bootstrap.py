@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from riverbed.backoff import Backoff
+from riverbed.connection import Redis, connect
 from riverbed.publisher import Publisher
 from riverbed.service import Service
 from riverbed.settings import ConsumerSettings, RedisSettings
@@ -30,18 +31,40 @@ from riverbed_email.templates import TemplateRenderer
 #: ± fraction of each SMTP retry delay, so a burst of deferrals does not retry in lockstep
 RETRY_JITTER = 0.1
 
+#: connections of the outcome records' own pool: their one writer (riverbed_email.records)
+#: never waits for a connection of the shared pool, which hundreds of handlers' other
+#: commands and the blocking reads hold; under a burst that wait was most of the window in
+#: which a kill -9 sends twice (see the README). 2: one in use, one spare after a drop
+RECORD_CONNECTIONS = 2
+
 
 class EmailService(Service):
-    """The runtime's service, plus: outcome records still waiting for Redis when it stops
-    are logged (each is a request that will be acted on again)."""
+    """The runtime's service, plus: outcome records are written over a connection pool of
+    their own, and those still waiting for Redis when it stops are logged (each is a
+    request that will be acted on again)."""
 
     delivery: Delivery
+    _records_redis: Redis | None = None
+
+    @property
+    def records_redis(self) -> Redis:
+        if self._records_redis is None:
+            raise RuntimeError("the service has not started: Redis is opened by start()")
+        return self._records_redis
+
+    async def start(self) -> None:
+        settings = self.redis_settings.model_copy(update={"max_connections": RECORD_CONNECTIONS})
+        self._records_redis = connect(settings)
+        await super().start()
 
     async def stop(self) -> None:
         # the drain (inside) lets handlers waiting for Redis finish within the shutdown
         # timeout; what is still unrecorded after it can only be logged
         await super().stop()
         await self.delivery.close()
+        if self._records_redis is not None:
+            await self._records_redis.aclose()
+            self._records_redis = None
 
 
 def create_service(
@@ -87,6 +110,9 @@ def create_service(
         sender=sender or SmtpSender(settings),
         suppressions=RedisSuppressionList(lambda: service.redis),
         ledger=RedisSendLedger(lambda: service.redis, ttl_s=settings.sent_marker_ttl_s),
+        record_ledger=RedisSendLedger(
+            lambda: service.records_redis, ttl_s=settings.sent_marker_ttl_s
+        ),
         throttle=RedisDomainThrottle(
             lambda: service.redis,
             per_second=settings.domain_rate_per_s,

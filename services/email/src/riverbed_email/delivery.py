@@ -185,13 +185,16 @@ class Delivery:
         publish: Publish,
         domain_labels: DomainLabels,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        record_ledger: SendLedger | None = None,
     ) -> None:
+        """``record_ledger``: the ledger outcome records are written to, when not ``ledger``
+        (the service gives records a connection pool of their own)."""
         self.policy = policy
         self.renderer = renderer
         self.sender = sender
         self.suppressions = suppressions
         self.ledger = ledger
-        self.recorder = Recorder(ledger, sleep=sleep)
+        self.recorder = Recorder(record_ledger or ledger, sleep=sleep)
         self.throttle = throttle
         self.publish = publish
         self.label = domain_labels

@@ -77,14 +77,13 @@ class SendLedger(Protocol):
 
     async def get(self, event_id: str) -> SentRecord | None: ...
 
-    async def record(self, event_id: str, record: SentRecord) -> bool:
-        """Record unless already recorded; True when this call recorded it."""
-        ...
-
     async def failure(self, event_id: str) -> FailedRecord | None: ...
 
-    async def record_failure(self, event_id: str, record: FailedRecord) -> bool:
-        """Record unless already recorded; True when this call recorded it."""
+    async def record_many(
+        self, records: Sequence[tuple[str, SentRecord | FailedRecord]]
+    ) -> list[bool]:
+        """Record each (event id, record) unless its request already has one of that kind,
+        in one round trip; per record, True when this call recorded it."""
         ...
 
     async def hold(self, event_id: str, holder: str, lease_ms: int) -> int:

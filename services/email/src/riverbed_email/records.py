@@ -1,22 +1,26 @@
 """Outcome records on their way to Redis: an accepted send is never forgotten by its process.
 
 Once the relay has answered 250 the mail is out, and only the sent marker in Redis keeps
-a redelivery from sending it again. When Redis does not answer at that moment (a clean
-restart takes seconds), the record waits here, in this process, and a writer keeps
-trying with backoff for as long as the process lives:
+a redelivery from sending it again. Records go through this process's table and one
+writer:
 
-- the handler that made the record does not return until Redis has it, so its entry
-  stays pending with this consumer (keep-alive and heartbeat hold it) and no other
-  consumer is handed the request meanwhile;
-- any other delivery of the same request in this process finds the record here before
-  anything else and never acts on the request again;
-- a handler cut off while waiting (handler timeout, shutdown drain) leaves its record
-  here: the writer carries on without it.
+- the handler puts its record in the table (before any await) and waits until Redis has
+  it, so its entry stays pending with this consumer (keep-alive and heartbeat hold it);
+- the writer writes everything in the table in one pipelined round trip (``SET NX`` each),
+  over a connection nobody else uses: under a burst of sends, a marker waits for one
+  round trip, not behind hundreds of other commands for a connection of the shared pool;
+- when Redis does not answer (a clean restart takes seconds), the writer retries with
+  backoff for as long as the process lives, and once Redis is back writes every waiting
+  record within about :data:`LONGEST_RETRY_S`;
+- any other delivery of the same request in this process finds the record in the table
+  before anything else and never acts on the request again;
+- a handler cut off while waiting (handler timeout, shutdown drain) leaves its record in
+  the table: the writer carries on without it.
 
 A request given up (``email.failed``) is recorded the same way, so that a redelivery
 publishes the same event again instead of trying the relay a second time.
 
-What this cannot cover is the process itself ending with records still here: a kill -9
+What this cannot cover is the process itself ending with records in the table: a kill -9
 between the relay's answer and the write (``riverbed_email_record_seconds`` measures that
 window), or a shutdown whose drain ends while Redis is still away; :meth:`Recorder.close`
 logs each such record.
@@ -45,6 +49,9 @@ Record = SentRecord | FailedRecord
 FIRST_RETRY_S = 0.05
 LONGEST_RETRY_S = 0.5
 
+#: records per round trip: bounds one pipeline's size (a burst takes a few round trips)
+BATCH = 1_000
+
 
 def _outcome(record: Record) -> str:
     return "sent" if isinstance(record, SentRecord) else "failed"
@@ -56,7 +63,6 @@ class _Unwritten:
     since: float  # time.perf_counter() when the outcome was decided (the relay's answer)
     written: asyncio.Future[None]
     tries: int = 0
-    busy: bool = False  # a write of it is under way
 
 
 #: every recorder of this process, for the gauge (tests run several services in one)
@@ -72,7 +78,8 @@ class Recorder:
     ) -> None:
         self.ledger = ledger
         self.sleep = sleep
-        self._unwritten: dict[str, _Unwritten] = {}
+        self._unwritten: dict[str, _Unwritten] = {}  # in the order the outcomes were decided
+        self._waiting = asyncio.Event()  # set when the table has something to write
         self._writer: asyncio.Task[None] | None = None
         _recorders.add(self)
 
@@ -93,25 +100,24 @@ class Recorder:
     async def record(self, event_id: str, record: Record, *, since: float | None = None) -> None:
         """Write ``record`` under ``event_id``; return once Redis has it.
 
-        The record is in this process's table from the first instant, before any await.
-        The first write is made at once, in the caller's task (the shortest window); if
-        Redis does not take it, the writer retries until it does, also after the caller
-        has been cancelled. ``since``: ``time.perf_counter()`` when the outcome was decided.
+        The record is in this process's table from the first instant, before any await;
+        cancelling the caller does not stop the writing. ``since``: ``time.perf_counter()``
+        when the outcome was decided (for the window metric).
         """
-        entry = self._unwritten.get(event_id)
-        if entry is None:
-            entry = _Unwritten(
+        if event_id not in self._unwritten:
+            self._unwritten[event_id] = _Unwritten(
                 record,
                 time.perf_counter() if since is None else since,
                 asyncio.get_running_loop().create_future(),
             )
-            self._unwritten[event_id] = entry
-            try:
-                await self._try(event_id, entry)
-            finally:
-                if not entry.written.done():
-                    self._start_writer()
-        await asyncio.shield(entry.written)
+            self._waiting.set()
+            if self._writer is None or self._writer.done():
+                # a context of its own: the log context of the handler that started it
+                # would name that handler's request on lines about every other one
+                self._writer = asyncio.create_task(
+                    self._write_forever(), name="email-records", context=contextvars.Context()
+                )
+        await self.written(event_id)
 
     async def close(self) -> list[str]:
         """The service is stopping: stop writing, and log every record still waiting (its
@@ -123,6 +129,7 @@ class Recorder:
         left = list(self._unwritten.items())
         self._unwritten.clear()
         for event_id, entry in left:
+            waited_s = round(time.perf_counter() - entry.since, 3)
             if isinstance(entry.record, SentRecord):
                 metrics.UNRECORDED.inc()
                 log.error(
@@ -130,77 +137,71 @@ class Recorder:
                     "again (same Message-ID)",
                     request_id=event_id,
                     message_id=entry.record.message_id,
-                    waited_s=round(time.perf_counter() - entry.since, 3),
+                    waited_s=waited_s,
                 )
             else:
                 log.error(
                     "stopping with a give-up not recorded: a redelivery will try the request again",
                     request_id=event_id,
-                    waited_s=round(time.perf_counter() - entry.since, 3),
+                    waited_s=waited_s,
                 )
             entry.written.cancel()  # nobody should still wait, but never leave one hanging
         return [event_id for event_id, _ in left]
 
     # -- writing -------------------------------------------------------------------------
 
-    async def _try(self, event_id: str, entry: _Unwritten) -> bool:
-        """One write; True once the record is in Redis (written now or found there)."""
-        entry.tries += 1
-        entry.busy = True
-        try:
-            if isinstance(entry.record, SentRecord):
-                fresh = await self.ledger.record(event_id, entry.record)
+    async def _write_forever(self) -> None:
+        pause_s = FIRST_RETRY_S
+        while True:
+            await self._waiting.wait()
+            batch = list(self._unwritten.items())[:BATCH]
+            if not batch:
+                self._waiting.clear()
+                continue
+            if await self._write(batch):
+                pause_s = FIRST_RETRY_S
+                if not self._unwritten:
+                    self._waiting.clear()
             else:
-                fresh = await self.ledger.record_failure(event_id, entry.record)
+                await self.sleep(pause_s)
+                pause_s = min(pause_s * 2, LONGEST_RETRY_S)
+
+    async def _write(self, batch: list[tuple[str, _Unwritten]]) -> bool:
+        """One round trip for the batch; True once Redis has every record of it."""
+        for _, entry in batch:
+            entry.tries += 1
+        try:
+            fresh = await self.ledger.record_many([(e, entry.record) for e, entry in batch])
         except Exception as error:  # Redis unreachable, or closed while the service stops
-            if entry.tries == 1:
+            for event_id, entry in batch:
+                if entry.tries == 1:
+                    log.warning(
+                        "outcome not recorded yet; retrying until Redis answers",
+                        request_id=event_id,
+                        outcome=_outcome(entry.record),
+                        error_type=type(error).__name__,
+                        error=str(error),
+                    )
+            return False
+        now = time.perf_counter()
+        for (event_id, entry), stored in zip(batch, fresh, strict=True):
+            self._unwritten.pop(event_id, None)
+            metrics.RECORD_SECONDS.labels(_outcome(entry.record)).observe(now - entry.since)
+            if not stored and entry.tries == 1 and isinstance(entry.record, SentRecord):
+                # another consumer held this request at the same time and sent it too
                 log.warning(
-                    "outcome not recorded yet; retrying until Redis answers",
+                    "send already recorded by another consumer: sent twice",
+                    request_id=event_id,
+                )
+            if entry.tries > 1:
+                # a later try that finds the record may find our own earlier try's write
+                log.info(
+                    "outcome recorded after Redis answered again",
                     request_id=event_id,
                     outcome=_outcome(entry.record),
-                    error_type=type(error).__name__,
-                    error=str(error),
+                    tries=entry.tries,
+                    waited_s=round(now - entry.since, 3),
                 )
-            return False
-        finally:
-            entry.busy = False
-        if entry.written.done():  # written meanwhile by another try, or given up by close()
-            return True
-        self._unwritten.pop(event_id, None)
-        waited_s = time.perf_counter() - entry.since
-        metrics.RECORD_SECONDS.labels(_outcome(entry.record)).observe(waited_s)
-        if not fresh and entry.tries == 1 and isinstance(entry.record, SentRecord):
-            # another consumer held this request at the same time and sent it too
-            log.warning("send already recorded by another consumer: sent twice")
-        if entry.tries > 1:
-            # a later try that finds the record may find our own earlier try's write
-            log.info(
-                "outcome recorded after Redis answered again",
-                request_id=event_id,
-                outcome=_outcome(entry.record),
-                tries=entry.tries,
-                waited_s=round(waited_s, 3),
-            )
-        entry.written.set_result(None)
+            if not entry.written.done():
+                entry.written.set_result(None)
         return True
-
-    def _start_writer(self) -> None:
-        if self._writer is None or self._writer.done():
-            # a context of its own: the log context of the handler that started it would
-            # name that handler's request on lines about every other one
-            self._writer = asyncio.create_task(
-                self._write_until_empty(), name="email-records", context=contextvars.Context()
-            )
-
-    async def _write_until_empty(self) -> None:
-        pause_s = FIRST_RETRY_S
-        while self._unwritten:
-            await self.sleep(pause_s)
-            wrote = False
-            for event_id, entry in list(self._unwritten.items()):
-                if entry.busy or entry.written.done():
-                    continue
-                if not await self._try(event_id, entry):
-                    break  # Redis is still away: no use trying the others now
-                wrote = True
-            pause_s = FIRST_RETRY_S if wrote else min(pause_s * 2, LONGEST_RETRY_S)

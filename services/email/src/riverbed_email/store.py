@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Final
 
 from riverbed import keys
@@ -96,6 +96,25 @@ return 0
 """)
 
 
+def _sent_json(record: SentRecord) -> str:
+    return json.dumps(
+        {"message_id": record.message_id, "attempts": record.attempts, "at_ms": record.at_ms}
+    )
+
+
+def _failed_json(record: FailedRecord) -> str:
+    return json.dumps(
+        {
+            "kind": record.kind,
+            "reason": record.reason,
+            "permanent": record.permanent,
+            "smtp_code": record.smtp_code,
+            "attempts": record.attempts,
+            "at_ms": record.at_ms,
+        }
+    )
+
+
 class RedisSendLedger:
     def __init__(self, redis: Callable[[], Redis], *, ttl_s: int) -> None:
         self._redis = redis
@@ -120,13 +139,28 @@ class RedisSendLedger:
         )
 
     async def record(self, event_id: str, record: SentRecord) -> bool:
-        value = json.dumps(
-            {"message_id": record.message_id, "attempts": record.attempts, "at_ms": record.at_ms}
-        )
-        stored = await self._redis().set(
-            keys.email_sent_key(event_id), value, nx=True, ex=self.ttl_s
-        )
-        return bool(stored)
+        [stored] = await self.record_many([(event_id, record)])
+        return stored
+
+    async def record_many(
+        self, records: Sequence[tuple[str, SentRecord | FailedRecord]]
+    ) -> list[bool]:
+        # one round trip, not a transaction: the keys are per request (other slots in a
+        # cluster), and each SET NX stands alone
+        async with self._redis().pipeline(transaction=False) as pipe:
+            for event_id, record in records:
+                if isinstance(record, SentRecord):
+                    pipe.set(
+                        keys.email_sent_key(event_id), _sent_json(record), nx=True, ex=self.ttl_s
+                    )
+                else:
+                    pipe.set(
+                        keys.email_failed_key(event_id),
+                        _failed_json(record),
+                        nx=True,
+                        ex=self.ttl_s,
+                    )
+            return [bool(stored) for stored in await pipe.execute()]
 
     async def failure(self, event_id: str) -> FailedRecord | None:
         raw = await self._redis().get(keys.email_failed_key(event_id))
@@ -144,20 +178,8 @@ class RedisSendLedger:
         )
 
     async def record_failure(self, event_id: str, record: FailedRecord) -> bool:
-        value = json.dumps(
-            {
-                "kind": record.kind,
-                "reason": record.reason,
-                "permanent": record.permanent,
-                "smtp_code": record.smtp_code,
-                "attempts": record.attempts,
-                "at_ms": record.at_ms,
-            }
-        )
-        stored = await self._redis().set(
-            keys.email_failed_key(event_id), value, nx=True, ex=self.ttl_s
-        )
-        return bool(stored)
+        [stored] = await self.record_many([(event_id, record)])
+        return stored
 
 
 class RedisDomainThrottle:
