@@ -314,3 +314,23 @@ async def test_shutdown_steps_run_after_the_drain_while_redis_is_still_open(
     release.set()
     await stopping
     assert await redis_client.get(marker) == event.id.encode()
+
+
+async def test_a_background_loop_stops_even_when_a_redis_call_swallows_its_cancellation() -> None:
+    from riverbed.service import cancel_tasks, every
+
+    rounds = 0
+
+    async def swallowing() -> None:
+        # what redis-py's client can do to a cancel that lands inside a command
+        nonlocal rounds
+        rounds += 1
+        try:
+            await asyncio.sleep(0.01)
+        except asyncio.CancelledError:
+            pass
+
+    task = asyncio.create_task(every(0.0, swallowing, failing="never"))
+    await wait_for(lambda: rounds >= 2, what="a few rounds")
+    await asyncio.wait_for(cancel_tasks(task), timeout=5)
+    assert task.cancelled()

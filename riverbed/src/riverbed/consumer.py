@@ -43,7 +43,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from riverbed import keys, metrics, scripts
+from riverbed import eventloop, keys, metrics, scripts
 from riverbed.backoff import Backoff
 from riverbed.connection import Redis
 from riverbed.delay import ATTEMPT_FIELD, FIRST_SEEN_FIELD, GROUP_FIELD, DelayStore, Parked
@@ -706,6 +706,7 @@ class StreamConsumer:
                 except REDIS_DOWN as error:
                     log.warning("could not apply outcomes; will retry", error=str(error))
                     await asyncio.sleep(1.0)  # s; outcomes are kept until applied
+                eventloop.raise_if_cancelled()
             if self._closing.is_set():
                 return
 
@@ -862,7 +863,8 @@ class StreamConsumer:
             while await self._claim_entries(
                 "stale", min_idle_ms=self.settings.visibility_timeout_ms
             ):
-                pass
+                eventloop.raise_if_cancelled()
+            eventloop.raise_if_cancelled()
             if time.monotonic() >= next_housekeeping:
                 await self._guarded("remove-idle-consumers", self._remove_idle_consumers)
                 # a replica of an older version may still schedule retries the old way

@@ -66,6 +66,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from riverbed import eventloop
 from riverbed.backoff import Backoff
 from riverbed.publisher import Publisher
 from riverbed.sql import BigId, UtcDateTime
@@ -369,6 +370,8 @@ class OutboxRelay:
                 )
                 await asyncio.sleep(delay_s)  # back off: Redis or the database is down
                 continue
+            # redis-py can swallow a cancellation inside a command: honour it here
+            eventloop.raise_if_cancelled()
             if published >= self.batch_size:
                 continue  # more waiting: no pause
             with contextlib.suppress(TimeoutError):

@@ -20,6 +20,7 @@ from typing import Any
 import structlog
 import uvicorn
 from fastapi import FastAPI
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from riverbed import eventloop, metrics
 from riverbed.backoff import Backoff
@@ -52,6 +53,62 @@ class _EmbeddedServer(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         yield
+
+
+class _HeadTimeoutProtocol(HttpToolsProtocol):
+    """uvicorn's HTTP/1.1 protocol, closing a connection whose request head does not arrive
+    in time: uvicorn has a keep-alive timeout, but nothing for a connection that never sends
+    a request, or trickles one in (slowloris); each would hold a connection forever.
+
+    The deadline is set when the connection opens and again when the first byte of a next
+    request's head arrives, and cleared when the head is complete; a request's body and the
+    app's time are not limited here.
+    """
+
+    head_timeout_s = 5.0  # s; replaced per server (head_timeout_protocol)
+    _head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_head_timer()
+
+    def data_received(self, data: bytes) -> None:
+        if self._head_timer is None and (self.cycle is None or self.cycle.response_complete):
+            self._arm_head_timer()  # the first bytes of the next request's head
+        super().data_received(data)
+
+    def on_headers_complete(self) -> None:
+        self._disarm_head_timer()
+        super().on_headers_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_head_timer()
+        super().connection_lost(exc)
+
+    def _arm_head_timer(self) -> None:
+        self._head_timer = self.loop.call_later(self.head_timeout_s, self._head_timed_out)
+
+    def _disarm_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if not self.transport.is_closing():
+            # debug: every idle connection a load balancer opens ahead would log a line
+            log.debug(
+                "closing a connection: no complete request head in time",
+                client=f"{self.client[0]}:{self.client[1]}" if self.client else None,
+                timeout_s=self.head_timeout_s,
+            )
+            self.transport.close()
+
+
+def head_timeout_protocol(timeout_s: float) -> type[HttpToolsProtocol]:
+    """uvicorn's protocol class (``Config(http=…)``) closing connections whose request head
+    is not complete within ``timeout_s`` seconds."""
+    return type("HeadTimeoutProtocol", (_HeadTimeoutProtocol,), {"head_timeout_s": timeout_s})
 
 
 class Service:
@@ -174,6 +231,7 @@ class Service:
                     await self.monitor.apply_retention(stream, self.retention_settings)
                 except Exception as error:
                     log.warning("retention trim failed", stream=stream, error=str(error))
+                eventloop.raise_if_cancelled()
 
     def on_drained(self, step: Callable[[], Awaitable[object]]) -> None:
         """Run ``step`` at shutdown once the consumers have drained and before Redis closes,
@@ -217,6 +275,8 @@ class Service:
                 log_config=None,  # our structlog setup handles uvicorn's loggers
                 access_log=False,
                 lifespan="off",
+                http=head_timeout_protocol(self.settings.header_timeout_s),
+                timeout_keep_alive=self.settings.keep_alive_timeout_s,
             )
         )
         http = asyncio.create_task(server.serve(), name="http")
@@ -282,6 +342,7 @@ async def every(interval_s: float, work: Callable[[], Awaitable[object]], *, fai
             await work()
         except Exception as error:
             log.warning(failing, error=str(error))
+        eventloop.raise_if_cancelled()
         await asyncio.sleep(interval_s)
 
 

@@ -20,7 +20,7 @@ import structlog
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from riverbed import keys, metrics
+from riverbed import eventloop, keys, metrics
 from riverbed.connection import Redis
 from riverbed.schedules.state import StoredState
 from riverbed.schedules.store import FIRE, ScheduleStore
@@ -113,7 +113,6 @@ class Scheduler:
     async def run(self) -> None:
         """Pass after pass until cancelled; a failed pass is logged and retried after the
         poll interval (no hot loop while Redis is away)."""
-        task = asyncio.current_task()
         while True:
             try:
                 await self.tick()
@@ -122,11 +121,8 @@ class Scheduler:
                 log.warning(
                     "scheduler pass failed", error_type=type(error).__name__, error=str(error)
                 )
-            # redis-py's asyncio client can swallow a cancellation that lands inside a
-            # command (in its read timeout); the request stays counted on the task, so it
-            # is honoured here rather than looping on after a stop
-            if task is not None and task.cancelling():
-                raise asyncio.CancelledError
+            # redis-py can swallow a cancellation inside a command: honour it here
+            eventloop.raise_if_cancelled()
             await asyncio.sleep(self._pause_s())
 
     def _pause_s(self) -> float:
