@@ -20,7 +20,7 @@ import itertools
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 # -- what the runner records -----------------------------------------------------------
@@ -523,7 +523,6 @@ class Delivered:
     arrived: float  # s since the epoch: when the request came (the attempt's order)
     answered: float  # s since the epoch
     late: bool  # answered after the sender's request timeout
-    recorded: bool | None = None  # the delivery log has this 2xx as a successful attempt
 
 
 @dataclass
@@ -541,6 +540,9 @@ class Records:
     ledger: list[Booked] = field(default_factory=list)
     outcomes: dict[str, list[Published]] = field(default_factory=dict)  # by logical stream
     hooks: list[Delivered] = field(default_factory=list)
+    # webhook-id -> when the webhooks service logged each successful attempt (its
+    # delivery log), for the webhook-ids answered 2xx more than once
+    delivery_log: dict[str, list[float]] = field(default_factory=dict)
     dead: list[StreamItem] = field(default_factory=list)
     held: list[StreamItem] = field(default_factory=list)
 
@@ -606,7 +608,8 @@ def build_results(records: Records, faults: Sequence[Fault]) -> list[RowResult]:
 
     by_row: dict[str, list[tuple[str, Observed]]] = defaultdict(list)
     first_prompt: dict[str, float] = {}
-    for hook in records.hooks:
+    logged = hooks_recorded(records)
+    for index, hook in enumerate(records.hooks):
         if not 200 <= hook.status < 300:
             continue
         if not hook.late:
@@ -617,7 +620,7 @@ def build_results(records: Records, faults: Sequence[Fault]) -> list[RowResult]:
             # in the order the attempts were made: a 2xx that comes after the timeout may
             # be answered after the retry it caused
             observed = Observed(
-                hook.arrived, ident=hook.webhook_id, late=hook.late, recorded=hook.recorded
+                hook.arrived, ident=hook.webhook_id, late=hook.late, recorded=logged.get(index)
             )
             by_row[found[0]].append((found[1], observed))
     confirmations = {f"recorded:{ref}": at for ref, at in ledger_payments.items()} | {
@@ -632,16 +635,37 @@ def build_results(records: Records, faults: Sequence[Fault]) -> list[RowResult]:
 
 def match_recorded(answered: Sequence[float], logged: Sequence[float]) -> list[bool]:
     """Which of a webhook-id's 2xx answers (times the receiver answered) the delivery log
-    recorded as successful attempts (times it logged them): each log entry accounts for
-    one answer given at most 1 s after it was logged and at most 30 s before (an event loop
-    under load logs late), earliest first."""
-    free = sorted(logged)
-    found: list[bool] = []
-    for at in answered:
-        match = next((t for t in free if t - 30.0 <= at <= t + 1.0), None)
-        if match is not None:
-            free.remove(match)
-        found.append(match is not None)
+    recorded as successful attempts (times it logged them). Each log entry accounts for
+    one answer, the closest in time among those given at most 30 s before it (a loaded
+    event loop logs late) and at most 2 s after it (the receiver's own clock reading lags
+    as well)."""
+    pairs = sorted(
+        (abs(log - answer), a, g)
+        for a, answer in enumerate(answered)
+        for g, log in enumerate(logged)
+        if log - 30.0 <= answer <= log + 2.0
+    )
+    matched: set[int] = set()
+    used: set[int] = set()
+    for _, a, g in pairs:
+        if a not in matched and g not in used:
+            matched.add(a)
+            used.add(g)
+    return [a in matched for a in range(len(answered))]
+
+
+def hooks_recorded(records: Records) -> dict[int, bool]:
+    """Index in ``records.hooks`` -> whether the delivery log recorded that 2xx, for the
+    webhook-ids whose log was read."""
+    answered: dict[str, list[int]] = defaultdict(list)
+    for index, hook in enumerate(records.hooks):
+        if 200 <= hook.status < 300 and hook.webhook_id in records.delivery_log:
+            answered[hook.webhook_id].append(index)
+    found: dict[int, bool] = {}
+    for webhook_id, indexes in answered.items():
+        times = [records.hooks[i].answered for i in indexes]
+        flags = match_recorded(times, records.delivery_log[webhook_id])
+        found.update(zip(indexes, flags, strict=True))
     return found
 
 
@@ -657,6 +681,12 @@ def records_to_json(
     }
 
 
+def _known(kind: type, values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` without keys ``kind`` has no field for (records of an older layout)."""
+    names = {f.name for f in fields(kind)}
+    return {k: v for k, v in values.items() if k in names}
+
+
 def records_from_json(document: Mapping[str, Any]) -> tuple[Records, list[Fault]]:
     raw = document["records"]
     records = Records(
@@ -668,7 +698,8 @@ def records_from_json(document: Mapping[str, Any]) -> tuple[Records, list[Fault]
         mails=[Mailed(**m) for m in raw["mails"]],
         ledger=[Booked(**b) for b in raw["ledger"]],
         outcomes={s: [Published(**p) for p in found] for s, found in raw["outcomes"].items()},
-        hooks=[Delivered(**h) for h in raw["hooks"]],
+        hooks=[Delivered(**_known(Delivered, h)) for h in raw["hooks"]],
+        delivery_log={k: list(v) for k, v in raw.get("delivery_log", {}).items()},
         dead=[StreamItem(**i) for i in raw["dead"]],
         held=[StreamItem(**i) for i in raw["held"]],
     )

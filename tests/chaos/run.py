@@ -43,7 +43,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -64,7 +64,6 @@ from chaos_judge import (
     build_results,
     delay_store_items,
     item_from_fields,
-    match_recorded,
     records_from_json,
     records_to_json,
     render_findings,
@@ -526,7 +525,7 @@ class Run:
             )
             for h in self.receiver.hooks
         ]
-        records.hooks = await mark_recorded(http, self.stack, records.hooks)
+        records.delivery_log = await delivery_log(http, self.stack, records.hooks)
         records.ledger = await ledger(http, self.stack)
         client = self.connect_redis()
         try:
@@ -662,39 +661,30 @@ def epoch(text: str) -> float:
     return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
 
 
-async def mark_recorded(
+async def delivery_log(
     http: httpx.AsyncClient, stack: Stack, hooks: list[Delivered]
-) -> list[Delivered]:
-    """For every webhook-id answered 2xx more than once, which of those answers the webhooks
-    service's delivery log recorded as successful attempts (its API,
-    ``GET /v1/events/{id}/attempts``): a 2xx it never recorded is one its handler did not
-    finish with."""
-    answered: dict[str, list[Delivered]] = {}
-    for hook in hooks:
-        if 200 <= hook.status < 300:
-            answered.setdefault(hook.webhook_id, []).append(hook)
-    flags: dict[int, bool] = {}  # id() of a Delivered -> recorded
-    headers = stack.admin_headers("webhooks")
-    for webhook_id, found in answered.items():
-        if len(found) < 2:
+) -> dict[str, list[float]]:
+    """For every webhook-id answered 2xx more than once, when the webhooks service logged
+    each successful attempt (its API, ``GET /v1/events/{id}/attempts``): a 2xx it never
+    logged is one its handler did not finish with."""
+    answered = Counter(h.webhook_id for h in hooks if 200 <= h.status < 300)
+    found: dict[str, list[float]] = {}
+    for webhook_id, count in answered.items():
+        if count < 2:
             continue
         try:
             reply = await http.get(
                 f"{stack.base_url('webhooks')}/v1/events/{webhook_id}/attempts",
                 params={"limit": 1000},
-                headers=headers,
+                headers=stack.admin_headers("webhooks"),
             )
             reply.raise_for_status()
-            logged = [epoch(a["attempted_at"]) for a in reply.json()["data"] if a["succeeded"]]
+            found[webhook_id] = [
+                epoch(a["attempted_at"]) for a in reply.json()["data"] if a["succeeded"]
+            ]
         except (httpx.HTTPError, ValueError, KeyError) as error:
             print(f"[chaos] no delivery log for {webhook_id}: {error}", flush=True)
-            continue
-        found.sort(key=lambda h: h.answered)
-        for hook, recorded in zip(
-            found, match_recorded([h.answered for h in found], logged), strict=True
-        ):
-            flags[id(hook)] = recorded
-    return [replace(h, recorded=flags[id(h)]) if id(h) in flags else h for h in hooks]
+    return found
 
 
 async def register_endpoint(http: httpx.AsyncClient, stack: Stack, url: str) -> str:

@@ -115,12 +115,31 @@ def test_two_recorded_deliveries_at_once_are_a_defect_even_after_a_kill() -> Non
     assert j.judge_row("hook.source", {"k": at(0)}, {"k": both}, faults=[kill]).defects
 
 
+def test_a_2xx_the_delivery_log_lacks_is_explained_by_the_kill_it_preceded() -> None:
+    records = j.Records()
+    records.source_events = {"wh": at(0)}
+    records.hooks = [
+        j.Delivered("wh", "payment.succeeded.v1", {}, 200, at(140.0), at(140.0), False),
+        j.Delivered("wh", "payment.succeeded.v1", {}, 200, at(146.9), at(146.9), False),
+    ]
+    kill = Fault("kill9", "webhooks", at(140.0), at(144.5))
+    records.delivery_log = {"wh": [at(146.8)]}  # only the redelivery was logged
+    [result] = [r for r in j.build_results(records, [kill]) if r.row == "hook.source"]
+    assert [f.window for f in result.doubled] == ["webhooks-killed-before-recording-2xx"]
+    records.delivery_log = {"wh": [at(140.1), at(146.8)]}  # both logged: it knew
+    [result] = [r for r in j.build_results(records, [kill]) if r.row == "hook.source"]
+    assert [f.window for f in result.doubled] == [None]
+
+
 def test_the_delivery_log_accounts_for_the_2xx_it_recorded() -> None:
     # two answers, one logged 2 s after the second (a loaded loop), none for the first
     assert j.match_recorded([at(10.0), at(50.0)], [at(52.0)]) == [False, True]
-    # one log entry accounts for one answer only
-    assert j.match_recorded([at(10.0), at(10.01)], [at(10.5)]) == [True, False]
-    assert j.match_recorded([at(10.0)], [at(8.0)]) == [False], "logged before the answer"
+    # one log entry accounts for one answer only, the closest
+    assert j.match_recorded([at(10.0), at(10.3)], [at(10.5)]) == [False, True]
+    assert j.match_recorded([at(10.0)], [at(7.0)]) == [False], "logged before the answer"
+    # a 2xx at the kill, never logged, and the redelivery's, logged just before the
+    # receiver's clock read its answer
+    assert j.match_recorded([at(140.0), at(146.93)], [at(146.84)]) == [False, True]
 
 
 def test_a_kill_of_another_service_explains_nothing() -> None:
