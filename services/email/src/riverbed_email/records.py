@@ -79,8 +79,7 @@ class Recorder:
         self.ledger = ledger
         self.sleep = sleep
         self._unwritten: dict[str, _Unwritten] = {}  # in the order the outcomes were decided
-        self._waiting = asyncio.Event()  # set when the table has something to write
-        self._writer: asyncio.Task[None] | None = None
+        self._writer: asyncio.Task[None] | None = None  # runs while the table is not empty
         _recorders.add(self)
 
     def __len__(self) -> int:
@@ -110,12 +109,11 @@ class Recorder:
                 time.perf_counter() if since is None else since,
                 asyncio.get_running_loop().create_future(),
             )
-            self._waiting.set()
             if self._writer is None or self._writer.done():
                 # a context of its own: the log context of the handler that started it
                 # would name that handler's request on lines about every other one
                 self._writer = asyncio.create_task(
-                    self._write_forever(), name="email-records", context=contextvars.Context()
+                    self._write_until_empty(), name="email-records", context=contextvars.Context()
                 )
         await self.written(event_id)
 
@@ -150,18 +148,15 @@ class Recorder:
 
     # -- writing -------------------------------------------------------------------------
 
-    async def _write_forever(self) -> None:
+    async def _write_until_empty(self) -> None:
+        """Write what waits, round trip after round trip, until nothing does. It ends with
+        no await between finding the table empty and returning, so a record added later
+        always finds it done and starts another."""
         pause_s = FIRST_RETRY_S
-        while True:
-            await self._waiting.wait()
-            batch = list(self._unwritten.items())[:BATCH]
-            if not batch:
-                self._waiting.clear()
-                continue
-            if await self._write(batch):
+        while self._unwritten:
+            # records added while a round trip is out go together in the next one
+            if await self._write(list(self._unwritten.items())[:BATCH]):
                 pause_s = FIRST_RETRY_S
-                if not self._unwritten:
-                    self._waiting.clear()
             else:
                 await self.sleep(pause_s)
                 pause_s = min(pause_s * 2, LONGEST_RETRY_S)
