@@ -518,6 +518,23 @@ async def test_an_outcome_event_that_cannot_be_published_yet_is_retried_until_it
     assert sent.id == outcome_event_id(event.id, "sent")
 
 
+async def test_a_cancel_swallowed_inside_a_publish_still_ends_the_handler(world: World) -> None:
+    # redis-py can turn a cancel landing inside a command into a connection error
+    async def publish_swallowing_the_cancel(events: Sequence[CloudEvent]) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        task.cancel()  # the runtime's handler timeout, or the shutdown drain
+        try:
+            await asyncio.sleep(0)
+        except asyncio.CancelledError:
+            raise RedisConnectionError("Connection closed by server.") from None
+
+    world.delivery.publish = publish_swallowing_the_cancel
+    with pytest.raises(asyncio.CancelledError):
+        await world.delivery(message_for(request()))
+    assert len(world.sender.sent) == 1
+
+
 async def test_a_give_up_whose_record_fails_is_retried_before_email_failed(world: World) -> None:
     world.sender.results = [SmtpResult(554, "5.7.1 refused by policy", "data")]
     world.ledger.failures = 5

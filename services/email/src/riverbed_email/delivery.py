@@ -61,6 +61,7 @@ from redis.exceptions import RedisError
 
 from riverbed.consumer import Message
 from riverbed.errors import PermanentError, RetryLater
+from riverbed.eventloop import raise_if_cancelled
 from riverbed_contracts import CloudEvent
 from riverbed_contracts.email import EmailFailed, EmailSent, EmailSuppressed, SendEmail
 from riverbed_contracts.payload import Payload
@@ -453,6 +454,9 @@ class Delivery:
             try:
                 await self.publish([event])
             except (RedisError, OSError) as error:
+                # a handler timeout's or the drain's cancel that redis-py swallowed inside
+                # the command must still end this loop
+                raise_if_cancelled()
                 if tries == 1:
                     log.warning(
                         "outcome event not published yet; retrying until Redis answers",

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 
 import structlog
 
+from riverbed.eventloop import raise_if_cancelled
 from riverbed_email import metrics
 from riverbed_email.ports import FailedRecord, SendLedger, SentRecord
 
@@ -158,6 +159,7 @@ class Recorder:
             if await self._write(list(self._unwritten.items())[:BATCH]):
                 pause_s = FIRST_RETRY_S
             else:
+                raise_if_cancelled()  # redis-py may swallow close()'s cancel in a command
                 await self.sleep(pause_s)
                 pause_s = min(pause_s * 2, LONGEST_RETRY_S)
 
