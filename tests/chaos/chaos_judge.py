@@ -133,10 +133,10 @@ class Window:
         return any(self.covers(at, f) for f in faults)
 
 
-#: s; from the relay's 250 to the email service's sent marker (one Redis SET) and its
-#: acknowledgement, with this loaded machine's event-loop lag: a kill -9 within it sends
-#: the mail again on redelivery
-EMAIL_RECORD_S = 1.0
+#: s; from the relay's 250 to the email service's sent marker in Redis. The email README
+#: measured this window under a burst of 1,000 requests on this 2-core machine: p99 0.25 to
+#: 0.7 s, once 1.2 s. A kill -9 within it sends the mail again on redelivery.
+EMAIL_RECORD_S = 1.5
 #: s; how long before a kill -9 of the webhooks service a 2xx it never recorded in its
 #: delivery log may have come: the handler was still running (waiting for SQLite's write
 #: lock, or for a loaded event loop) when it died. The delivery log is the evidence; the
@@ -153,9 +153,10 @@ REDIS_CRASH_LOSS_S = 3.0
 CLOCK_SLACK_S = 0.5
 
 ACCEPTED_WINDOWS: tuple[Window, ...] = (
-    # Email README: "Between the relay's 2xx and the marker write … a crash there leaves no
-    # marker, and the redelivery sends again"; and "A reply lost after the data was sent"
-    # (a kill while the 250 is on its way). The same Message-ID both times.
+    # Email README: "A kill -9 (or a crash) between the relay's 2xx and the marker write.
+    # The redelivery finds no marker and sends again"; and "A reply lost after the data was
+    # sent" (a kill while the 250 is on its way). The same Message-ID both times. (Redis
+    # away when the relay accepts is no window: that README guarantees one send.)
     Window(
         name="email-killed-between-250-and-marker",
         readme=("services/email/README.md", "No double sends, and the window that remains"),
@@ -165,18 +166,6 @@ ACCEPTED_WINDOWS: tuple[Window, ...] = (
         kinds=frozenset({"kill9"}),
         before_s=EMAIL_RECORD_S,
         after_s=CLOCK_SLACK_S,
-    ),
-    # Email README: "Redis unreachable at the marker write: retried three times over about
-    # 1.3 s" — a mail accepted by the relay while Redis is down is sent again.
-    Window(
-        name="email-redis-unreachable-at-marker",
-        readme=("services/email/README.md", "No double sends, and the window that remains"),
-        rows=EMAIL_ROWS,
-        applies_to="double",
-        targets=frozenset({"redis"}),
-        kinds=frozenset({"shutdown", "kill9"}),
-        before_s=CLOCK_SLACK_S,
-        to_end=True,
     ),
     # README, "Writing a consumer service": "a handler whose effect landed but whose
     # process died before the acknowledgement runs again on redelivery" — a webhook

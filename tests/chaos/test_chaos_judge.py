@@ -75,7 +75,7 @@ def test_a_double_just_before_a_kill_of_its_service_is_in_the_crash_window() -> 
 @pytest.mark.parametrize(
     ("first", "repeat", "why"),
     [
-        (5.0, 13.0, "sent 5 s before the kill: its marker was written long before"),
+        (7.0, 13.0, "sent 3 s before the kill: its marker was written long before"),
         (11.0, 13.0, "sent after the kill: not by the killed process"),
         (9.6, 9.8, "repeated before the kill: the kill cannot explain it"),
     ],
@@ -190,15 +190,12 @@ def test_a_prompt_2xx_repeated_is_a_defect() -> None:
     assert [f.window for f in result.doubled] == [None], "only the earlier one being late counts"
 
 
-def test_a_mail_sent_while_redis_was_down_may_be_sent_again() -> None:
+def test_a_clean_redis_restart_explains_no_double() -> None:
     outage = Fault("shutdown", "redis", at(10.0), at(14.0))
     inside = {"k": [Observed(at(13.5)), Observed(at(20.0))]}
-    result = j.judge_row("email", {"k": at(0)}, inside, faults=[outage])
-    assert [f.window for f in result.doubled] == ["email-redis-unreachable-at-marker"]
-    after = {"k": [Observed(at(14.5)), Observed(at(20.0))]}
-    assert j.judge_row("email", {"k": at(0)}, after, faults=[outage]).defects
-    hooks = j.judge_row("hook.source", {"k": at(0)}, inside, faults=[outage])
-    assert hooks.defects, "no README section lets a clean Redis restart double a webhook"
+    for row in ("email", "receipt", "hook.source", "ledger.payment"):
+        result = j.judge_row(row, {"k": at(0)}, inside, faults=[outage])
+        assert [f.window for f in result.doubled] == [None], row
 
 
 def test_a_redis_kill_may_lose_what_was_accepted_just_before_it() -> None:
