@@ -18,7 +18,13 @@ from riverbed.consumer import (
     unused_consumer_name,
 )
 from riverbed.publisher import Publisher
-from riverbed.testing import ConsumerFactory, Processes, fast_settings, make_event, wait_for
+from riverbed.testing import (
+    ConsumerFactory,
+    Processes,
+    fast_settings,
+    make_event,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -154,3 +160,58 @@ async def test_a_name_a_live_process_uses_is_not_taken_twice(
     renamed = await unused_consumer_name(redis_client, [subscription], "pod-a", settings)
     assert renamed.startswith("pod-a-")
     assert renamed != "pod-a"
+
+
+async def test_a_sibling_back_from_an_outage_waits_before_judging_a_silent_consumer(
+    redis_client: redis.asyncio.Redis, unique: str
+) -> None:
+    """After an outage every consumer's last beat is old: the first one back must give the
+    others a heartbeat timeout to beat again before it takes anything of theirs."""
+    import asyncio
+
+    from riverbed.consumer import StreamConsumer
+
+    stream, release = f"t.{unique}", asyncio.Event()
+    beats = keys.heartbeats_key(stream, "test")
+    calls: list[str] = []
+
+    async def holder(message: Message[Any]) -> None:
+        calls.append("holder")
+        await release.wait()
+
+    async def sibling(message: Message[Any]) -> None:
+        calls.append("sibling")
+
+    def consumer(name: str, handler: Any, beat_ms: int) -> StreamConsumer:
+        settings = fast_settings(
+            visibility_timeout_ms=60_000, heartbeat_interval_ms=beat_ms, heartbeat_timeout_ms=1_000
+        )
+        subscription = Subscription(stream=stream, group="test", handler=handler)
+        return StreamConsumer(
+            redis_client, subscription, settings=settings, consumer_name=name, service="test"
+        )
+
+    live, back = consumer("holder", holder, 500), consumer("sibling", sibling, 50)
+    try:
+        await Publisher(redis_client).publish(make_event(1), stream=stream)
+        live.start()
+        await wait_for(lambda: calls == ["holder"], what="the holder has the entry")
+        # right after one of the holder's beats, make it look as an outage leaves it: its
+        # last beat long ago; it beats again within 500 ms, and the sibling starts now
+        first = await redis_client.hget(beats, "holder")
+        await wait_for(lambda: _changed(redis_client.hget(beats, "holder"), first), what="beat")
+        await redis_client.hset(beats, "holder", 0)
+        back.start()
+        await wait_for(lambda: back._in_touch_for(2.0), what="the sibling in touch for 2 s")
+        release.set()
+        await wait_for(lambda: _is(_pending(redis_client, stream), 0), what="acknowledged")
+        assert calls == ["holder"], "the sibling never took the live holder's entry"
+    finally:
+        release.set()
+        for c in (live, back):
+            c.stop()
+        await asyncio.gather(live.join(), back.join())
+
+
+async def _changed(value: Any, before: Any) -> bool:
+    return bool(await value != before)

@@ -221,6 +221,7 @@ class StreamConsumer:
         self._handler_started: dict[str, float] = {}  # entry id -> monotonic s
         self._timed_out: set[str] = set()  # entries whose handler was cancelled for its timeout
         self._cut_off = False  # handlers were cut off at shutdown: their entries stay pending
+        self._in_touch_since: float | None = None  # monotonic s of the first beat since a break
         self._outcomes: list[_Outcome] = []
         self._outcome_ready = asyncio.Event()
         self._slot_free = asyncio.Event()
@@ -240,9 +241,14 @@ class StreamConsumer:
         """Consume until stopped; returns after the drain."""
         log.info("consumer starting", stream=self.stream, group=self.group, consumer=self.name)
         try:
-            await self._ensure_group()
+            # Redis away at start-up: wait for it (a consumer that gave up here would leave
+            # its service unready for good)
+            while not self._stopping.is_set() and not await self._guarded(
+                "create-group", self._ensure_group
+            ):
+                pass
             await self._guarded("carry-over", self._carry_over_legacy)
-            await self._guarded("heartbeat", self._beat)
+            await self._guarded("heartbeat", self._beat_and_note)
             self._tasks = [
                 asyncio.create_task(self._heartbeat_loop(), name=f"heartbeat:{self.stream}"),
                 asyncio.create_task(self._flush_loop(), name=f"flush:{self.stream}"),
@@ -294,6 +300,8 @@ class StreamConsumer:
         self._closing.set()
         self._outcome_ready.set()
         self._promote_soon.set()
+        if not self._tasks:  # stopped before its loops started
+            return
         _, stuck = await asyncio.wait(self._tasks, timeout=self.settings.shutdown_timeout_s)
         for task in stuck:
             task.cancel()
@@ -306,7 +314,8 @@ class StreamConsumer:
 
     # -- group management --------------------------------------------------
 
-    async def _ensure_group(self) -> None:
+    async def _ensure_group(self) -> bool:
+        """Create the group unless it exists; True once it does."""
         try:
             await self.redis.xgroup_create(
                 self.stream_key, self.group, id=self.subscription.start_id, mkstream=True
@@ -315,6 +324,7 @@ class StreamConsumer:
         except ResponseError as error:
             if "BUSYGROUP" not in str(error):
                 raise
+        return True
 
     async def _recreate_group(self, error: ResponseError) -> None:
         metrics.GROUP_RECREATED.labels(self.stream, self.group).inc()
@@ -838,6 +848,14 @@ class StreamConsumer:
     async def _beat(self) -> None:
         await self._heartbeat(keys=[self.heartbeats_key], args=[self.name])
 
+    def _in_touch_for(self, seconds: float) -> bool:
+        """Has this consumer reached Redis without a break for ``seconds``? Only then may it
+        judge siblings by their heartbeats or idle times: after an outage every sibling looks
+        silent, though the live ones beat and refresh their entries again within one interval."""
+        return (
+            self._in_touch_since is not None and time.monotonic() - self._in_touch_since >= seconds
+        )
+
     async def _heartbeat_loop(self) -> None:
         """Beat every interval; then take over what consumers that stopped beating hold."""
         interval = self.settings.heartbeat_interval_ms / 1000
@@ -845,21 +863,36 @@ class StreamConsumer:
             await self._pause(interval)
             if self._stopping.is_set():
                 break
-            await self._guarded("heartbeat", self._beat)
-            while await self._claim_entries("dead", min_idle_ms=0):
-                pass
+            beat = await self._guarded("heartbeat", self._beat_and_note)
+            if beat is None:
+                self._in_touch_since = None  # Redis away: judge nobody until back a while
+                continue
+            if self._in_touch_for(self.settings.heartbeat_timeout_ms / 1000):
+                while await self._claim_entries("dead", min_idle_ms=0):
+                    pass
         await self._closing.wait()
         if not self._cut_off:  # nothing of ours is left pending: we are simply gone
             with contextlib.suppress(*REDIS_DOWN, ResponseError):
                 await self.redis.hdel(self.heartbeats_key, self.name)
 
+    async def _beat_and_note(self) -> bool:
+        await self._beat()
+        if self._in_touch_since is None:
+            self._in_touch_since = time.monotonic()
+        return True
+
     async def _reclaim_loop(self) -> None:
         interval = self.settings.reclaim_interval_ms / 1000
         next_housekeeping = time.monotonic()
+        # a sibling's keep-alive refreshes what it holds every keepalive interval: after an
+        # outage, wait that long (and a heartbeat timeout) in touch before calling it idle
+        settle_s = max(self.settings.keepalive_interval_ms, self.settings.heartbeat_timeout_ms)
         while True:
             await self._pause(interval)
             if self._stopping.is_set():
                 return
+            if not self._in_touch_for(settle_s / 1000):
+                continue
             while await self._claim_entries(
                 "stale", min_idle_ms=self.settings.visibility_timeout_ms
             ):

@@ -326,6 +326,8 @@ def fast_settings(**overrides: Any) -> ConsumerSettings:
         "ack_flush_ms": 1,
         "max_deliveries": 3,
         "shutdown_timeout_s": 5,
+        "heartbeat_interval_ms": 100,
+        "heartbeat_timeout_ms": 1_000,
     }
     values.update(overrides)
     return ConsumerSettings(**values)
