@@ -580,9 +580,12 @@ def build_results(records: Records, faults: Sequence[Fault]) -> list[RowResult]:
             for p in records.outcomes.get(stream, ())
         )  # fmt: skip
 
+    # a receipt address is a receipt's; any other mail belongs to the gateway's requests
+    # (a request the client gave up on whose event was published anyway is "unexpected")
+    receipt_addresses = {a.lower() for a in records.receipt_address.values()}
     results = [
-        row("email", emails, {k: v for k, v in mails.items() if k in emails}),
-        row("receipt", receipts, {k: v for k, v in mails.items() if k not in emails}),
+        row("email", emails, {k: v for k, v in mails.items() if k not in receipt_addresses}),
+        row("receipt", receipts, {k: v for k, v in mails.items() if k in receipt_addresses}),
     ]
     sent, sent_copies = outcomes("email.sent", "to")
     mailed = {to: seen[0].at for to, seen in mails.items() if to in emails or to in receipts}

@@ -88,8 +88,10 @@ RUNS_KEPT = 5
 REDIS_DOWN_S = 2.0
 #: s after its payment's 202 that a refund is posted (so it rarely overtakes it)
 REFUND_LAG_S = 5.0
-#: s; one event's posting, retries included, gives up after this
-POST_BUDGET_S = 30.0
+#: s; one event's posting, retries included, gives up after this: longer than the
+#: gateway's in-flight claim (GATEWAY_IN_FLIGHT_TTL_S, 30 s), which answers 409 until it
+#: lapses when Redis went away before the claim could be released
+POST_BUDGET_S = 45.0
 #: requests to the gateway in flight at once
 POST_CONCURRENCY = 32
 #: s; a delay-store item due later than this counts as a long retry, not as work to wait for

@@ -9,6 +9,7 @@ import importlib.util
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -292,7 +293,7 @@ def test_message_id_local_part() -> None:
 # -- the whole table from records --------------------------------------------------------------
 
 
-def _records() -> object:
+def _records() -> Any:
     r = j.Records()
     r.emails = {"u1@d.test": at(0), "u2@d.test": at(0)}
     r.payments = {"pi_1": at(0)}
@@ -345,6 +346,7 @@ def test_build_results_counts_every_row() -> None:
     assert results["hook.source"].once == 1, "a 500 is not a delivery"
     assert results["hook.recorded"].once == 1
     assert results["webhook.delivery.succeeded"].accepted == 2
+    assert (results["email"].unexpected, results["receipt"].unexpected) == (0, 0)
     verdict = j.verdict(list(results.values()), signature_failures=0, settled=True)
     assert not verdict.ok
     assert any("receipt: 1 doubled" in reason for reason in verdict.reasons)
@@ -358,6 +360,13 @@ def test_records_survive_json_and_judge_the_same() -> None:
     records, loaded = j.records_from_json(document)
     assert loaded == faults
     assert j.build_results(records, loaded) == j.build_results(_records(), faults)
+
+
+def test_a_mail_of_a_request_nobody_saw_accepted_is_unexpected_among_the_emails() -> None:
+    records = _records()
+    records.mails.append(j.Mailed("<x@h>", "user9@d.test", at(5)))  # its 202 never came
+    results = {r.row: r for r in j.build_results(records, [])}
+    assert (results["email"].unexpected, results["receipt"].unexpected) == (1, 0)
 
 
 def test_the_verdict_passes_only_with_everything_explained() -> None:
