@@ -168,3 +168,15 @@ class ServiceSettings(BaseSettings):
     )
     log_level: str = "INFO"
     log_format: str = Field(default="auto", pattern="^(auto|json|console)$")
+    header_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="a connection whose request head (request line and headers) is not "
+        "complete this long after the connection opened, or after the head's first byte, "
+        "is closed, s: idle and slowly trickled heads hold no connection open",
+    )
+    keep_alive_timeout_s: int = Field(
+        default=5,
+        ge=1,
+        description="an idle keep-alive connection (after a response) is closed after this, s",
+    )
