@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
 from riverbed_contracts import (
+    MAX_JSON_DEPTH,
     REGISTRY,
     DeliverWebhook,
     EventSpec,
@@ -16,6 +18,7 @@ from riverbed_contracts import (
     PaymentSucceeded,
     SendEmail,
     WebhookDelivered,
+    nested_deeper_than,
 )
 
 ADA = "ada@example.com"
@@ -132,3 +135,54 @@ def test_webhook_delivered_status_must_be_2xx() -> None:
     ids = {"delivery_id": "d1", "endpoint_id": "e1", "event_id": "ev1"}
     (error,) = errors(WebhookDelivered, {**ids, "attempt": 1, "status_code": 500, "duration_ms": 3})
     assert error["loc"] == ("status_code",)
+
+
+@pytest.mark.parametrize(
+    "subject",
+    ["Hi\x00there", "Hi\r\nBcc: all@example.com", "Hi\nthere", "\x7f", "Hi\x85", "a\u2028b"],
+    ids=["nul", "crlf", "lf", "del", "c1", "line-separator"],
+)
+def test_an_email_subject_with_a_control_character_is_refused(subject: str) -> None:
+    found = errors(SendEmail, {"to": ADA, "subject": subject, "text": "t"})
+    assert [error["loc"] for error in found] == [("subject",)]
+
+
+def test_an_email_subject_may_hold_a_tab_and_any_printable_text() -> None:
+    SendEmail(to=ADA, subject="Grüße\tfrom Zürich ✓ 😀", text="t")
+
+
+@pytest.mark.parametrize("address", ["ada\x00@example.com", "ada@exa\rmple.com"])
+def test_an_address_with_a_control_character_is_refused(address: str) -> None:
+    assert [error["loc"] for error in errors(SendEmail, {"to": address, "template": "w"})] == [
+        ("to",)
+    ]
+
+
+@pytest.mark.parametrize(
+    "occurred_at",
+    [0, 1_718_000_000, 1.5, "1718000000", "2024-06-10 06:13:20Z", "2024-06-10T06:13:20"],
+    ids=["zero", "unix", "float", "digits", "space", "no-offset"],
+)
+def test_a_time_is_an_rfc3339_string_never_a_number(occurred_at: Any) -> None:
+    found = errors(PaymentSucceeded, {**PAYMENT, "occurred_at": occurred_at})
+    assert [error["loc"] for error in found] == [("occurred_at",)]
+
+
+def test_a_time_as_rfc3339_text_or_a_datetime_object_is_taken() -> None:
+    text = PaymentSucceeded.model_validate({**PAYMENT, "occurred_at": "2024-06-10T08:13:20+02:00"})
+    native = PaymentSucceeded(
+        **{**PAYMENT, "occurred_at": datetime(2024, 6, 10, 6, 13, 20, tzinfo=UTC)}
+    )
+    assert text.occurred_at == native.occurred_at
+
+
+def test_nesting_is_measured_with_the_outermost_level_counting_one() -> None:
+    deepest: Any = {}
+    for _ in range(MAX_JSON_DEPTH - 1):
+        deepest = [deepest]
+    assert not nested_deeper_than(deepest)  # exactly MAX_JSON_DEPTH levels
+    assert nested_deeper_than({"a": deepest})
+    assert not nested_deeper_than("scalar", 0)
+    assert nested_deeper_than([], 0)
+    assert not nested_deeper_than({"a": 1, "b": [1, 2]}, 2)
+    assert nested_deeper_than({"a": 1, "b": [1, [2]]}, 2)

@@ -3,9 +3,11 @@
 from riverbed_contracts.email import EmailFailed, EmailSent, SendEmail
 from riverbed_contracts.envelope import (
     ENTRY_FIELD,
+    MAX_JSON_DEPTH,
     CloudEvent,
     EntryDecodeError,
     event_from_entry,
+    nested_deeper_than,
     new_event_id,
 )
 from riverbed_contracts.payload import Payload
@@ -29,6 +31,7 @@ from riverbed_contracts.webhooks import (
 
 __all__ = [
     "ENTRY_FIELD",
+    "MAX_JSON_DEPTH",
     "REGISTRY",
     "STREAMS",
     "CloudEvent",
@@ -48,6 +51,7 @@ __all__ = [
     "WebhookEvent",
     "event_from_entry",
     "get_spec",
+    "nested_deeper_than",
     "new_event",
     "new_event_id",
     "spec_for",

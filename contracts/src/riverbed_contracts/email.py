@@ -8,12 +8,27 @@ from pydantic import ConfigDict, Field, StringConstraints, model_validator
 
 from riverbed_contracts.payload import Id, Payload
 
-# Deliberately loose (something@domain.tld, no whitespace): the SMTP server is the
-# judge of deliverability, and email-validator would be one more dependency.
+#: characters that never belong in a header value: C0 controls but TAB (NUL, CR, LF…), DEL,
+#: C1 controls, and the Unicode line and paragraph separators (str.splitlines breaks there).
+#: A header is one line of text; any of these either ends it early (header injection) or is
+#: refused by the SMTP relay, so a value holding one is refused at validation.
+_NOT_IN_HEADERS = r"\x00-\x08\x0A-\x1F\x7F-\x9F\u2028\u2029"
+
+# Deliberately loose (something@domain.tld, no whitespace, no control characters): the SMTP
+# server is the judge of deliverability, and email-validator would be one more dependency.
 EmailAddress = Annotated[
     str,
-    StringConstraints(max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$"),
+    StringConstraints(
+        max_length=254,
+        pattern=rf"^[^@\s{_NOT_IN_HEADERS}]+@[^@\s{_NOT_IN_HEADERS}]+\.[^@\s{_NOT_IN_HEADERS}]+$",
+    ),
     Field(description="An email address such as ada@example.com", examples=["ada@example.com"]),
+]
+#: one line of header text (a subject): 1 to 998 characters (RFC 5322's line limit), TAB
+#: allowed, no other control character
+HeaderText = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=998, pattern=rf"^[^{_NOT_IN_HEADERS}]+$"),
 ]
 TemplateName = Annotated[
     str,
@@ -79,7 +94,10 @@ class SendEmail(Payload):
     variables: dict[str, Any] | None = Field(
         default=None, description="Values the template refers to (template form only)"
     )
-    subject: Annotated[str, StringConstraints(min_length=1, max_length=998)] | None = None
+    subject: HeaderText | None = Field(
+        default=None,
+        description="Subject line (raw form): no control characters but TAB, at most 998",
+    )
     text: str | None = Field(default=None, description="Plain-text body (raw form)")
     html: str | None = Field(default=None, description="Optional HTML body (raw form)")
 

@@ -18,6 +18,11 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validato
 
 #: the one field of a stream entry; its value is the CloudEvents JSON document
 ENTRY_FIELD: Final = "event"
+#: how deep JSON may nest where events enter Riverbed (the gateway's request bodies): objects
+#: and arrays inside each other, the outermost counting 1. Every reader must decode what is
+#: accepted, and readers differ in how deep they can go (CPython's json and pydantic stop
+#: about 200 levels down, other languages elsewhere), so the limit stays far below them all.
+MAX_JSON_DEPTH: Final = 64
 SPECVERSION: Final = "1.0"
 DEFAULT_SOURCE: Final = "urn:riverbed"
 
@@ -40,6 +45,25 @@ def new_event_id() -> str:
     # formatted directly: a uuid.UUID object per id cost as much again (0.6 vs 1.4 µs)
     digits = f"{(random.getrandbits(128) & _UUID4_MASK) | _UUID4_BITS:032x}"
     return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
+
+
+def nested_deeper_than(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether decoded JSON ``value`` nests objects and arrays more than ``limit`` levels deep
+    (``{}`` and ``[]`` are 1 level, a scalar 0). Stops at the first branch past the limit, so
+    it recurses at most ``limit`` calls deep whatever the input."""
+    if isinstance(value, dict):
+        children: Any = value.values()
+    elif isinstance(value, list):
+        children = value
+    else:
+        return False
+    if limit <= 0:
+        return True
+    for child in children:
+        kind = type(child)  # exact types: what json.loads makes, and cheaper than isinstance
+        if (kind is dict or kind is list) and nested_deeper_than(child, limit - 1):
+            return True
+    return False
 
 
 def utc_now() -> datetime:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import re
+from datetime import date, datetime
+from typing import Annotated, Any, Final
 
-from pydantic import BaseModel, ConfigDict, StringConstraints
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, StringConstraints
 
 
 class Payload(BaseModel):
@@ -22,3 +24,33 @@ class Payload(BaseModel):
 
 #: an opaque identifier: non-empty, no surrounding whitespace, at most 255 characters
 Id = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=r"^\S(.*\S)?$")]
+
+
+#: an RFC 3339 date-time with an offset, as JSON Schema's date-time format has it
+_RFC3339: Final = re.compile(
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})$"
+)
+_ISO_DATE: Final = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
+
+
+def _rfc3339_text(value: Any) -> Any:
+    # pydantic would also read a number (or a string of digits) as Unix seconds, and a space
+    # for the T: the JSON Schemas promise other languages an RFC 3339 string, so that is all
+    # that is taken from JSON (a datetime object from Python code is taken too)
+    if isinstance(value, datetime) or (isinstance(value, str) and _RFC3339.match(value)):
+        return value
+    raise ValueError("give an RFC 3339 date-time with an offset, e.g. 2024-05-01T12:00:00Z")
+
+
+def _date_text(value: Any) -> Any:
+    if (isinstance(value, date) and not isinstance(value, datetime)) or (
+        isinstance(value, str) and _ISO_DATE.match(value)
+    ):
+        return value
+    raise ValueError("give a date as YYYY-MM-DD, e.g. 2024-05-03")
+
+
+#: a point in time: an RFC 3339 string with an offset in JSON, never a number
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_rfc3339_text)]
+#: a calendar date: YYYY-MM-DD in JSON, never a number or a date-time
+CalendarDate = Annotated[date, BeforeValidator(_date_text)]

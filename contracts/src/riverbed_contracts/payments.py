@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import date
 from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, ConfigDict, Field, StringConstraints
 
 from riverbed_contracts.email import EmailAddress
-from riverbed_contracts.payload import Id, Payload
+from riverbed_contracts.payload import CalendarDate, Id, Payload, Timestamp
 
 Currency = Annotated[
     str,
@@ -40,7 +39,7 @@ class ProviderPayment(Payload):
     provider_payment_id: Id = Field(description="The payment's id at the provider")
     amount: MinorUnits
     currency: Currency
-    occurred_at: AwareDatetime | None = Field(
+    occurred_at: Timestamp | None = Field(
         default=None, description="When the provider says it happened (RFC 3339)"
     )
 
@@ -160,8 +159,8 @@ class PayoutPaid(Payload):
     provider_payout_id: Id = Field(description="The payout's id at the provider")
     amount: MinorUnits
     currency: Currency
-    arrival_date: date | None = Field(default=None, description="When it reaches the bank")
-    occurred_at: AwareDatetime | None = Field(
+    arrival_date: CalendarDate | None = Field(default=None, description="When it reaches the bank")
+    occurred_at: Timestamp | None = Field(
         default=None, description="When the provider says it happened (RFC 3339)"
     )
 
