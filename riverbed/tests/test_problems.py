@@ -40,3 +40,23 @@ async def test_without_a_configured_key_the_api_is_closed_and_says_which_setting
     refused = await get(app_with_key(None), {"Authorization": "Bearer anything"})
     assert refused.status_code == 503
     assert "EXAMPLE_API_KEY" in refused.json()["detail"]
+
+
+async def test_a_405_allows_every_method_of_the_path_not_only_its_first_route() -> None:
+    app = FastAPI()
+    problems.install(app)
+
+    @app.get("/v1/things/{thing}")
+    async def read(thing: str) -> dict[str, str]:
+        return {"thing": thing}
+
+    @app.delete("/v1/things/{thing}")
+    async def remove(thing: str) -> dict[str, str]:
+        return {"thing": thing}
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+        refused = await http.put("/v1/things/a")
+    assert refused.status_code == 405
+    assert refused.headers["content-type"] == problems.PROBLEM_JSON
+    assert refused.headers["allow"] == "DELETE, GET"

@@ -15,8 +15,10 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 
 log = structlog.get_logger(__name__)
 
@@ -152,19 +154,29 @@ def install(
         return answer(unexpected_problem(error))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_request: Request, error: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, error: StarletteHTTPException) -> JSONResponse:
         reason = {404: "not-found", 405: "method-not-allowed"}.get(error.status_code, "http-error")
+        headers = dict(error.headers or {})
+        if error.status_code == 405:
+            # Starlette names the methods of the first route of the path only (GET of
+            # GET/PATCH/DELETE /things/{id}); RFC 9110 wants every method the path has
+            headers["Allow"] = ", ".join(allowed_methods(app, request.url.path))
         return answer(
             Problem(
-                error.status_code,
-                reason,
-                str(error.detail),
-                str(error.detail),
-                headers=dict(error.headers or {}),
+                error.status_code, reason, str(error.detail), str(error.detail), headers=headers
             )
         )
 
     return answer
+
+
+def allowed_methods(app: FastAPI, path: str) -> list[str]:
+    """Every method some route of ``app`` serves at ``path``."""
+    methods: set[str] = set()
+    for route in iter_route_contexts(app.routes):
+        if route.path and route.methods and compile_path(route.path)[0].match(path):
+            methods |= route.methods
+    return sorted(methods)
 
 
 def bearer_key_check(api_key: str | None, *, setting: str) -> Callable[[Request], None]:

@@ -149,3 +149,19 @@ def test_host_names_and_canonical_addresses_are_not_numeric_spellings(host: str)
 def test_a_percent_encoded_host_name_is_refused() -> None:
     with pytest.raises(InvalidUrl, match="percent-encoded"):
         validate_url("https://ex%61mple.com/hook", AddressPolicy())
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        " https://a.example/",
+        "https://a.example/ x",
+        "https://a.example/\x00",
+        "https://a.ex\tample/",
+    ],
+)
+def test_a_url_with_spaces_or_control_characters_is_refused(url: str) -> None:
+    """urlsplit strips some of them and aiohttp would send others: the URL checked would not
+    be the URL requested."""
+    with pytest.raises(InvalidUrl, match="spaces or control"):
+        validate_url(url, AddressPolicy())

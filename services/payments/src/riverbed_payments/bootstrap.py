@@ -116,6 +116,9 @@ class PaymentsService(Service):
             title="Riverbed payments",
             version="1",
             description="A double-entry ledger of payment events, and settlement reconciliation.",
+            # /v1/balances/ is a 404, not a redirect to /v1/balances: every status the API
+            # gives is one its document declares
+            redirect_slashes=False,
         )
         super().__init__(
             settings, redis_settings=redis_settings, consumer_settings=consumer_settings, app=app

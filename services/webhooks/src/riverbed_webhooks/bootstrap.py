@@ -91,6 +91,9 @@ class WebhooksService(Service):
             version="1",
             description="Signed, retried, per-endpoint-isolated delivery of events to "
             "subscriber endpoints (Standard Webhooks).",
+            # /v1/endpoints/ is a 404, not a redirect to /v1/endpoints (where another method
+            # may answer): every status the API gives is one its document declares
+            redirect_slashes=False,
         )
         # attempts are bounded by the retry schedule; the runtime's delivery count also
         # counts deferrals (rate limit, concurrency cap), so its backstop sits far above

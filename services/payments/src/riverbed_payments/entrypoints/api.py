@@ -11,10 +11,11 @@ from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Literal
 
-from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Path, Query, Request, Response, Security, status
+from fastapi.security import HTTPBearer
 
 from riverbed.problems import bearer_key_check
-from riverbed_payments.entrypoints.problems import Problem
+from riverbed_payments.entrypoints.problems import Problem, problem_responses
 from riverbed_payments.entrypoints.schemas import (
     AfterLine,
     BalanceList,
@@ -54,6 +55,24 @@ def _started(request: Request) -> Container:
 
 
 Ctx = Annotated["Container", Depends(_started)]
+#: path parameters, as long as the columns that hold them (longer: 422, not a lookup)
+TransactionId = Annotated[str, Path(min_length=1, max_length=36, description="a UUID")]
+ProviderName = Annotated[str, Path(min_length=1, max_length=50)]
+ProviderPaymentId = Annotated[str, Path(min_length=1, max_length=255)]
+ReportId = Annotated[str, Path(min_length=1, max_length=40)]
+#: a route with path parameters also answers 404 (unknown id, or no route at the path)
+FOUND = problem_responses(404)
+#: documents the scheme; authorized() below decides (this one refuses nothing itself)
+BEARER = HTTPBearer(auto_error=False, description="PAYMENTS_API_KEY, the admin key")
+#: the body of POST /v1/reconciliations, read as a stream (not parsed by FastAPI)
+REPORT_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "the settlement report: CSV with a header line (the README gives the "
+        "columns); read as it arrives",
+        "content": {media: {"schema": {"type": "string", "minLength": 1}} for media in CSV_TYPES},
+    }
+}
 
 
 def router(api_key: str | None, settings: PaymentsSettings) -> APIRouter:
@@ -61,7 +80,13 @@ def router(api_key: str | None, settings: PaymentsSettings) -> APIRouter:
 
     authorized = bearer_key_check(api_key, setting="PAYMENTS_API_KEY")
 
-    api = APIRouter(prefix="/v1", tags=["payments"], dependencies=[Depends(authorized)])
+    api = APIRouter(
+        prefix="/v1",
+        tags=["payments"],
+        dependencies=[Security(BEARER), Depends(authorized)],
+        # every route: the key, validation (each has parameters), availability
+        responses=problem_responses(401, 422, 503),
+    )
 
     # -- the ledger -------------------------------------------------------------------------
 
@@ -87,8 +112,8 @@ def router(api_key: str | None, settings: PaymentsSettings) -> APIRouter:
             next_after=page[-1].id if len(page) == limit else None,
         )
 
-    @api.get("/transactions/{transaction_id}", summary="One ledger transaction")
-    async def get_transaction(transaction_id: str, ctx: Ctx) -> TransactionOut:
+    @api.get("/transactions/{transaction_id}", summary="One ledger transaction", responses=FOUND)
+    async def get_transaction(transaction_id: TransactionId, ctx: Ctx) -> TransactionOut:
         found = await ctx.ledger.transaction(transaction_id)
         if found is None:
             raise Problem(
@@ -99,8 +124,11 @@ def router(api_key: str | None, settings: PaymentsSettings) -> APIRouter:
     @api.get(
         "/payments/{provider}/{provider_payment_id}",
         summary="A payment: its transactions (payment, refunds, disputes) and failed attempts",
+        responses=FOUND,
     )
-    async def get_payment(provider: str, provider_payment_id: str, ctx: Ctx) -> PaymentOut:
+    async def get_payment(
+        provider: ProviderName, provider_payment_id: ProviderPaymentId, ctx: Ctx
+    ) -> PaymentOut:
         found = await ctx.ledger.for_payment(provider, provider_payment_id)
         failures = await ctx.ledger.failures(provider, provider_payment_id)
         if not found and not failures:
@@ -124,7 +152,8 @@ def router(api_key: str | None, settings: PaymentsSettings) -> APIRouter:
         "/reconciliations",
         status_code=status.HTTP_202_ACCEPTED,
         summary="Submit a settlement report (CSV, streamed); it is matched in the background",
-        responses={413: {"description": "too large"}, 422: {"description": "invalid report"}},
+        responses=problem_responses(413, 415),
+        openapi_extra=REPORT_BODY,
     )
     async def submit_report(
         request: Request,
@@ -188,13 +217,21 @@ def router(api_key: str | None, settings: PaymentsSettings) -> APIRouter:
             raise Problem(404, "not-found", "Unknown report", f"no reconciliation {report_id}")
         return found
 
-    @api.get("/reconciliations/{report_id}", summary="One report: status and counts per class")
-    async def get_report(report_id: str, ctx: Ctx) -> ReportOut:
+    @api.get(
+        "/reconciliations/{report_id}",
+        summary="One report: status and counts per class",
+        responses=FOUND,
+    )
+    async def get_report(report_id: ReportId, ctx: Ctx) -> ReportOut:
         return ReportOut.of(await _report(ctx, report_id))
 
-    @api.get("/reconciliations/{report_id}/lines", summary="A report's lines, by class (paged)")
+    @api.get(
+        "/reconciliations/{report_id}/lines",
+        summary="A report's lines, by class (paged)",
+        responses=FOUND,
+    )
     async def report_lines(
-        report_id: str,
+        report_id: ReportId,
         ctx: Ctx,
         line_class: Annotated[LineClassParam | None, Query(alias="class")] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -207,8 +244,12 @@ def router(api_key: str | None, settings: PaymentsSettings) -> APIRouter:
             next_after=int(rows[-1]["seq"]) if len(rows) == limit else None,
         )
 
-    @api.get("/reconciliations/{report_id}/payouts", summary="A report's payouts, checked")
-    async def report_payouts(report_id: str, ctx: Ctx) -> PayoutList:
+    @api.get(
+        "/reconciliations/{report_id}/payouts",
+        summary="A report's payouts, checked",
+        responses=FOUND,
+    )
+    async def report_payouts(report_id: ReportId, ctx: Ctx) -> PayoutList:
         await _report(ctx, report_id)
         rows = await ctx.reports.payouts(report_id)
         return PayoutList(data=[PayoutOut.model_validate(r) for r in rows])

@@ -2,17 +2,56 @@
 
 from __future__ import annotations
 
+from typing import Any, Final
+
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
 from riverbed import problems
-from riverbed.problems import Problem
+from riverbed.problems import PROBLEM_JSON, Problem
 from riverbed_payments.domain.reconciliation import ReportError
 from riverbed_payments.service_layer.reconciliation import TooLarge
 
-__all__ = ["Problem", "install"]
+__all__ = ["Problem", "install", "problem_responses"]
+
+#: the body of every refusal (RFC 9457), as the OpenAPI document shows it
+PROBLEM_SCHEMA: Final[dict[str, Any]] = {
+    "type": "object",
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "errors": {
+            "type": "array",
+            "items": {"type": "object"},
+            "description": "field errors: loc, msg, type",
+        },
+        "line": {"type": "integer", "description": "the report's record refused (header: 1)"},
+    },
+    "required": ["type", "title", "status", "detail"],
+}
+#: when the API answers each status
+WHEN: Final = {
+    401: "no API key, or not PAYMENTS_API_KEY (the gateway's ingestion key is refused)",
+    404: "no such transaction, payment or report, or no route at this path",
+    413: "a report larger than PAYMENTS_REPORT_MAX_BYTES",
+    415: "a report sent as another type than text/csv",
+    422: "a parameter that does not match the API (errors names it), or a report that cannot "
+    "be read (line names the record)",
+    503: "no PAYMENTS_API_KEY configured, the service starting, or its database or Redis "
+    "unreachable (Retry-After)",
+}
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries: each status answered with a problem document."""
+    return {
+        status: {"description": WHEN[status], "content": {PROBLEM_JSON: {"schema": PROBLEM_SCHEMA}}}
+        for status in statuses
+    }
 
 
 def install(app: FastAPI) -> None:

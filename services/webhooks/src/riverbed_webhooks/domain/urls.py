@@ -40,6 +40,10 @@ def validate_url(url: str, policy: AddressPolicy) -> str:
     """``url`` if an endpoint may have it; InvalidUrl saying what is accepted otherwise."""
     if len(url) > MAX_URL_LENGTH:
         raise InvalidUrl(f"the URL is longer than {MAX_URL_LENGTH} characters")
+    if any(c.isspace() or not c.isprintable() for c in url):
+        # URL parsers drop or keep such characters each their own way (urlsplit strips
+        # leading ones), so the URL checked here could differ from the one requested
+        raise InvalidUrl("the URL must not contain spaces or control characters")
     try:
         parts = urlsplit(url)
         port = parts.port

@@ -2,16 +2,53 @@
 
 from __future__ import annotations
 
+from typing import Any, Final
+
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
 from riverbed import problems
-from riverbed.problems import Problem
+from riverbed.problems import PROBLEM_JSON, Problem
 from riverbed_webhooks.service_layer.errors import Conflict, Invalid, NotFound
 
-__all__ = ["Problem", "install"]
+__all__ = ["Problem", "install", "problem_responses"]
+
+#: the body of every refusal (RFC 9457), as the OpenAPI document shows it
+PROBLEM_SCHEMA: Final[dict[str, Any]] = {
+    "type": "object",
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "errors": {
+            "type": "array",
+            "items": {"type": "object"},
+            "description": "field errors: loc, msg, type",
+        },
+    },
+    "required": ["type", "title", "status", "detail"],
+}
+#: when the API answers each status
+WHEN: Final = {
+    400: "a body that cannot be read as text (not UTF-8)",
+    401: "no API key, or not WEBHOOKS_API_KEY (the gateway's ingestion key is refused)",
+    404: "no such endpoint or delivery, or no route at this path",
+    409: "the endpoint is disabled: enable it, then replay",
+    422: "a parameter or body that does not match the API; errors names the fields",
+    503: "no WEBHOOKS_API_KEY configured, the service starting, or its database or Redis "
+    "unreachable (Retry-After)",
+}
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries: each status answered with a problem document."""
+    return {
+        status: {"description": WHEN[status], "content": {PROBLEM_JSON: {"schema": PROBLEM_SCHEMA}}}
+        for status in statuses
+    }
 
 
 def install(app: FastAPI) -> None:

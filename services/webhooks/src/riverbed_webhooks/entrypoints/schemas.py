@@ -8,8 +8,12 @@ from typing import Annotated, Any, Final
 
 from fastapi import Query
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic.config import JsonDict
 
+from riverbed_webhooks.domain.matching import FILTER_PATTERN
 from riverbed_webhooks.domain.model import Attempt, Delivery, Endpoint
+from riverbed_webhooks.domain.urls import MAX_URL_LENGTH
+from riverbed_webhooks.service_layer.endpoints import MAX_CONCURRENCY, MAX_FILTERS, MAX_RATE_PER_S
 
 #: the largest row id a cursor can name: ids are signed 64-bit integers (SQLite's INTEGER,
 #: PostgreSQL's BIGINT), and a larger number would overflow the database driver
@@ -38,18 +42,47 @@ BeforeAttempt = Annotated[
 ]
 
 
+# What the document says of these fields the service layer checks (it answers 422 with its
+# own messages, which say what is accepted); the fuzz tests hold the two to the same rules.
+# A URL's host is judged beyond any schema (SSRF guard): see the url field's description.
+URL_DOC: Final = (
+    "http(s) URL the events are POSTed to, without credentials or #fragment. Refused (422) "
+    "besides: an IP-literal host that is not public (loopback, private, link-local, CGNAT, "
+    "…), an IPv4 address spelt any way but a.b.c.d (2130706433, 127.1, 0x7f000001, "
+    "percent-encoded, full-width, trailing dot), a percent-encoded host, a port outside "
+    "1-65535, spaces or control characters"
+)
+URL_SCHEMA: Final[JsonDict] = {
+    "minLength": 1,
+    "maxLength": MAX_URL_LENGTH,
+    # http(s), a host, no spaces or control characters; the rest is in the description
+    "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://[^/?#\\x00-\\x20\\x7f][^\\x00-\\x20\\x7f]*$",
+}
+FILTERS_SCHEMA: Final[JsonDict] = {
+    "maxItems": MAX_FILTERS,
+    "items": {"type": "string", "pattern": FILTER_PATTERN.pattern},
+}
+FILTERS_DOC: Final = (
+    "filters: 'payment.succeeded.v1', 'payment.succeeded', 'payment.*' or '*'; empty: every event"
+)
+RATE_SCHEMA: Final[JsonDict] = {"minimum": 1, "maximum": MAX_RATE_PER_S}
+CONCURRENCY_SCHEMA: Final[JsonDict] = {"minimum": 1, "maximum": MAX_CONCURRENCY}
+
+
 class EndpointIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    url: str = Field(description="https:// (or http://) URL the events are POSTed to")
+    url: str = Field(description=URL_DOC, json_schema_extra=URL_SCHEMA)
     description: str = Field(default="", max_length=1000)
     event_types: list[str] = Field(
-        default_factory=list,
-        description="filters: 'payment.succeeded.v1', 'payment.succeeded', 'payment.*' or '*'; "
-        "empty: every event",
+        default_factory=list, description=FILTERS_DOC, json_schema_extra=FILTERS_SCHEMA
     )
-    rate_limit_per_s: int | None = Field(default=None, description="requests a second at most")
-    max_concurrency: int | None = Field(default=None, description="requests in flight at most")
+    rate_limit_per_s: int | None = Field(
+        default=None, description="requests a second at most", json_schema_extra=RATE_SCHEMA
+    )
+    max_concurrency: int | None = Field(
+        default=None, description="requests in flight at most", json_schema_extra=CONCURRENCY_SCHEMA
+    )
 
 
 class EndpointPatch(BaseModel):
@@ -57,11 +90,13 @@ class EndpointPatch(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    url: str | None = None
+    url: str | None = Field(default=None, description=URL_DOC, json_schema_extra=URL_SCHEMA)
     description: str | None = Field(default=None, max_length=1000)
-    event_types: list[str] | None = None
-    rate_limit_per_s: int | None = None
-    max_concurrency: int | None = None
+    event_types: list[str] | None = Field(
+        default=None, description=FILTERS_DOC, json_schema_extra=FILTERS_SCHEMA
+    )
+    rate_limit_per_s: int | None = Field(default=None, json_schema_extra=RATE_SCHEMA)
+    max_concurrency: int | None = Field(default=None, json_schema_extra=CONCURRENCY_SCHEMA)
 
 
 class EndpointOut(BaseModel):
