@@ -138,7 +138,9 @@ def test_check_mode_brings_every_service_to_ready_then_leaves_nothing_running() 
     ports = {name: free_port() for name in PORT_VARIABLES}
     token = uuid.uuid4().hex
     marker = f"{MARKER}={token}"
-    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    # no key chosen: the launcher generates and prints the gateway's two keys
+    chosen = ("REDIS_URL", "RIVERBED_API_KEY", "GATEWAY_ADMIN_API_KEY")
+    env = {k: v for k, v in os.environ.items() if k not in chosen}
     env.update({PORT_VARIABLES[name]: str(port) for name, port in ports.items()})
     env[MARKER] = token
 
@@ -154,6 +156,13 @@ def test_check_mode_brings_every_service_to_ready_then_leaves_nothing_running() 
             assert f"{name:<9} http://127.0.0.1:{port}/healthz" in output, output
             assert re.search(rf"^\[run\] check {name}: ready\b", output, re.MULTILINE), output
         assert "[run] check passed" in output, output
+        printed = {
+            variable: re.search(rf"generated .*\(set {variable} to choose one\): (\S+)", output)
+            for variable in ("RIVERBED_API_KEY", "GATEWAY_ADMIN_API_KEY")
+        }
+        assert all(printed.values()), f"the ingestion and the admin key are printed:\n{output}"
+        keys = {match.group(1) for match in printed.values() if match}
+        assert len(keys) == 2, "two keys, never one for both"
 
         # The launcher waited for its children; give grandchildren a moment to follow.
         left = wait_until(lambda: not processes_carrying(marker), timeout=10)

@@ -66,11 +66,13 @@ def parse(text: str) -> datetime:
 
 
 class KeyClient:
-    """One API key of a started gateway: posts, looks up and cancels as that key."""
+    """One API key of a started gateway (configured in GATEWAY_API_KEYS, so its id is
+    ``config:<name>``, the owner of what it keeps): posts, looks up and cancels as that key."""
 
     def __init__(self, http: httpx.AsyncClient, name: str) -> None:
         self.http = http
         self.name = name
+        self.owner = f"config:{name}"
         self.auth = {"Authorization": f"Bearer {name}-secret"}
         self.kept: set[tuple[str, str]] = set()  # (stream, event id) to cancel at the end
 
@@ -98,7 +100,7 @@ class KeyClient:
         body = response.json()
         for item in body.get("events", [body]):
             if item["entry_id"] is None:
-                self.kept.add((item["stream"], item["id"]))
+                self.kept.add((item["stream"], item["event_id"]))
 
 
 def key_config(name: str, scopes: Iterable[str] = ("*",)) -> dict[str, Any]:
@@ -118,7 +120,7 @@ async def keyed_gateway(
     yield service, *publishers
     for client in publishers:
         for stream, event_id in client.kept:
-            await DelayStore(redis_client, stream).cancel(event_id, owner=client.name)
+            await DelayStore(redis_client, stream).cancel(event_id, owner=client.owner)
 
 
 async def stream_ids(client: redis.asyncio.Redis, stream: str = STREAM) -> list[str]:
@@ -152,12 +154,13 @@ async def test_an_event_with_a_delay_is_kept_and_the_202_says_when(
     assert response.status_code == 202, response.text
     accepted = response.json()
     assert accepted["entry_id"] is None, "no entry until it is due"
-    assert set(accepted) == {"id", "type", "stream", "entry_id", "deliver_at"}
+    assert set(accepted) == {"id", "event_id", "type", "stream", "entry_id", "deliver_at"}
+    assert accepted["id"] == accepted["event_id"], "no client id: the event id is the id"
     deliver_at = parse(accepted["deliver_at"])
     assert accepted["deliver_at"].endswith("Z")
     hour = timedelta(hours=1)
     assert before + hour - timedelta(milliseconds=1) <= deliver_at <= after + hour
-    kept = await DelayStore(redis_client, STREAM).get(accepted["id"], owner=alice.name)
+    kept = await DelayStore(redis_client, STREAM).get(accepted["id"], owner=alice.owner)
     assert kept is not None
     assert kept.state == "scheduled"
     assert kept.deliver_at == deliver_at, "the 202 says what the delay store holds"
@@ -249,9 +252,11 @@ async def test_further_ahead_than_the_limit_is_422_saying_the_limit(
         ({"delay": "60"}, "valid number"),
         ({"delay": True}, "valid number"),
         ({"deliver_at": 1_900_000_000}, "RFC 3339"),
-        ({"deliver_at": "2030-01-01T00:00:00"}, "timezone"),
+        ({"deliver_at": "2030-01-01T00:00:00"}, "with an offset"),
+        ({"deliver_at": "2030-01-01 00:00:00Z"}, "RFC 3339"),
+        ({"deliver_at": "1900000000"}, "RFC 3339"),
     ],
-    ids=["negative", "string-delay", "boolean", "unix-number", "no-offset"],
+    ids=["negative", "string-delay", "boolean", "unix-number", "no-offset", "space", "digits"],
 )
 async def test_a_malformed_delivery_time_is_422(
     gateway: tuple[Service, httpx.AsyncClient], timing: dict[str, Any], says: str
@@ -316,14 +321,14 @@ async def test_a_replayed_idempotency_key_answers_the_same_and_keeps_nothing_twi
 
     # past the idempotency window the same request derives the same ids: the delay store
     # keeps each once and the answer gives the time they wait for (the relative delay too)
-    await redis_client.delete(keys.request_idempotency_key(alice.name, headers["Idempotency-Key"]))
+    await redis_client.delete(keys.request_idempotency_key(alice.owner, headers["Idempotency-Key"]))
     late = await alice.post_batch(events, **headers)
     assert "idempotent-replayed" not in late.headers
     first_items, late_items = first.json()["events"], late.json()["events"]
     assert late_items[:2] == first_items[:2]
     assert late_items[2]["id"] == first_items[2]["id"], "the event due now is the same event"
     assert await waiting_at(redis_client, due) == 1
-    kept = await DelayStore(redis_client, STREAM).get(first_items[1]["id"], owner=alice.name)
+    kept = await DelayStore(redis_client, STREAM).get(first_items[1]["id"], owner=alice.owner)
     assert kept is not None
     assert kept.deliver_at is not None
     assert rfc3339_ms(kept.deliver_at) == first_items[1]["deliver_at"]
@@ -403,7 +408,7 @@ async def test_a_key_sees_only_types_its_scopes_allow(
         assert await waiting_at(redis_client, due) == 1
         assert (await publisher.get(accepted["id"])).status_code == 200
     finally:
-        await DelayStore(redis_client, STREAM).cancel(accepted["id"], owner=name)
+        await DelayStore(redis_client, STREAM).cancel(accepted["id"], owner=f"config:{name}")
 
 
 async def test_without_a_valid_key_it_is_401(
@@ -469,6 +474,7 @@ async def test_once_promoted_its_owner_sees_promoted_and_a_cancel_is_409(
     assert found.status_code == 200
     assert found.json() == {
         "id": accepted["id"],
+        "event_id": accepted["id"],
         "stream": STREAM,
         "state": "promoted",
         "deliver_at": None,

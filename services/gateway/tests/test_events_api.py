@@ -293,11 +293,10 @@ async def test_redis_down_is_503_and_nothing_is_claimed_to_be_published(own_redi
 @pytest.mark.parametrize(
     ("body", "detail"),
     [
-        (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
         (b'{"type": "email.requested.v1", "data": {"n": NaN}}', "not valid JSON"),
         (b'{"n": ' + b"9" * 5000 + b"}", "not valid JSON"),
     ],
-    ids=["deep-nesting", "nan", "huge-integer"],
+    ids=["nan", "huge-integer"],
 )
 async def test_json_that_python_would_choke_on_is_400(
     start_gateway: Any, body: bytes, detail: str

@@ -285,13 +285,33 @@ async def test_the_body_is_read_with_the_events_api_rules(start_gateway: Any) ->
 # -- providers and dedup --------------------------------------------------------------
 
 
-async def test_an_unknown_provider_is_404_naming_the_configured_ones(inbound: Inbound) -> None:
+async def test_an_unknown_provider_is_a_plain_404_as_any_unknown_path(inbound: Inbound) -> None:
+    """An unauthenticated caller does not learn which providers are configured (the answer
+    named them before)."""
     response = await inbound.post(succeeded(), SECRET, url="/v1/inbound/payments/paypal")
-    assert response.status_code == 404
-    problem = response.json()
-    assert problem["known_providers"] == ["stripe"]
-    assert "'paypal'" in problem["detail"]
-    assert "stripe" in problem["detail"]
+    nowhere = await inbound.post(succeeded(), SECRET, url="/v1/nowhere/paypal")
+    assert response.status_code == nowhere.status_code == 404
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json() == nowhere.json()
+    assert "stripe" not in response.text
+
+
+async def test_a_signed_event_created_past_year_9999_is_400_not_500(
+    inbound: Inbound, redis_client: redis.asyncio.Redis
+) -> None:
+    """253402300800 is 10000-01-01T00:00:00Z: no datetime holds it (it was a 500 and a
+    reset connection)."""
+    before = await length(redis_client, "payment.succeeded")
+    for created in (253_402_300_800, 999_999_999_999):
+        response = await inbound.post({**succeeded(), "created": created}, SECRET)
+        assert response.status_code == 400, response.text
+        assert response.headers["content-type"] == "application/problem+json"
+        problem = response.json()
+        assert problem["type"].endswith("/provider-time-out-of-range")
+        assert "9999-12-31T23:59:59Z" in problem["detail"]
+    last = await inbound.post({**succeeded(), "created": 253_402_300_799}, SECRET)
+    assert last.status_code == 202, last.text
+    assert await length(redis_client, "payment.succeeded") == before + 1
 
 
 async def test_a_replayed_provider_event_is_200_duplicate_and_published_once(

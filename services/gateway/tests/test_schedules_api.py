@@ -7,12 +7,15 @@ default schedule index, which must not be shared with other tests.
 from __future__ import annotations
 
 import json
+import re
+import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
 import pytest
 import redis.asyncio
+from fastapi.routing import iter_route_contexts
 
 from riverbed import keys
 from riverbed.schedules import occurrence_event_id, parse_time
@@ -20,12 +23,14 @@ from riverbed.service import Service
 from riverbed.settings import RedisSettings
 from riverbed.testing import RedisServer, wait_for
 from riverbed_gateway.app import create_gateway
+from riverbed_gateway.auth import KeyStore
 from riverbed_gateway.settings import GatewaySettings
 
 pytestmark = pytest.mark.integration
 
 ADMIN = {"Authorization": "Bearer admin-key"}
 INGESTION = {"Authorization": "Bearer test-key"}
+CONFIGURED = {"Authorization": "Bearer configured-key"}  # a GATEWAY_API_KEYS entry, scope *
 DIGEST = {
     "cron": "0 8 * * *",
     "tz": "Europe/Berlin",
@@ -45,6 +50,7 @@ async def start(own_redis: RedisServer) -> AsyncIterator[Start]:
     async def factory(**overrides: Any) -> httpx.AsyncClient:
         values: dict[str, Any] = {
             "local_api_key": "test-key",
+            "api_keys": [{"name": "everything", "key": "configured-key", "scopes": ["*"]}],
             "admin_api_key": "admin-key",
             "log_format": "json",
         }
@@ -88,12 +94,39 @@ ROUTES = [
 ]
 
 
-@pytest.mark.parametrize(("method", "path"), ROUTES)
+def admin_routes() -> list[tuple[str, str]]:
+    """Every (method, path) of the admin API, read from the app itself, so that a route added
+    later is covered; path parameters filled in with 'digest'."""
+    app = create_gateway(GatewaySettings(admin_api_key="admin-key")).app  # never started
+    found = [
+        (method, re.sub(r"\{[^}]+\}", "digest", route.path))
+        for route in iter_route_contexts(app.routes)
+        if route.path is not None and route.path.startswith("/v1/schedules")
+        for method in sorted(route.methods or ())
+        if method != "HEAD"  # answered as its GET
+    ]
+    return sorted(found)
+
+
+def test_the_admin_routes_are_all_found() -> None:
+    """A floor, so that an enumeration finding nothing (a FastAPI change) fails loudly."""
+    assert set(ROUTES) <= set(admin_routes())
+
+
+@pytest.mark.parametrize(("method", "path"), admin_routes())
 async def test_only_the_admin_key_is_accepted(
-    http: httpx.AsyncClient, method: str, path: str
+    start: Start, own_redis: RedisServer, method: str, path: str
 ) -> None:
+    http = await start(key_cache_s=0)
+    async with redis.asyncio.Redis.from_url(own_redis.url) as client:
+        store = KeyStore(lambda: client, GatewaySettings())  # type: ignore[arg-type,return-value]
+        stored, _ = await store.create("stored-everything", ["*"])
+    ingestion_keys = [INGESTION, CONFIGURED, {"Authorization": f"Bearer {stored}"}]
+    for headers in ingestion_keys:  # each ingestion key works where it belongs…
+        assert (await http.get(f"/v1/scheduled/{uuid.uuid4()}", headers=headers)).status_code == 404
     body = DIGEST if method == "PUT" else None
-    for headers in (INGESTION, {}, {"Authorization": "Bearer admin-key-but-longer"}):
+    wrong = [*ingestion_keys, {}, {"Authorization": "Bearer admin-key-but-longer"}]
+    for headers in wrong:  # …and never here
         response = await http.request(method, path, json=body, headers=headers)
         assert problem(response, 401)["detail"] == "send Authorization: Bearer <API key>"
     response = await http.request(method, path, json=body, headers=ADMIN)

@@ -1,14 +1,26 @@
 """``POST /v1/events`` and ``POST /v1/events:batch``: the only door for upstream systems.
 
 Order of checks, cheapest and least revealing first: authentication (401), content
-type (415), size (413), JSON (400), shape, contract and delivery time (422), scopes (403),
-idempotency (replay, 409, 422), rate limit (429), backpressure (503); then publish and
-answer 202.
+type (415), size (413), JSON (400; 422 for nesting deeper than ``MAX_JSON_DEPTH`` or a number
+no float holds), shape (422), type (422 unknown, 403 not public), source (422 in the
+``urn:riverbed:`` namespace), contract and delivery time (422), scopes (403), idempotency
+(replay, 409, 422), rate limit (429), backpressure (503); then publish and answer 202.
+
+Only public types are accepted (``EventSpec.access``): an internal command or outcome, or a
+provider's fact, is refused with 403 whatever the key's scopes, which only narrow the public
+types. A client may name its events' ``source``, but not in ``urn:riverbed:``, the services'
+own namespace (consumers trust an internal type's source); the default is
+``urn:riverbed:gateway:<key id>``.
+
+Event ids are scoped to the API key: a client's ``id`` comes back as the 202's ``id`` and
+travels in the event as the ``clientid`` extension, while the CloudEvent ``id`` (what
+consumers deduplicate on, the 202's ``event_id``) is a UUIDv5 of the key's id and the
+client's id. Two keys posting the same id are two events.
 
 An event may be delivered later: ``deliver_at`` (RFC 3339 with an offset) or ``delay``
 (seconds), at most ``GATEWAY_MAX_DELAY_S`` ahead; a time not in the future means now. Events
 for later wait in their stream's delay store (``Publisher.publish_later``, owned by the API
-key's name, which alone may look them up or cancel them: ``riverbed_gateway.scheduled``).
+key's id, which alone may look them up or cancel them: ``riverbed_gateway.scheduled``).
 Every accepted item says when its event is delivered (``deliver_at``); ``entry_id`` is null
 for an event kept for later, which gets its entry when it is appended.
 """
@@ -17,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import re
 import time
 import uuid
@@ -34,7 +47,6 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
-    field_validator,
 )
 from pydantic_core import PydanticSerializationError
 
@@ -44,10 +56,12 @@ from riverbed.keys import rate_limit_key
 from riverbed.publisher import Publisher
 from riverbed.ratelimit import LeasedRateLimiter
 from riverbed_contracts import CloudEvent
+from riverbed_contracts.envelope import DEFAULT_SOURCE, MAX_JSON_DEPTH, nested_deeper_than
 from riverbed_contracts.generate import self_contained_schema
-from riverbed_contracts.registry import REGISTRY, get_spec
+from riverbed_contracts.payload import Timestamp
+from riverbed_contracts.registry import REGISTRY, EventSpec, get_spec
 from riverbed_gateway import metrics
-from riverbed_gateway.auth import ApiKey, KeyStore, forbidden
+from riverbed_gateway.auth import PUBLIC_TYPES, ApiKey, KeyStore, forbidden
 from riverbed_gateway.backpressure import Backpressure
 from riverbed_gateway.idempotency import IdempotencyStore, fingerprint, validate_key
 from riverbed_gateway.problems import PROBLEM_JSON, Problem, field_errors
@@ -55,6 +69,10 @@ from riverbed_gateway.settings import GatewaySettings
 
 #: event ids derived from an Idempotency-Key, so a retried request republishes the same ids
 EVENT_ID_NAMESPACE: Final = uuid.UUID("6f1c1c52-8f5e-4a55-9d67-6b0d3b8e2a10")
+#: event ids derived from a client's own id: uuid5(this, "<key id>\n<client id>")
+CLIENT_ID_NAMESPACE: Final = uuid.UUID("3d0b8f0e-5c1a-4f7e-9a51-2c6e1f4b7d93")
+#: the extension attribute carrying a client's own id (CloudEvents: lowercase alphanumeric)
+CLIENT_ID_ATTRIBUTE: Final = "clientid"
 REQUEST_ID_HEADER: Final = "X-Request-Id"
 #: W3C Trace Context: version-traceid-parentid-flags in lowercase hex
 _TRACEPARENT: Final = re.compile(r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
@@ -68,12 +86,22 @@ class EventIn(BaseModel):
     type: str = Field(min_length=1, examples=["email.requested.v1"])
     data: dict[str, Any]
     id: str | None = Field(
-        default=None, min_length=1, max_length=255, description="your id; dedup key"
+        default=None,
+        min_length=1,
+        max_length=255,
+        description="your id: the dedup key among this API key's events; it comes back as "
+        "the 202's id and travels in the event as 'clientid'",
     )
     subject: str | None = Field(default=None, max_length=1024)
-    source: str | None = Field(default=None, min_length=1, max_length=1024)
-    time: AwareDatetime | None = None
-    deliver_at: AwareDatetime | None = Field(
+    source: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=1024,
+        description="who produced it, a URI of yours; not in urn:riverbed: (the services' "
+        "own); default urn:riverbed:gateway:<API key id>",
+    )
+    time: Timestamp | None = None
+    deliver_at: Timestamp | None = Field(
         default=None,
         description="deliver at this time (RFC 3339 with an offset) instead of now; "
         "not with delay; a time not in the future means now",
@@ -89,14 +117,6 @@ class EventIn(BaseModel):
         examples=[3600],
     )
 
-    @field_validator("deliver_at", mode="before")
-    @classmethod
-    def _rfc3339_text(cls, value: Any) -> Any:
-        # pydantic would also read a number as Unix seconds: only the documented form is taken
-        if value is not None and not isinstance(value, str):
-            raise ValueError("deliver_at must be an RFC 3339 date-time with an offset")
-        return value
-
 
 class BatchIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -105,7 +125,14 @@ class BatchIn(BaseModel):
 
 
 class Accepted(BaseModel):
-    id: str
+    id: str = Field(
+        description="your id when you gave one, else the event id: what GET and DELETE "
+        "/v1/scheduled/{id} take"
+    )
+    event_id: str = Field(
+        description="the CloudEvent id on the stream, which consumers deduplicate on: a "
+        "UUIDv5 of the API key's id and your id when you gave one"
+    )
     type: str
     stream: str
     entry_id: str | None = Field(
@@ -143,19 +170,90 @@ def _problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 ERRORS = _problem_responses(400, 401, 403, 409, 413, 415, 422, 429, 503)
 
+#: every refusal of the two publishing routes, and when (the OpenAPI document's responses)
+INGEST_ERRORS: Final[dict[int | str, dict[str, Any]]] = {
+    status: {**ERRORS[status], "description": description}
+    for status, description in {
+        400: "malformed JSON (NaN and Infinity included), or an Idempotency-Key that is not 1 "
+        "to 255 printable ASCII characters",
+        401: "no or unknown API key",
+        403: "a type that is not public (type-not-public), or outside the key's scopes",
+        409: "the same Idempotency-Key while its first request is still in flight",
+        413: "a body over GATEWAY_MAX_BODY_BYTES",
+        415: "a Content-Type other than application/json",
+        422: "not the shape of an event (batch), an unknown type, a source in urn:riverbed:, "
+        "data failing its contract, deliver_at with delay, a delivery time past "
+        "GATEWAY_MAX_DELAY_S, an Idempotency-Key or single event's id reused with another "
+        f"body, JSON nested deeper than {MAX_JSON_DEPTH}, a number no 64-bit float holds",
+        429: "over the API key's rate limit; Retry-After and RateLimit-* headers",
+        503: "backpressure on a target stream (Retry-After), or Redis cannot be reached",
+    }.items()
+}
 
-def _body_spec(model: type[BaseModel]) -> dict[str, Any]:
+#: what _reserved_source refuses, as an ECMA-262 pattern (no inline flags: letters both ways)
+_RESERVED_SOURCE_PATTERN: Final = r"^\s*[uU][rR][nN]:[rR][iI][vV][eE][rR][bB][eE][dD](:|\s*$)"
+#: what validate_key accepts: 1 to 255 printable ASCII characters
+_IDEMPOTENCY_KEY_PATTERN: Final = r"^[\x20-\x7E]{1,255}$"
+
+
+def _event_schema(settings: GatewaySettings) -> dict[str, Any]:
+    """What ``POST /v1/events`` accepts, as exactly as JSON Schema can say it: one of the
+    public types, each with its contract as ``data``; a source outside urn:riverbed:; not both
+    deliver_at and delay; delay at most GATEWAY_MAX_DELAY_S. (What it cannot say: how far
+    ahead deliver_at may be, which ids and Idempotency-Keys were used before, nesting depth.)"""
+    schema = self_contained_schema(EventIn)
+    properties = schema["properties"]
+    properties["type"] = {**properties["type"], "enum": list(PUBLIC_TYPES)}
+    string, null = properties["source"]["anyOf"]
+    properties["source"]["anyOf"] = [{**string, "not": {"pattern": _RESERVED_SOURCE_PATTERN}}, null]
+    number, null = properties["delay"]["anyOf"]
+    properties["delay"]["anyOf"] = [{**number, "maximum": settings.max_delay_s}, null]
+    schema["anyOf"] = [
+        {
+            "title": event_type,
+            "properties": {
+                "type": {"const": event_type},
+                "data": self_contained_schema(REGISTRY[event_type].model),
+            },
+        }
+        for event_type in PUBLIC_TYPES
+    ]
+    schema["not"] = {  # deliver_at and delay, both given (null is not given)
+        "required": ["deliver_at", "delay"],
+        "properties": {"deliver_at": {"type": "string"}, "delay": {"type": "number"}},
+    }
+    return schema
+
+
+def _body_spec(settings: GatewaySettings, batch: bool) -> dict[str, Any]:
+    event = _event_schema(settings)
+    body = (
+        {
+            "type": "object",
+            "title": "BatchIn",
+            "additionalProperties": False,
+            "required": ["events"],
+            "properties": {
+                "events": {
+                    "type": "array",
+                    "items": event,
+                    "minItems": 1,
+                    "maxItems": settings.max_batch_events,
+                }
+            },
+        }
+        if batch
+        else event
+    )
     return {
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": self_contained_schema(model)}},
-        },
+        "requestBody": {"required": True, "content": {"application/json": {"schema": body}}},
         "parameters": [
             {
                 "name": "Idempotency-Key",
                 "in": "header",
                 "required": False,
-                "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+                "schema": {"type": "string", "pattern": _IDEMPOTENCY_KEY_PATTERN},
+                "description": "replays the first answer for 24 h (Stripe's semantics)",
             }
         ],
     }
@@ -201,13 +299,24 @@ class Ingestion:
             if len(body) > limit:
                 raise _too_large(limit)
         try:
-            return bytes(body), json.loads(body, parse_constant=_refuse_constant)
+            document = json.loads(body, parse_constant=_refuse_constant, parse_float=_finite)
         except json.JSONDecodeError as error:
             raise _malformed(f"the body is not valid JSON: {error}") from None
+        except _NotFinite as error:
+            raise Problem(
+                422,
+                "number-out-of-range",
+                "Number out of range",
+                f"the body holds the number {error}, beyond what a 64-bit float holds: "
+                "readers would turn it into infinity or null; send a finite number",
+            ) from None
         except (ValueError, UnicodeDecodeError):
             raise _malformed("the body is not valid JSON (or holds a number too long)") from None
         except RecursionError:
-            raise _malformed("the body is nested too deeply") from None
+            raise _too_deep() from None
+        if nested_deeper_than(document):
+            raise _too_deep()
+        return bytes(body), document
 
     def to_event(
         self,
@@ -218,19 +327,36 @@ class Ingestion:
         at: tuple[str | int, ...],
         traceparent: str | None = None,
     ) -> CloudEvent:
-        if posted.type not in REGISTRY:
+        """The event to publish: 422 for an unknown type, a reserved source or data failing
+        its contract, 403 for a type that is not public. Its id is scoped to ``key`` when the
+        client gave one; else ``event_id`` (derived from an Idempotency-Key) or a fresh one."""
+        spec = REGISTRY.get(posted.type)
+        if spec is None:
             raise Problem(
                 422,
                 "unknown-event-type",
                 "Unknown event type",
-                f"event type {posted.type!r} is not known",
-                known_types=sorted(REGISTRY),
+                f"event type {posted.type!r} is not known; known_types lists those accepted",
+                known_types=list(PUBLIC_TYPES),
                 errors=[
                     {"loc": [*at, "type"], "msg": "unknown event type", "type": "unknown_type"}
                 ],
             )
+        if spec.access != "public":
+            raise _not_public(spec, at)
+        if posted.source is not None and _reserved_source(posted.source):
+            raise Problem(
+                422,
+                "reserved-source",
+                "Reserved source",
+                f"source {posted.source[:100]!r} is in the {DEFAULT_SOURCE}: namespace, the "
+                "services' own: consumers trust a service's events by it, so a client may not "
+                "pose as one. Give a URI of your own, or none "
+                f"({DEFAULT_SOURCE}:gateway:<API key id>)",
+                errors=[{"loc": [*at, "source"], "msg": "reserved source", "type": "reserved"}],
+            )
         try:
-            get_spec(posted.type).model.model_validate(posted.data)
+            spec.model.model_validate(posted.data)
         except ValidationError as error:
             raise Problem(
                 422,
@@ -242,13 +368,17 @@ class Ingestion:
         attributes: dict[str, Any] = {
             "type": posted.type,
             "data": posted.data,
-            "source": posted.source or f"urn:riverbed:gateway:{key.name}",
+            "source": posted.source or f"{DEFAULT_SOURCE}:gateway:{key.id}",
             "subject": posted.subject,
             "correlationid": correlation_id,
             "traceparent": traceparent,
         }
-        if posted.id or event_id:
-            attributes["id"] = posted.id or event_id
+        if posted.id:
+            # scoped to the key: another key's event of the same client id is another event
+            attributes["id"] = scoped_event_id(key.id, posted.id)
+            attributes[CLIENT_ID_ATTRIBUTE] = posted.id
+        elif event_id:
+            attributes["id"] = event_id
         if posted.time is not None:
             attributes["time"] = posted.time
         return CloudEvent(**attributes)
@@ -398,7 +528,9 @@ class Ingestion:
                 item,
                 key,
                 correlation_id,
-                _derived_id(key, idempotency_key, index) if idempotency_key else None,
+                _derived_id(key, idempotency_key, index)
+                if idempotency_key is not None and not item.id
+                else None,
                 ("events", index) if batch else (),
                 traceparent,
             )
@@ -420,13 +552,13 @@ class Ingestion:
         request_print = ""
         if idempotency_key is not None:
             request_print = fingerprint(request.method, request.scope["path"], raw)
-            replay = await self.idempotency.claim(key.name, idempotency_key, request_print)
+            replay = await self.idempotency.claim(key.id, idempotency_key, request_print)
             if replay is not None:
                 return JSONResponse(
                     replay.body, status_code=replay.status, headers={"Idempotent-Replayed": "true"}
                 )
         try:
-            decision = await self.limiter.take(rate_limit_key(key.name), len(events))
+            decision = await self.limiter.take(rate_limit_key(key.id), len(events))
             if not decision.allowed:
                 raise Problem(
                     429,
@@ -443,7 +575,7 @@ class Ingestion:
                 publisher = Publisher(self.redis())
                 if later:
                     entry_ids, due_ms = await self.publish_with_later(
-                        publisher, events, later, key.name, now_ms
+                        publisher, events, later, key.id, now_ms
                     )
                 else:
                     entry_ids = (
@@ -460,19 +592,20 @@ class Ingestion:
                 ) from None
         except BaseException:
             if idempotency_key is not None:
-                await self.idempotency.release(key.name, idempotency_key)
+                await self.idempotency.release(key.id, idempotency_key)
             raise
         # plain dicts in the shape of Accepted (the documented response model)
         delivered_now = rfc3339(now_ms)
         accepted = [
             {
-                "id": e.id,
+                "id": item.id or e.id,
+                "event_id": e.id,
                 "type": e.type,
                 "stream": stream_of[e.type],
                 "entry_id": i,
                 "deliver_at": delivered_now,
             }
-            for e, i in zip(events, entry_ids, strict=True)
+            for item, e, i in zip(items, events, entry_ids, strict=True)
         ]
         if later:
             for index, when_ms in due_ms.items():
@@ -481,7 +614,7 @@ class Ingestion:
             metrics.ACCEPTED_EVENTS.labels(event_type).inc(count)
         body: dict[str, Any] = {"events": accepted} if batch else accepted[0]
         if idempotency_key is not None:
-            await self.idempotency.complete(key.name, idempotency_key, request_print, 202, body)
+            await self.idempotency.complete(key.id, idempotency_key, request_print, 202, body)
         return JSONResponse(body, status_code=202, headers=decision.headers())
 
 
@@ -540,11 +673,67 @@ def _whole_ms(moment: datetime) -> int:
 
 
 def _derived_id(key: ApiKey, idempotency_key: str, index: int) -> str:
-    return str(uuid.uuid5(EVENT_ID_NAMESPACE, f"{key.name}\n{idempotency_key}\n{index}"))
+    return str(uuid.uuid5(EVENT_ID_NAMESPACE, f"{key.id}\n{idempotency_key}\n{index}"))
+
+
+def scoped_event_id(key_id: str, client_id: str) -> str:
+    """The CloudEvent id of the event a client posted with its own id ``client_id`` under the
+    API key ``key_id``: the same on every retry, another one under any other key."""
+    return str(uuid.uuid5(CLIENT_ID_NAMESPACE, f"{key_id}\n{client_id}"))
+
+
+def _reserved_source(source: str) -> bool:
+    # URN namespace ids are case-insensitive (RFC 8141): URN:Riverbed: is refused too
+    lowered = source.strip().lower()
+    return lowered == DEFAULT_SOURCE or lowered.startswith(DEFAULT_SOURCE + ":")
+
+
+def _not_public(spec: EventSpec, at: tuple[str | int, ...]) -> Problem:
+    services = " and ".join(spec.producers)
+    plural = "s" if len(spec.producers) > 1 else ""
+    if spec.access == "provider":
+        who = "the gateway's signed provider webhooks (/v1/inbound/payments/{provider})" + (
+            f" and the {services} service{plural}" if services else ""
+        )
+    else:
+        who = f"the {services} service{plural}" if services else "no client"
+    return Problem(
+        403,
+        "type-not-public",
+        "Event type not public",
+        f"event type {spec.type!r} is {spec.access}: only {who} may produce it. The gateway "
+        "accepts public types only, whatever an API key's scopes; public_types lists them",
+        access=spec.access,
+        producers=list(spec.producers),
+        public_types=list(PUBLIC_TYPES),
+        errors=[{"loc": [*at, "type"], "msg": f"{spec.access} type", "type": "not_public"}],
+    )
+
+
+class _NotFinite(ValueError):
+    """A JSON number past the float range (``1e999``): json would read it as infinity."""
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NotFinite(text[:40])  # at most 40 characters of it in the problem's detail
+    return value
 
 
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
+
+
+def _too_deep() -> Problem:
+    return Problem(
+        422,
+        "nested-too-deeply",
+        "Nested too deeply",
+        f"the body nests objects and arrays more than {MAX_JSON_DEPTH} levels deep; at most "
+        f"{MAX_JSON_DEPTH} are accepted, so that every reader of the streams can decode it",
+        max_depth=MAX_JSON_DEPTH,
+    )
 
 
 def _malformed(detail: str) -> Problem:
@@ -562,8 +751,8 @@ def router(ingestion: Ingestion) -> APIRouter:
         "/v1/events",
         status_code=202,
         response_model=Accepted,
-        responses=ERRORS,
-        openapi_extra=_body_spec(EventIn),
+        responses=INGEST_ERRORS,
+        openapi_extra=_body_spec(ingestion.settings, batch=False),
         summary="Publish one event",
     )
     async def publish_event(request: Request) -> JSONResponse:
@@ -573,8 +762,8 @@ def router(ingestion: Ingestion) -> APIRouter:
         "/v1/events:batch",
         status_code=202,
         response_model=BatchAccepted,
-        responses=ERRORS,
-        openapi_extra=_body_spec(BatchIn),
+        responses=INGEST_ERRORS,
+        openapi_extra=_body_spec(ingestion.settings, batch=True),
         summary="Publish up to 500 events, all or none",
     )
     async def publish_batch(request: Request) -> JSONResponse:

@@ -7,8 +7,9 @@ import time
 from typing import Any, Final
 
 import structlog
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.routing import APIRoute
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from riverbed.problems import Responder
@@ -100,8 +101,11 @@ class IngestFastPath:
             await self.app(scope, receive, send)
             return
         scope["route"] = self.routes[scope["path"]]  # the access log's route label
+        response: Response
         try:
             response = await self.ingestion.ingest(Request(scope, receive), batch)
+        except ClientDisconnect:
+            response = problems.client_gone(scope["method"], scope["path"])
         except Exception as error:
             response = self.respond.for_exception(error)
         await response(scope, receive, send)
@@ -111,27 +115,50 @@ def _sane_request_id(value: str) -> bool:
     return 0 < len(value) <= 128 and value.isascii() and value.isprintable()
 
 
+class GatewayService(Service):
+    """The runtime's service, refusing to start when keys in Redis clash with configured
+    ones (:meth:`KeyStore.check_stored`): two keys one name would share nothing but be told
+    apart by nobody reading a log or revoking by name."""
+
+    key_store: KeyStore
+
+    async def start(self) -> None:
+        await super().start()
+        try:
+            await self.key_store.check_stored()
+        except BaseException:
+            await self.stop()
+            raise
+
+
 def create_gateway(
     settings: GatewaySettings, *, redis_settings: RedisSettings | None = None
 ) -> Service:
+    """The gateway, ready to start. Raises :class:`auth.KeyConfigurationError` for configured
+    keys that clash (start() for keys in Redis that clash with them)."""
     app = FastAPI(
         title="Riverbed gateway",
         version="1",
         description="Authenticated, validated, idempotent ingestion of events into Redis Streams.",
+        # no 307 to the same path with(out) a trailing slash: its Location would be built
+        # from the request's Host header; an unknown path is a 404
+        redirect_slashes=False,
     )
-    service = Service(
+    service = GatewayService(
         settings, redis_settings=redis_settings, app=app, run_scheduler=settings.run_scheduler
     )
 
     def redis() -> Any:
         return service.redis
 
+    key_store = KeyStore(redis, settings)  # refuses clashing configured keys here
+    service.key_store = key_store
     backpressure = Backpressure(redis, settings)
     app.state.backpressure = backpressure  # reachable by tests and operators' tooling
     ingestion = api.Ingestion(
         settings,
         redis,
-        KeyStore(redis, settings),
+        key_store,
         IdempotencyStore(
             redis, window_s=settings.idempotency_ttl_s, in_flight_s=settings.in_flight_ttl_s
         ),

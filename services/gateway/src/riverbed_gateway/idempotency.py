@@ -98,11 +98,13 @@ class IdempotencyStore:
 
 
 def validate_key(key: str) -> str:
-    if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
+    # printable ASCII, as the OpenAPI document says: headers arrive as latin-1, where
+    # isprintable() alone would also take accented letters some clients cannot send
+    if not key or len(key) > MAX_KEY_LENGTH or not (key.isascii() and key.isprintable()):
         raise Problem(
             400,
             "invalid-idempotency-key",
             "Invalid Idempotency-Key",
-            f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} printable characters",
+            f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} printable ASCII characters",
         )
     return key

@@ -39,9 +39,12 @@ letters, lowercase as Stripe sends them, published uppercase. Any other ``type``
 answered ``200 {"status": "ignored"}`` and counted: a provider retries every non-2xx
 for days, and an event the gateway does not map will never become mappable.
 
-Order of checks: provider configured (404), content type, size and JSON as for
-``/v1/events`` (415, 413, 400), signature (400), timestamp (400 ``signature-stale``),
-payload (422 with field errors), backpressure (503), dedup, publish, 202.
+Order of checks: provider configured (a plain 404, as for any unknown path: the configured
+providers are not listed to an unauthenticated caller), content type, size and JSON as for
+``/v1/events`` (415, 413, 400, 422), signature (400), timestamp (400 ``signature-stale``),
+payload (422 with field errors; 400 ``provider-time-out-of-range`` for a ``created`` past
+9999-12-31T23:59:59Z, which no RFC 3339 time can carry), backpressure (503), dedup, publish,
+202.
 
 Dedup: a marker per (provider, provider event id) is claimed with SET-if-absent before
 publishing — first "in flight" for ``GATEWAY_IN_FLIGHT_TTL_S``, then "published" for
@@ -78,6 +81,7 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
+from starlette.exceptions import HTTPException
 
 from riverbed import keys
 from riverbed.connection import Redis
@@ -105,6 +109,8 @@ INBOUND_EVENT_NAMESPACE: Final = uuid.UUID("dafaca80-72fd-4c16-b756-04076c0f63ca
 SIGNATURE_HEADER: Final = "Stripe-Signature"
 
 _TIMESTAMP = re.compile(r"[0-9]{1,12}")  # unix s; ASCII digits only (int() takes any digit)
+#: 9999-12-31T23:59:59Z in unix s: the last second a four-digit year (RFC 3339) can name
+LAST_UNIX_SECOND: Final = 253_402_300_799
 _HEX_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 
 #: Claim a marker or return what holds it. KEYS: marker. ARGV: in-flight record, hold (s).
@@ -218,6 +224,10 @@ class ProviderEventData(_ProviderModel):
     object: dict[str, Any]
 
 
+class TimeOutOfRange(ValueError):
+    """A provider's ``created`` past :data:`LAST_UNIX_SECOND`: no datetime holds it."""
+
+
 class ProviderEvent(_ProviderModel):
     id: Id
     type: str = Field(min_length=1)
@@ -226,6 +236,8 @@ class ProviderEvent(_ProviderModel):
 
     @property
     def occurred_at(self) -> datetime:
+        if self.created > LAST_UNIX_SECOND:
+            raise TimeOutOfRange(f"created {self.created} is past 9999-12-31T23:59:59Z")
         return datetime.fromtimestamp(self.created, UTC)
 
 
@@ -418,16 +430,10 @@ class InboundPayments:
     async def receive(self, provider: str, request: Request) -> JSONResponse:
         secrets = self._secrets.get(provider)
         if secrets is None:
-            # not counted by provider: the label would take whatever a caller puts in the URL
-            configured = sorted(self._secrets)
-            raise Problem(
-                404,
-                "unknown-provider",
-                "Unknown payment provider",
-                f"no inbound payment provider {provider!r}; configured: "
-                + (", ".join(configured) or "none (set GATEWAY_INBOUND_SECRETS)"),
-                known_providers=configured,
-            )
+            # answered as any unknown path: which providers are configured is not for an
+            # unauthenticated caller to learn. Not counted by provider either: the label
+            # would take whatever a caller puts in the URL
+            raise HTTPException(404)
         try:
             outcome, response = await self._receive(provider, secrets, request)
         except Problem as problem:
@@ -460,6 +466,14 @@ class InboundPayments:
                 "Invalid provider event",
                 "the provider's event lacks what its payment event needs",
                 errors=error.errors,
+            ) from None
+        except TimeOutOfRange as error:
+            raise Problem(
+                400,
+                "provider-time-out-of-range",
+                "Time out of range",
+                f"{error}: the last time an event can carry (RFC 3339 years have four digits)",
+                errors=[{"loc": ["created"], "msg": "past 9999", "type": "out_of_range"}],
             ) from None
         if normalized is None:
             ignored_type = document["type"]
@@ -516,6 +530,7 @@ class InboundPayments:
         )
         accepted = {
             "id": event.id,
+            "event_id": event.id,
             "type": event.type,
             "stream": spec.stream,
             "entry_id": entry_id,
@@ -531,7 +546,12 @@ _PROVIDER_EVENT_SCHEMA: Final = {
     "properties": {
         "id": {"type": "string", "description": "the dedup key, e.g. evt_1Q2w3e"},
         "type": {"type": "string", "description": "mapped: " + ", ".join(NORMALIZERS)},
-        "created": {"type": "integer", "description": "unix seconds"},
+        "created": {
+            "type": "integer",
+            "minimum": 0,
+            "maximum": LAST_UNIX_SECOND,
+            "description": "unix seconds",
+        },
         "data": {
             "type": "object",
             "required": ["object"],

@@ -1,19 +1,52 @@
-"""The gateway's problem details: the runtime's, with every refusal counted by reason."""
+"""The gateway's problem details: the runtime's, with every refusal counted by reason, and
+clients that went away counted as such."""
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from typing import Final
+
+import structlog
+from fastapi import FastAPI, Request, Response
+from starlette.requests import ClientDisconnect
 
 from riverbed import problems
 from riverbed.problems import PROBLEM_JSON, Problem, field_errors
 from riverbed_gateway import metrics
 
-__all__ = ["PROBLEM_JSON", "Problem", "field_errors", "install"]
+__all__ = [
+    "CLIENT_CLOSED_REQUEST",
+    "PROBLEM_JSON",
+    "Problem",
+    "client_gone",
+    "field_errors",
+    "install",
+]
+
+log = structlog.get_logger(__name__)
+
+#: the status a request is counted with when its client disconnected before it was read:
+#: nginx's 499 "client closed request". Never sent (nobody is listening): it labels the
+#: access log and riverbed_gateway_requests_total, and keeps such requests out of the 5xx
+CLIENT_CLOSED_REQUEST: Final = 499
+
+
+def client_gone(method: str, path: str) -> Response:
+    """What a request whose client disconnected mid-request answers: logged at info (the
+    client's doing, not a fault: no traceback), counted as 499."""
+    log.info("client disconnected before the request was read", method=method, path=path)
+    return Response(status_code=CLIENT_CLOSED_REQUEST)
 
 
 def install(app: FastAPI) -> problems.Responder:
-    return problems.install(
+    respond = problems.install(
         app,
         on_problem=lambda problem: metrics.REJECTED.labels(problem.reason).inc(),
         unavailable_detail="the event store cannot be reached; nothing was published; retry later",
     )
+
+    @app.exception_handler(ClientDisconnect)
+    async def _client_gone(request: Request, _error: ClientDisconnect) -> Response:
+        route = request.scope.get("route")
+        return client_gone(request.method, getattr(route, "path", None) or "unmatched")
+
+    return respond

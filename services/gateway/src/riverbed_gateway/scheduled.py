@@ -1,9 +1,13 @@
 """``GET`` and ``DELETE /v1/scheduled/{event_id}``: look up or cancel an event kept for later.
 
 Authenticated like publishing (the same API keys, 401) and scoped like it: a key sees and
-cancels only the delayed events it published (the delay store's owner is the key's name),
+cancels only the delayed events it published (the delay store's owner is the key's id),
 of types its scopes allow. Anything else is answered 404, exactly as an unknown id, so a key
 learns nothing about another key's events.
+
+The id in the path is the one the 202 gave as ``id``: the client's own id when it gave one
+(the event's id is then derived from it and the key, ``api.scoped_event_id``), else the
+event id. Both readings are tried, the client's first.
 
 An event id does not say which stream it waits for: the delay stores of the streams the key
 may publish to are probed in one pipeline (a score lookup in each store's waiting set, and
@@ -31,7 +35,7 @@ from riverbed import keys
 from riverbed.connection import Redis
 from riverbed.delay import DelayedEvent, DelayStore, event_member, promoted_by
 from riverbed_contracts.registry import REGISTRY
-from riverbed_gateway.api import ERRORS, rfc3339
+from riverbed_gateway.api import ERRORS, rfc3339, scoped_event_id
 from riverbed_gateway.auth import ApiKey, KeyStore
 from riverbed_gateway.problems import Problem
 
@@ -42,7 +46,8 @@ MAX_EVENT_ID_LENGTH: Final = 255
 class ScheduledEvent(BaseModel):
     """An event kept for later, as its publisher may see it."""
 
-    id: str
+    id: str = Field(description="the id it was looked up by: the client's own, or the event id")
+    event_id: str = Field(description="the CloudEvent id (as the 202's event_id)")
     stream: str
     state: Literal["scheduled", "promoted"] = Field(
         description="scheduled: waiting; promoted: appended to its stream (remembered 7 days)"
@@ -59,7 +64,7 @@ class ScheduledEvent(BaseModel):
 def _streams_by_scope(scopes: tuple[str, ...]) -> tuple[tuple[str, ...], frozenset[str]]:
     """(streams a key with ``scopes`` may publish to, those of them carrying a type it may not
     publish): only in the latter is a type check needed before answering."""
-    key = ApiKey("", scopes)
+    key = ApiKey("", "", scopes)
     allowed: set[str] = set()
     mixed: set[str] = set()
     for event_type, spec in REGISTRY.items():
@@ -78,53 +83,62 @@ class ScheduledEvents:
         self._redis = redis
         self._keys = keys
 
-    async def _holders(self, key: ApiKey, event_id: str, streams: tuple[str, ...]) -> list[str]:
-        """Streams whose delay store waits for an event of this id (anyone's: ``DelayStore``
-        then checks the owner) or lately promoted one of this key's. One pipeline, two score
-        lookups a stream."""
-        if not streams or not 0 < len(event_id) <= MAX_EVENT_ID_LENGTH:
+    async def _holders(
+        self, key: ApiKey, event_ids: tuple[str, ...], streams: tuple[str, ...]
+    ) -> list[tuple[str, str]]:
+        """(event id, stream) pairs whose delay store waits for an event of that id (anyone's:
+        ``DelayStore`` then checks the owner) or lately promoted one of this key's, in the
+        order of ``event_ids``. One pipeline, two score lookups a stream and id."""
+        if not streams:
             return []
-        member, promoted = event_member(event_id), promoted_by(key.name, event_id)
+        pairs = [(event_id, stream) for event_id in event_ids for stream in streams]
         async with self._redis().pipeline(transaction=False) as pipe:
-            for stream in streams:
-                pipe.zscore(keys.delay_key(stream), member)
-                pipe.zscore(keys.delay_promoted_key(stream), promoted)
+            for event_id, stream in pairs:
+                pipe.zscore(keys.delay_key(stream), event_member(event_id))
+                pipe.zscore(keys.delay_promoted_key(stream), promoted_by(key.id, event_id))
             scores = await pipe.execute()
         return [
-            stream
-            for index, stream in enumerate(streams)
+            pair
+            for index, pair in enumerate(pairs)
             if scores[2 * index] is not None or scores[2 * index + 1] is not None
         ]
 
-    async def find(self, key: ApiKey, event_id: str) -> DelayedEvent | None:
-        """The key's delayed event of this id, waiting or lately promoted; None otherwise."""
+    async def find(self, key: ApiKey, given_id: str) -> DelayedEvent | None:
+        """The key's delayed event of this id (the client's own, else the event id), waiting
+        or lately promoted; None otherwise."""
         streams, mixed = _streams_by_scope(key.scopes)
-        found: list[DelayedEvent] = []
-        for stream in await self._holders(key, event_id, streams):
-            delayed = await DelayStore(self._redis(), stream).get(event_id, owner=key.name)
+        found: list[tuple[int, DelayedEvent]] = []
+        candidates = _candidates(key, given_id)
+        for event_id, stream in await self._holders(key, candidates, streams):
+            delayed = await DelayStore(self._redis(), stream).get(event_id, owner=key.id)
             if delayed is not None and _in_scope(key, delayed, mixed):
-                found.append(delayed)
-        # an id reused across streams: the waiting one first, then by stream name
-        found.sort(key=lambda delayed: (delayed.state != "scheduled", delayed.stream))
-        return found[0] if found else None
+                found.append((candidates.index(event_id), delayed))
+        # the client's id before an event id; an id reused across streams: the waiting one
+        # first, then by stream name
+        found.sort(key=lambda item: (item[0], item[1].state != "scheduled", item[1].stream))
+        return found[0][1] if found else None
 
     async def cancel(
-        self, key: ApiKey, event_id: str
+        self, key: ApiKey, given_id: str
     ) -> tuple[Literal["cancelled", "promoted", "missing"], str | None]:
-        """Cancel the key's delayed event of this id (in every stream it waits for, should the
-        id be reused); the outcome and the stream it concerns."""
+        """Cancel the key's delayed event of this id (the client's own, else the event id; in
+        every stream it waits for, should the id be reused); the outcome and the stream it
+        concerns."""
         streams, mixed = _streams_by_scope(key.scopes)
         outcome: Literal["cancelled", "promoted", "missing"] = "missing"
         concerned: str | None = None
-        for stream in await self._holders(key, event_id, streams):
+        holders = await self._holders(key, _candidates(key, given_id), streams)
+        if holders:  # the first reading that names an event is the one meant
+            holders = [pair for pair in holders if pair[0] == holders[0][0]]
+        for event_id, stream in holders:
             store = DelayStore(self._redis(), stream)
             if stream in mixed:
                 # the stream also carries types outside the key's scopes: cancel only one of
                 # its own types (promotion in between still makes the cancel answer 'promoted')
-                delayed = await store.get(event_id, owner=key.name)
+                delayed = await store.get(event_id, owner=key.id)
                 if delayed is None or not _in_scope(key, delayed, mixed):
                     continue
-            result = await store.cancel(event_id, owner=key.name)
+            result = await store.cancel(event_id, owner=key.id)
             if result == "cancelled" or (result == "promoted" and outcome == "missing"):
                 outcome, concerned = result, stream
         return outcome, concerned
@@ -135,7 +149,8 @@ class ScheduledEvents:
         if delayed is None:
             raise _not_found(event_id)
         body = {
-            "id": delayed.event_id,
+            "id": event_id,
+            "event_id": delayed.event_id,
             "stream": delayed.stream,
             "state": delayed.state,
             "deliver_at": (
@@ -164,6 +179,14 @@ class ScheduledEvents:
         raise _not_found(event_id)
 
 
+def _candidates(key: ApiKey, given_id: str) -> tuple[str, ...]:
+    """The event ids ``given_id`` may stand for: the event a client posted with that id of its
+    own, then an event of that id (one posted without a client id)."""
+    if not 0 < len(given_id) <= MAX_EVENT_ID_LENGTH:
+        return ()
+    return (scoped_event_id(key.id, given_id), given_id)
+
+
 def _in_scope(key: ApiKey, delayed: DelayedEvent, mixed: frozenset[str]) -> bool:
     if delayed.stream not in mixed:
         return True  # every type of the stream is in the key's scopes
@@ -190,7 +213,7 @@ _EVENT_ID_PARAMETER: Final = {
             "in": "path",
             "required": True,
             "schema": {"type": "string"},
-            "description": "the id the 202 gave (or the event's own id)",
+            "description": "the id the 202 gave: your own id when you gave one, else the event id",
         }
     ]
 }

@@ -41,8 +41,7 @@ from riverbed.schedules import (
     check_name,
 )
 from riverbed_gateway.problems import PROBLEM_JSON, Problem
-
-ADMIN_KEY_SETTING = "GATEWAY_ADMIN_API_KEY"
+from riverbed_gateway.settings import ADMIN_KEY_SETTING
 
 Status = Literal["active", "paused", "finished", "moving", "missing"]
 

@@ -13,6 +13,9 @@ from pydantic_settings import SettingsConfigDict
 
 from riverbed.settings import ServiceSettings
 
+#: the variable of the schedules admin API's key (named in problem details and start-up errors)
+ADMIN_KEY_SETTING = "GATEWAY_ADMIN_API_KEY"
+
 
 class ConfiguredApiKey(BaseModel):
     """One API key from configuration: ``key`` (clear) or ``sha256`` (hex digest), and scopes."""
@@ -21,7 +24,9 @@ class ConfiguredApiKey(BaseModel):
     key: SecretStr | None = None
     sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     scopes: list[str] = Field(
-        default=["*"], description="event-type patterns it may publish, e.g. 'email.*'"
+        default=["*"],
+        description="public event-type patterns it may publish, e.g. 'email.*' (default: "
+        "every public type); a pattern matching no public type is refused at start-up",
     )
 
     @model_validator(mode="after")
@@ -41,7 +46,7 @@ class GatewaySettings(ServiceSettings):
     local_api_key: SecretStr | None = Field(
         default=None,
         validation_alias=AliasChoices("RIVERBED_API_KEY", "GATEWAY_LOCAL_API_KEY"),
-        description="the key `make run` hands out; all scopes",
+        description="the key `make run` hands out (name and id 'local'); every public type",
     )
     key_cache_s: float = Field(
         default=5.0, ge=0, description="how long a key looked up in Redis is trusted, s"
