@@ -167,13 +167,13 @@ ACCEPTED_WINDOWS: tuple[Window, ...] = (
         before_s=EMAIL_RECORD_S,
         after_s=CLOCK_SLACK_S,
     ),
-    # README, "Writing a consumer service": "a handler whose effect landed but whose
-    # process died before the acknowledgement runs again on redelivery" — a webhook
-    # answered 2xx before a kill -9 of the webhooks service that its delivery log never
-    # recorded (so the handler had not finished when it died).
+    # Webhooks README: "A request may be sent twice. A crash … after the receiver answered
+    # and before the record commits sends it again on redelivery, with the same
+    # webhook-id" — a 2xx before a kill -9 of the webhooks service that its delivery log
+    # never recorded (so the handler had not finished when it died).
     Window(
         name="webhooks-killed-before-recording-2xx",
-        readme=("README.md", "Writing a consumer service"),
+        readme=("services/webhooks/README.md", "Outcome events: the outbox"),
         rows=HOOK_ROWS,
         applies_to="double",
         targets=frozenset({"webhooks"}),

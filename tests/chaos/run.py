@@ -317,7 +317,7 @@ class Workload:
                 if answer.status_code == 202:
                     now = time.time()
                     self.stats.accepted += 1
-                    self.accepted[item.body["id"]] = (item, now)
+                    self.accepted[published_id(answer, item.body["id"])] = (item, now)
                     if item.kind == "payment":
                         self.payment_accepted[item.key] = now
                     return
@@ -332,6 +332,17 @@ class Workload:
                 self.stats.gave_up += 1
                 return
             await asyncio.sleep(pause)
+
+
+def published_id(answer: httpx.Response, client_id: str) -> str:
+    """The CloudEvent id the gateway put on the stream: the 202's ``event_id`` (a UUIDv5 of
+    the API key and the client's id; gateway README, "Event ids"), or its ``id`` from a
+    gateway that published the client's id as it was."""
+    with contextlib.suppress(ValueError):
+        body = answer.json()
+        if isinstance(body, dict):
+            return str(body.get("event_id") or body.get("id") or client_id)
+    return client_id
 
 
 # -- the run ---------------------------------------------------------------------------------
