@@ -13,6 +13,7 @@ from prometheus_client import REGISTRY
 
 from riverbed import keys
 from riverbed.consumer import Message, StreamConsumer, Subscription
+from riverbed.delay import DelayStore
 from riverbed.errors import PermanentError, RetryLater
 from riverbed.publisher import Publisher
 from riverbed.testing import TEST_TYPE, ConsumerFactory, fast_settings, make_event, wait_for
@@ -622,3 +623,44 @@ async def test_an_internal_command_from_outside_its_producers_is_dead_lettered_u
     [dead] = await dead_letters(redis_client, stream)
     assert dead["reason"] == "untrusted-source"
     assert "urn:riverbed:gateway:local" in dead["error_message"]
+
+
+async def test_two_entries_of_one_event_are_never_handled_at_once(
+    start_consumer: ConsumerFactory,
+    publisher: Publisher,
+    redis_client: redis.asyncio.Redis,
+    unique: str,
+) -> None:
+    stream = f"t.{unique}"
+    event = make_event(1)
+    running: list[int] = []
+    calls = 0
+    release = asyncio.Event()
+
+    async def handler(message: Message[Any]) -> None:
+        nonlocal calls
+        calls += 1
+        running.append(1)
+        try:
+            await release.wait()
+        finally:
+            running.pop()
+
+    # a producer killed after appending appends the same event again: one batch holds both
+    await publisher.publish_many([event, event], stream=stream)
+    start_consumer(stream, handler)
+    await wait_for(lambda: calls == 1, what="the first entry handled")
+    store = DelayStore(redis_client, stream)
+    await wait_for(lambda: _parked(store), what="the copy set aside in the delay store")
+    assert calls == 1, "the copy did not run beside the first"
+    assert await pending_count(redis_client, stream) == 1, "only the first is in hand"
+    release.set()
+    await wait_for(
+        lambda: metric("riverbed_duplicates_skipped_total", stream=stream, group="test") == 1,
+        what="the copy skipped once the first concluded",
+    )
+    assert calls == 1
+
+
+async def _parked(store: DelayStore) -> bool:
+    return (await store.waiting())[0] == 1

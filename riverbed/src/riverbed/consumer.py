@@ -58,6 +58,10 @@ log = structlog.get_logger(__name__)
 
 PayloadT = TypeVar("PayloadT", bound=BaseModel)
 
+#: how long a second entry of an event being handled here waits before it is looked at
+#: again (ms): by then the first has usually concluded, and its record skips the copy
+DUPLICATE_IN_HAND_WAIT_MS = 1_000
+
 #: errors that mean "Redis is unreachable right now": wait and try again
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 
@@ -220,6 +224,7 @@ class StreamConsumer:
         self._in_flight: dict[str, asyncio.Task[None]] = {}
         self._handler_started: dict[str, float] = {}  # entry id -> monotonic s
         self._timed_out: set[str] = set()  # entries whose handler was cancelled for its timeout
+        self._events_in_hand: dict[str, str] = {}  # event id -> the entry handling it here
         self._cut_off = False  # handlers were cut off at shutdown: their entries stay pending
         self._in_touch_since: float | None = None  # monotonic s of the first beat since a break
         self._outcomes: list[_Outcome] = []
@@ -491,6 +496,27 @@ class StreamConsumer:
                 metrics.DUPLICATES_SKIPPED.labels(self.stream, self.group).inc()
                 self._record(_Outcome(entry_id, parsed.type, parsed.id, "ack", attempt=attempt))
                 continue
+            if self.subscription.idempotent and isinstance(parsed, CloudEvent):
+                if parsed.id in self._events_in_hand:
+                    # a second entry of an event being handled here right now (a producer
+                    # killed after appending re-appends it): wait for the first to conclude,
+                    # then the idempotency record skips it; never both at once
+                    self._record(
+                        _Outcome(
+                            entry_id,
+                            parsed.type,
+                            parsed.id,
+                            "retry",
+                            delay_ms=DUPLICATE_IN_HAND_WAIT_MS,
+                            raw=fields,
+                            attempt=attempt,
+                            reason="duplicate-in-hand",
+                            counted=False,
+                            first_seen_ms=first_seen,
+                        )
+                    )
+                    continue
+                self._events_in_hand[parsed.id] = entry_id
             self._in_flight[entry_id] = asyncio.create_task(
                 self._handle(entry_id, fields, attempt, first_seen, parsed)
             )
@@ -508,8 +534,10 @@ class StreamConsumer:
             return set()  # handling again is safe: effects are idempotent downstream
         return {event_id for event_id, flag in zip(event_ids, flags, strict=True) if flag}
 
-    def _release(self, entry_id: str) -> None:
+    def _release(self, entry_id: str, event_id: str | None = None) -> None:
         self._in_flight.pop(entry_id, None)
+        if event_id is not None and self._events_in_hand.get(event_id) == entry_id:
+            del self._events_in_hand[event_id]
         self._slot_free.set()
 
     # -- handling ----------------------------------------------------------
@@ -565,10 +593,11 @@ class StreamConsumer:
                 try:
                     await self._run_handler(outcome, parsed)
                 except asyncio.CancelledError:
-                    self._release(entry_id)  # cut off at shutdown: stays pending, redelivered
+                    # cut off at shutdown: stays pending, redelivered
+                    self._release(entry_id, event_id)
                     raise
         self._record(outcome)
-        self._release(entry_id)
+        self._release(entry_id, event_id)
 
     async def _run_handler(self, outcome: _Outcome, event: CloudEvent) -> None:
         metric_type = outcome.event_type

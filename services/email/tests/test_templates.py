@@ -105,8 +105,11 @@ def test_a_subject_is_folded_onto_one_line_so_no_header_can_be_injected(tmp_path
 
 
 def test_the_raw_form_is_taken_as_given_without_templates() -> None:
-    request = SendEmail(to="ada@example.com", subject="Hello\nthere", text="Hi", html="<p>Hi</p>")
+    request = SendEmail(to="ada@example.com", subject="Hello there", text="Hi", html="<p>Hi</p>")
     assert TemplateRenderer(None).render(request) == Content("Hello there", "Hi", "<p>Hi</p>")
+    # a line break (or NUL) never reaches the header: the contract refuses it on the way in
+    with pytest.raises(ValueError, match="subject"):
+        SendEmail(to="ada@example.com", subject="Hello\nthere", text="Hi")
 
 
 def test_a_template_without_a_templates_directory_says_what_to_set() -> None:
