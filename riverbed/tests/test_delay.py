@@ -14,11 +14,13 @@ import redis.asyncio
 from prometheus_client import REGISTRY
 
 from riverbed import keys
+from riverbed.connection import connect
 from riverbed.consumer import Message
 from riverbed.delay import DelayStore
 from riverbed.errors import RetryLater
 from riverbed.monitor import StreamMonitor
 from riverbed.publisher import Publisher
+from riverbed.settings import RedisSettings
 from riverbed.testing import (
     TEST_TYPE,
     ConsumerFactory,
@@ -266,7 +268,7 @@ async def test_two_promoters_side_by_side_never_promote_an_item_twice(
 ) -> None:
     stream, total = f"t.{unique}", 5_000
     expected = await schedule_due(redis_client, stream, total)
-    others = redis.asyncio.Redis.from_url(redis_url)
+    others = connect(RedisSettings(url=redis_url))  # a cluster client on the cluster tier
 
     async def promote_all(client: redis.asyncio.Redis) -> int:
         store, moved = DelayStore(client, stream), 0
@@ -356,7 +358,7 @@ async def test_cancel_racing_promotion_either_cancels_or_delivers_once(
 ) -> None:
     stream, total = f"t.{unique}", 500
     expected = await schedule_due(redis_client, stream, total)
-    promoter_client = redis.asyncio.Redis.from_url(redis_url)
+    promoter_client = connect(RedisSettings(url=redis_url))
     store = DelayStore(redis_client, stream)
 
     async def promote_all() -> None:

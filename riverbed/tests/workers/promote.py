@@ -7,13 +7,13 @@ from __future__ import annotations
 import asyncio
 import os
 
-import redis.asyncio
-
+from riverbed.connection import connect
 from riverbed.delay import DelayStore
+from riverbed.settings import RedisSettings
 
 
 async def promote_forever() -> None:
-    client = redis.asyncio.Redis.from_url(os.environ["REDIS_URL"])
+    client = connect(RedisSettings())  # REDIS_URL, and REDIS_CLUSTER on the cluster tier
     store = DelayStore(client, os.environ["WORKER_STREAM"])
     batch = int(os.environ.get("WORKER_BATCH", "200"))
     print("promoting", flush=True)

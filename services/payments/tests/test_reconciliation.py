@@ -70,7 +70,7 @@ async def _completed(running: Any, report_id: str) -> dict[str, Any]:
 
 
 async def test_a_report_is_matched_classified_stored_and_its_findings_emitted(
-    start_service: Any, database: Any, redis_client: redis.asyncio.Redis
+    database: Any, start_service: Any, redis_client: redis.asyncio.Redis
 ) -> None:
     running = await start_service(database)
     await _ledger(running, redis_client)
@@ -242,8 +242,10 @@ async def test_the_sweep_resumes_a_report_left_unfinished(start_service: Any) ->
 
 
 async def test_a_line_cursor_outside_the_64_bit_row_ids_is_a_422_stating_the_range(
-    start_service: Any, database: Any
+    database: Any, start_service: Any
 ) -> None:
+    # `database` first: fixtures tear down in reverse, so the service (and the report job
+    # it is running) stops before the scratch schema is dropped
     running = await start_service(database)
     submitted = await running.client.post(
         "/v1/reconciliations",
