@@ -5,7 +5,7 @@ loopback port in a temp dir (``riverbed.testing.RedisServer``), stopped at exit.
 Either way a benchmark writes only keys of streams it named itself (a random
 token in every name) and deletes them when it is done with them.
 
-Output: one line per figure, in DESIGN.md's form, so that a script can read it:
+Output: one line per figure, in the form of docs/conventions.md, so a script can read it:
 ``bench <name>: <value> <unit>; baseline <baseline-name> <value> <unit>; ratio <x.xx>``
 """
 

@@ -1,7 +1,7 @@
 """Run every Riverbed benchmark: consume, publish (single, batched), delay store, gateway.
 
 Prints one line per figure on stdout, each with its baseline measured in the
-same run (DESIGN.md's form); notes for a human go to stderr. Nothing is
+same run (the form of docs/conventions.md); notes for a human go to stderr. Nothing is
 asserted: the figures are for reading. See bench/README.md.
 
     uv run --frozen python bench/run_all.py [--events N] [--repeat R] [--profile]

@@ -1,4 +1,4 @@
-"""The reliable consumer against a real Redis: every row of DESIGN.md's delivery table."""
+"""The reliable consumer against a real Redis: the rows of docs/delivery.md's table."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 The hot path reads batches (``XREADGROUP COUNT/BLOCK``) and gives every entry
 its own outcome; handlers run concurrently up to a bound, and outcomes are
 applied to Redis together (one script call acknowledges every success of a
-flush). What each row of DESIGN.md's delivery table becomes here:
+flush). What each row of docs/delivery.md's table becomes here:
 
 - a failed (or deferred) delivery is parked in the stream's delay store and
   acknowledged in one script; a promoter appends it again when due, as a new entry

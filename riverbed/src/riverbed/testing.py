@@ -1,4 +1,4 @@
-"""Pytest plugin: a real Redis for integration tests, provisioned as DESIGN.md says.
+"""Pytest plugin: a real Redis for integration tests, provisioned as docs/conventions.md says.
 
 Order: ``REDIS_URL`` if set; else a throwaway ``redis-server`` started on a free
 loopback port in a temp dir; else testcontainers when a Docker daemon answers;
