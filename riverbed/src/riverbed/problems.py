@@ -8,7 +8,7 @@ data). ``install`` makes every error an app can produce one of these documents.
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 import structlog
@@ -23,6 +23,40 @@ from starlette.routing import compile_path
 log = structlog.get_logger(__name__)
 
 PROBLEM_JSON: Final = "application/problem+json"
+
+
+def problem_schema(**extra_properties: dict[str, Any]) -> dict[str, Any]:
+    """The JSON Schema of a refusal (RFC 9457) as an OpenAPI document shows it: the four
+    standard members, field ``errors``, and any member a service adds (``extra_properties``)."""
+    return {
+        "type": "object",
+        "properties": {
+            "type": {"type": "string"},
+            "title": {"type": "string"},
+            "status": {"type": "integer"},
+            "detail": {"type": "string"},
+            "errors": {
+                "type": "array",
+                "items": {"type": "object"},
+                "description": "field errors: loc, msg, type",
+            },
+            **extra_properties,
+        },
+        "required": ["type", "title", "status", "detail"],
+    }
+
+
+def problem_responses(
+    when: Mapping[int, str], schema: Mapping[str, Any], *statuses: int
+) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries: each status answered with a problem document, described
+    by ``when[status]`` (when the API answers it)."""
+    return {
+        status: {"description": when[status], "content": {PROBLEM_JSON: {"schema": schema}}}
+        for status in statuses
+    }
+
+
 TYPE_BASE: Final = "https://riverbed.dev/problems/"
 
 

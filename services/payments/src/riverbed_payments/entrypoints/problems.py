@@ -10,29 +10,16 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
 from riverbed import problems
-from riverbed.problems import PROBLEM_JSON, Problem
+from riverbed.problems import Problem
 from riverbed_payments.domain.reconciliation import ReportError
 from riverbed_payments.service_layer.reconciliation import TooLarge
 
 __all__ = ["Problem", "install", "problem_responses"]
 
 #: the body of every refusal (RFC 9457), as the OpenAPI document shows it
-PROBLEM_SCHEMA: Final[dict[str, Any]] = {
-    "type": "object",
-    "properties": {
-        "type": {"type": "string"},
-        "title": {"type": "string"},
-        "status": {"type": "integer"},
-        "detail": {"type": "string"},
-        "errors": {
-            "type": "array",
-            "items": {"type": "object"},
-            "description": "field errors: loc, msg, type",
-        },
-        "line": {"type": "integer", "description": "the report's record refused (header: 1)"},
-    },
-    "required": ["type", "title", "status", "detail"],
-}
+PROBLEM_SCHEMA: Final = problems.problem_schema(
+    line={"type": "integer", "description": "the report's record refused (header: 1)"}
+)
 #: when the API answers each status
 WHEN: Final = {
     401: "no API key, or not PAYMENTS_API_KEY (the gateway's ingestion key is refused)",
@@ -48,10 +35,7 @@ WHEN: Final = {
 
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` entries: each status answered with a problem document."""
-    return {
-        status: {"description": WHEN[status], "content": {PROBLEM_JSON: {"schema": PROBLEM_SCHEMA}}}
-        for status in statuses
-    }
+    return problems.problem_responses(WHEN, PROBLEM_SCHEMA, *statuses)
 
 
 def install(app: FastAPI) -> None:

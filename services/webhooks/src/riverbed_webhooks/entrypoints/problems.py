@@ -10,27 +10,13 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
 from riverbed import problems
-from riverbed.problems import PROBLEM_JSON, Problem
+from riverbed.problems import Problem
 from riverbed_webhooks.service_layer.errors import Conflict, Invalid, NotFound
 
 __all__ = ["Problem", "install", "problem_responses"]
 
 #: the body of every refusal (RFC 9457), as the OpenAPI document shows it
-PROBLEM_SCHEMA: Final[dict[str, Any]] = {
-    "type": "object",
-    "properties": {
-        "type": {"type": "string"},
-        "title": {"type": "string"},
-        "status": {"type": "integer"},
-        "detail": {"type": "string"},
-        "errors": {
-            "type": "array",
-            "items": {"type": "object"},
-            "description": "field errors: loc, msg, type",
-        },
-    },
-    "required": ["type", "title", "status", "detail"],
-}
+PROBLEM_SCHEMA: Final = problems.problem_schema()
 #: when the API answers each status
 WHEN: Final = {
     400: "a body that cannot be read as text (not UTF-8)",
@@ -45,10 +31,7 @@ WHEN: Final = {
 
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` entries: each status answered with a problem document."""
-    return {
-        status: {"description": WHEN[status], "content": {PROBLEM_JSON: {"schema": PROBLEM_SCHEMA}}}
-        for status in statuses
-    }
+    return problems.problem_responses(WHEN, PROBLEM_SCHEMA, *statuses)
 
 
 def install(app: FastAPI) -> None:
