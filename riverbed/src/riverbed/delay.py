@@ -242,11 +242,20 @@ class DelayStore:
         """(items waiting, items already due, due time of the oldest due item in ms or None)."""
         current = now_ms()
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.zcard(self.delay_key)
-            pipe.zcount(self.delay_key, "-inf", current)
-            pipe.zrange(self.delay_key, 0, 0, withscores=True)
-            total, due, oldest = await pipe.execute()
-        oldest_due = int(oldest[0][1]) if oldest and oldest[0][1] <= current else None
+            self.queue_waiting(pipe, current)
+            return self.read_waiting(await pipe.execute(), current)
+
+    def queue_waiting(self, pipe: Any, current_ms: int) -> None:
+        """Queue :meth:`waiting`'s three reads on a caller's pipeline (one round trip)."""
+        pipe.zcard(self.delay_key)
+        pipe.zcount(self.delay_key, "-inf", current_ms)
+        pipe.zrange(self.delay_key, 0, 0, withscores=True)
+
+    @staticmethod
+    def read_waiting(replies: Sequence[Any], current_ms: int) -> tuple[int, int, int | None]:
+        """:meth:`waiting`'s answer from the three replies :meth:`queue_waiting` queued."""
+        total, due, oldest = replies[-3:]
+        oldest_due = int(oldest[0][1]) if oldest and oldest[0][1] <= current_ms else None
         return int(total), int(due), oldest_due
 
 

@@ -19,7 +19,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from riverbed import keys, metrics
 from riverbed.connection import Redis
-from riverbed.delay import DelayStore
+from riverbed.delay import DelayStore, now_ms
 from riverbed.settings import RetentionSettings
 
 log = structlog.get_logger(__name__)
@@ -80,13 +80,16 @@ class StreamMonitor:
 
     async def _sample_stream(self, stream: str) -> None:
         key = keys.stream_key(stream)
-        async with self.redis.pipeline(transaction=False) as pipe:
+        store, current_ms = DelayStore(self.redis, stream), now_ms()
+        async with self.redis.pipeline(transaction=False) as pipe:  # one round trip a stream
             pipe.xlen(key)
             pipe.xlen(keys.dead_letter_key(stream))
-            length, dead = await pipe.execute()
+            store.queue_waiting(pipe, current_ms)
+            replies = await pipe.execute()
+        length, dead = replies[0], replies[1]
         metrics.STREAM_LENGTH.labels(stream).set(length)
         metrics.DEAD_LETTER_DEPTH.labels(stream).set(dead)
-        waiting, due, oldest_due_ms = await DelayStore(self.redis, stream).waiting()
+        waiting, due, oldest_due_ms = store.read_waiting(replies, current_ms)
         metrics.DELAYED_WAITING.labels(stream).set(waiting)
         metrics.DELAYED_DUE.labels(stream).set(due)
         lag_s = 0.0 if oldest_due_ms is None else max(time.time() - oldest_due_ms / 1000, 0.0)
