@@ -252,6 +252,16 @@ BEYOND_THE_SCHEMA = {
 }
 
 
+def _value_at(body: object, loc: list[str | int]) -> object:
+    """The request body's value at a problem's error location (None when it is not there)."""
+    for part in loc:
+        try:
+            body = body[part]  # type: ignore[index]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return body
+
+
 def call_and_check(
     case: schemathesis.Case, served_gateway: ServedGateway, headers: dict[str, str] | None
 ) -> None:
@@ -268,6 +278,14 @@ def call_and_check(
         integral_float = reason == "invalid-event-data" and all(
             error["type"] == "int_type" for error in problem.get("errors", [])
         )
-        if reason in BEYOND_THE_SCHEMA or integral_float:
+        # a string ending in a line break, refused by a pattern ending in `$`: the generator
+        # reads `$` as Python does (it matches before a final "\n"); JSON Schema's reading
+        # (ECMA-262) and the contracts' both refuse it
+        trailing_newline = reason == "invalid-event-data" and all(
+            error["type"] == "string_pattern_mismatch"
+            and str(_value_at(case.body, error["loc"])).endswith("\n")
+            for error in problem.get("errors", [])
+        )
+        if reason in BEYOND_THE_SCHEMA or integral_float or trailing_newline:
             checks = [check for check in CHECKS if check is not positive_data_acceptance]
     case.validate_response(response, checks=checks, headers=headers)
