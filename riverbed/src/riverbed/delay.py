@@ -29,6 +29,7 @@ from typing import Any, Final, Literal
 
 from riverbed import keys, metrics, scripts
 from riverbed.connection import Redis
+from riverbed.entry_ids import as_text
 from riverbed.scripts import LuaScript
 from riverbed_contracts import CloudEvent
 
@@ -134,7 +135,7 @@ class DelayStore:
             keys=[self.stream_key, self.delay_key, self.items_key, self.meta_key],
             args=args,
         )
-        return {_text(entry_id) for entry_id in done}
+        return {as_text(entry_id) for entry_id in done}
 
     async def carry_over_legacy(self, group: str, batch: int = 500) -> int:
         """Move retries a version before the delay store scheduled into it; returns how many."""
@@ -207,7 +208,7 @@ class DelayStore:
             pipe.zscore(self.promoted_key, promoted_by(owner, event_id))
             raw, header, promoted = await pipe.execute()
         if raw is not None and header is not None:
-            *_, stored_owner, details = _text(header).split("\t", 4)
+            *_, stored_owner, details = as_text(header).split("\t", 4)
             if stored_owner != owner:
                 return None
             extra = json.loads(details)
@@ -232,7 +233,7 @@ class DelayStore:
             keys=[self.delay_key, self.items_key, self.meta_key, self.promoted_key],
             args=[event_member(event_id), owner, promoted_by(owner, event_id)],
         )
-        outcome = _text(result)
+        outcome = as_text(result)
         assert outcome in ("cancelled", "promoted", "missing")
         return outcome  # type: ignore[return-value]
 
@@ -257,7 +258,3 @@ class DelayStore:
         total, due, oldest = replies[-3:]
         oldest_due = int(oldest[0][1]) if oldest and oldest[0][1] <= current_ms else None
         return int(total), int(due), oldest_due
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

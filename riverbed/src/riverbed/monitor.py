@@ -1,9 +1,10 @@
 """Samples what Redis knows about our streams into gauges, and trims what all groups acked.
 
 Sampled on demand (every ``/metrics`` scrape, at most once per ``min_interval``),
-since Prometheus decides the pace. Lag that Redis reports as unknown (nil after
-deletions) is computed by counting the entries past the group's last delivered
-id when that is cheap, and otherwise left without a sample — never exported as 0.
+since Prometheus decides the pace. A group's lag, pending entries and oldest pending
+entry are read as the operator CLI reads them (:mod:`riverbed.consumer_groups`); a lag
+Redis cannot tell and that is too costly to count is left without a sample — never
+exported as 0.
 """
 
 from __future__ import annotations
@@ -19,29 +20,16 @@ from redis.asyncio.cluster import RedisCluster
 
 from riverbed import keys, metrics
 from riverbed.connection import Redis
+from riverbed.consumer_groups import LAG_COUNT_LIMIT, oldest_pending_id, read_group
 from riverbed.delay import DelayStore, now_ms
+from riverbed.entry_ids import as_text, id_order, next_id
 from riverbed.settings import RetentionSettings
 
 log = structlog.get_logger(__name__)
 
-#: counting entries past last-delivered-id costs O(n); give up beyond this many
-LAG_COUNT_LIMIT = 10_000
 #: one approximate XTRIM removes at most 100 macro nodes (10,000 entries with the default
 #: node size); a retention pass repeats it, up to this many times (10 million entries)
 TRIM_ROUNDS = 1_000
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _id_ms(entry_id: str) -> int:
-    return int(entry_id.split("-", 1)[0])
-
-
-def _next_id(entry_id: str) -> str:
-    ms, seq = entry_id.split("-", 1)
-    return f"{ms}-{int(seq) + 1}"
 
 
 class StreamMonitor:
@@ -100,33 +88,15 @@ class StreamMonitor:
             await self._sample_group(stream, key, group)
 
     async def _sample_group(self, stream: str, key: str, group: dict[Any, Any]) -> None:
-        name = _text(group["name"])
-        lag = group.get("lag")
-        if lag is None:
-            lag = await self._count_after(key, _text(group["last-delivered-id"]))
-        if lag is None:
+        state = await read_group(self.redis, key, group, lag_count_limit=self.lag_count_limit)
+        if state.lag is None:
             with contextlib.suppress(KeyError):  # no sample at all: "unknown", not 0
-                metrics.GROUP_LAG.remove(stream, name)
+                metrics.GROUP_LAG.remove(stream, state.name)
         else:
-            metrics.GROUP_LAG.labels(stream, name).set(int(lag))
-        metrics.GROUP_PENDING.labels(stream, name).set(int(group["pending"]))
-        age = 0.0
-        if group["pending"]:
-            summary = await self.redis.xpending(key, name)
-            oldest = summary.get("min")
-            if oldest:
-                age = max(time.time() - _id_ms(_text(oldest)) / 1000, 0.0)
-        metrics.OLDEST_PENDING_AGE.labels(stream, name).set(age)
-
-    async def _count_after(self, key: str, last_delivered: str) -> int | None:
-        """Entries after ``last_delivered``, when there are at most ``lag_count_limit`` of them."""
-        start = _next_id(last_delivered) if last_delivered != "0-0" else "-"
-        entries = (
-            await self.redis.xrange(key, min=start, max="+", count=self.lag_count_limit + 1) or []
-        )
-        if len(entries) > self.lag_count_limit:
-            return None
-        return len(entries)
+            metrics.GROUP_LAG.labels(stream, state.name).set(state.lag)
+        metrics.GROUP_PENDING.labels(stream, state.name).set(state.pending)
+        age = state.oldest_pending_age_s  # a gauge: nothing pending is age 0
+        metrics.OLDEST_PENDING_AGE.labels(stream, state.name).set(age or 0.0)
 
     async def trim_acknowledged(self, stream: str) -> int:
         """Trim entries every group has acknowledged (approximate MINID); returns entries removed.
@@ -141,12 +111,12 @@ class StreamMonitor:
             return 0
         safe: list[str] = []
         for group in groups:
-            safe.append(_next_id(_text(group["last-delivered-id"])))
+            safe.append(next_id(as_text(group["last-delivered-id"])))
             if group["pending"]:
-                summary = await self.redis.xpending(key, _text(group["name"]))
-                if summary.get("min"):
-                    safe.append(_text(summary["min"]))
-        minid = min(safe, key=lambda i: tuple(int(p) for p in i.split("-")))
+                oldest = await oldest_pending_id(self.redis, key, as_text(group["name"]))
+                if oldest:
+                    safe.append(oldest)
+        minid = min(safe, key=id_order)
         removed = await self._trim_to(key, minid)
         if removed:
             metrics.RETENTION_TRIMMED.labels(stream).inc(removed)

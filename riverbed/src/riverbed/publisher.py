@@ -20,6 +20,7 @@ from typing import Final
 from riverbed import keys, metrics
 from riverbed.connection import Redis
 from riverbed.delay import DelayStore
+from riverbed.entry_ids import as_text
 from riverbed.scripts import LuaScript
 from riverbed_contracts import ENTRY_FIELD, CloudEvent
 from riverbed_contracts.registry import get_spec
@@ -49,10 +50,6 @@ _WRITTEN: set[str] = set()
 def written_streams() -> frozenset[str]:
     """The logical streams this process has appended events to."""
     return frozenset(_WRITTEN)
-
-
-def _text(entry_id: bytes | str) -> str:
-    return entry_id.decode() if isinstance(entry_id, bytes) else entry_id
 
 
 class Publisher:
@@ -109,7 +106,7 @@ class Publisher:
         )
         metrics.PUBLISH_SECONDS.observe(time.perf_counter() - started)
         metrics.PUBLISHED.labels(target, event.type).inc()
-        return _text(entry_id)
+        return as_text(entry_id)
 
     async def publish_later(
         self,
@@ -169,7 +166,7 @@ class Publisher:
                 ],
             )
             for index, entry_id in zip(indexes, appended, strict=True):
-                entry_ids[index] = _text(entry_id)
+                entry_ids[index] = as_text(entry_id)
         metrics.PUBLISH_SECONDS.observe(time.perf_counter() - started)
         counts = Counter((target, events[i].type) for target, ix in by_stream.items() for i in ix)
         for (target, event_type), count in counts.items():
