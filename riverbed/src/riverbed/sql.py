@@ -1,4 +1,6 @@
-"""What services that own a SQL database share: UTC times, ids, migrations (``riverbed[sql]``).
+"""What services that own a SQL database share (``riverbed[sql]``): UTC times, ids, the
+database settings, migrations and what a service does with them at start-up and in its
+``migrate`` command.
 
 The transactional outbox they share is :mod:`riverbed.outbox`.
 
@@ -8,10 +10,13 @@ database (webhooks, payments) import this module.
 
 from __future__ import annotations
 
+import asyncio
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from alembic import command
@@ -19,11 +24,13 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from pydantic import Field, SecretStr
+from pydantic_settings import SettingsConfigDict
 from sqlalchemy import BigInteger, Connection, DateTime, Integer, MetaData, text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.types import TypeDecorator
 
+from riverbed.logging import configure_logging
 from riverbed.settings import ServiceSettings
 
 log = structlog.get_logger(__name__)
@@ -88,11 +95,14 @@ class Migrations:
 
     On PostgreSQL an advisory lock (``lock_key``, a constant unique to the service)
     serialises replicas that start together; SQLite's write lock does the same.
+    ``service`` (``"webhooks"``) names the service in messages: its ``riverbed-<service>
+    migrate`` command and its ``<SERVICE>_MIGRATE_ON_START`` variable.
     """
 
-    def __init__(self, directory: Path, *, lock_key: int) -> None:
+    def __init__(self, directory: Path, *, lock_key: int, service: str) -> None:
         self.directory = directory
         self.lock_key = lock_key
+        self.service = service
 
     def _config(self, connection: Connection | None = None) -> Config:
         config = Config()
@@ -135,16 +145,31 @@ class Migrations:
             )
 
 
+def database_url_field(default_file: str) -> Any:
+    """The ``database_url`` setting, by default the SQLite file ``default_file`` (relative to
+    the working directory): a service's settings declare
+    ``database_url: SecretStr = database_url_field("var/<service>/<service>.db")``."""
+    return Field(
+        default=SecretStr(sqlite_url(default_file)),
+        description="SQLAlchemy async URL: sqlite+aiosqlite:///path or postgresql+asyncpg://…",
+    )
+
+
 class DatabaseServiceSettings(ServiceSettings):
     """Settings every service that owns a database has (its own prefix still applies).
 
-    Subclasses set ``database_url``'s default (``<PREFIX>DATABASE_URL``).
+    Subclasses set ``database_url``'s default with :func:`database_url_field`
+    (``<PREFIX>DATABASE_URL``) and their ``env_prefix``:
+    ``model_config = SettingsConfigDict(env_prefix="WEBHOOKS_")``, merged with this one.
     """
 
-    database_url: SecretStr = Field(
-        default=SecretStr("sqlite+aiosqlite:///var/riverbed.db"),
-        description="SQLAlchemy async URL: sqlite+aiosqlite:///path or postgresql+asyncpg://…",
+    # hide_input_in_errors: a refused value may be a database URL with its password (or an
+    # admin key), and a settings error ends up in the start-up log
+    model_config = SettingsConfigDict(
+        extra="ignore", populate_by_name=True, hide_input_in_errors=True
     )
+
+    database_url: SecretStr = database_url_field("var/riverbed.db")
     database_schema: str | None = Field(
         default=None,
         pattern=r"^[a-z_][a-z0-9_]{0,62}$",
@@ -165,3 +190,64 @@ class DatabaseServiceSettings(ServiceSettings):
     outbox_max_backoff_s: float = Field(
         default=5.0, gt=0, description="longest wait between relay passes that fail, s"
     )
+
+
+class EngineFactory(Protocol):
+    """A service's ``create_engine``: the engine of ``url``, its tables in PostgreSQL schema
+    ``schema`` (None: the user's)."""
+
+    def __call__(self, url: str, *, schema: str | None = None) -> AsyncEngine: ...
+
+
+def create_engine_from(
+    settings: DatabaseServiceSettings, create_engine: EngineFactory
+) -> AsyncEngine:
+    """The engine of the database ``settings`` name (``database_url``, ``database_schema``)."""
+    return create_engine(settings.database_url.get_secret_value(), schema=settings.database_schema)
+
+
+async def prepare_database(
+    engine: AsyncEngine, migrations: Migrations, *, migrate_on_start: bool
+) -> str | None:
+    """Make the database fit to serve at start-up; returns the revision it is at.
+
+    ``migrate_on_start``: apply the pending migrations. Otherwise an operator migrates
+    (``riverbed-<service> migrate``) before the rollout, and a database at another revision
+    than the code's head is refused (RuntimeError) rather than served with the wrong schema.
+    """
+    if migrate_on_start:
+        return await migrations.upgrade(engine)
+    current, head = await migrations.current_revision(engine), migrations.head_revision()
+    if current != head:
+        service = migrations.service
+        raise RuntimeError(
+            f"the {service} database is at revision {current}, the code needs {head}: "
+            f"run `riverbed-{service} migrate` (or set {service.upper()}_MIGRATE_ON_START=true)"
+        )
+    return current
+
+
+@asynccontextmanager
+async def prepared_database(
+    settings: DatabaseServiceSettings, migrations: Migrations, create_engine: EngineFactory
+) -> AsyncIterator[AsyncEngine]:
+    """The service's engine for the length of the block (a lifespan), the database
+    prepared by :func:`prepare_database`; disposed of on the way out, however it is left."""
+    engine = create_engine_from(settings, create_engine)
+    try:
+        await prepare_database(engine, migrations, migrate_on_start=settings.migrate_on_start)
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+def migrate(
+    settings: DatabaseServiceSettings, migrations: Migrations, create_engine: EngineFactory
+) -> int:
+    """The ``riverbed-<service> migrate`` command: apply the pending migrations, print the
+    revision the database is at; returns the exit status (0)."""
+    configure_logging(settings.log_level, settings.log_format, service=settings.service_name)
+    engine = create_engine_from(settings, create_engine)
+    revision = asyncio.run(migrations.upgrade_and_close(engine))
+    print(f"{migrations.service} database at revision {revision}")
+    return 0

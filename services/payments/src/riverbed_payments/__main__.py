@@ -12,8 +12,8 @@ import asyncio
 import sys
 from pathlib import Path
 
-from riverbed.logging import configure_logging
-from riverbed_payments.adapters import migrate
+from riverbed import sql
+from riverbed_payments.adapters.migrate import MIGRATIONS
 from riverbed_payments.adapters.sql import create_engine
 from riverbed_payments.bootstrap import PaymentsService, create_service
 from riverbed_payments.entrypoints.cli import reconcile
@@ -39,13 +39,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     settings = PaymentsSettings()
     if args.command == "migrate":
-        configure_logging(settings.log_level, settings.log_format, service=settings.service_name)
-        engine = create_engine(
-            settings.database_url.get_secret_value(), schema=settings.database_schema
-        )
-        revision = asyncio.run(migrate.MIGRATIONS.upgrade_and_close(engine))
-        print(f"payments database at revision {revision}")
-        sys.exit(0)
+        sys.exit(sql.migrate(settings, MIGRATIONS, create_engine))
     if args.command == "reconcile":
         if not args.file.is_file():
             parser.error(f"{args.file} is not a file")

@@ -19,7 +19,7 @@ import structlog
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from riverbed import keys
+from riverbed_payments import keys
 from riverbed.connection import Redis
 from riverbed.consumer import Message
 from riverbed.lease import LeaseLost, run_exclusively
@@ -27,6 +27,7 @@ from riverbed.outbox import OutboxRelay
 from riverbed.publisher import Publisher
 from riverbed.service import Service, cancel_tasks, every
 from riverbed.settings import ConsumerSettings, RedisSettings
+from riverbed.sql import prepare_database
 from riverbed_payments.adapters import migrate
 from riverbed_payments.adapters.reports import SqlReports
 from riverbed_payments.adapters.sql import READ_ONLY, SqlLedger, create_engine
@@ -198,15 +199,9 @@ class PaymentsService(Service):
                 container.jobs.start(report_id)
 
     async def _prepare_database(self, engine: AsyncEngine) -> None:
-        if self.payments.migrate_on_start:
-            await migrate.upgrade(engine)
-            return
-        current, head = await migrate.current_revision(engine), migrate.head_revision()
-        if current != head:
-            raise RuntimeError(
-                f"the payments database is at revision {current}, the code needs {head}: "
-                "run `riverbed-payments migrate` (or set PAYMENTS_MIGRATE_ON_START=true)"
-            )
+        await prepare_database(
+            engine, migrate.MIGRATIONS, migrate_on_start=self.payments.migrate_on_start
+        )
 
     def _wire(self, engine: AsyncEngine) -> Container:
         """Build the use cases on the open resources (no I/O here)."""

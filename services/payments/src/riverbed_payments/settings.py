@@ -12,7 +12,7 @@ import os
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from riverbed.sql import DatabaseServiceSettings
+from riverbed.sql import DatabaseServiceSettings, database_url_field
 
 #: the streams the ledger consumes
 INBOUND_STREAMS = (
@@ -41,20 +41,14 @@ def admin_key(value: SecretStr | None, setting: str) -> SecretStr | None:
 
 
 class PaymentsSettings(DatabaseServiceSettings):
-    # hide_input_in_errors: a refused value may be a key or a database URL with its password,
-    # and a settings error ends up in the start-up log
-    model_config = SettingsConfigDict(
-        env_prefix="PAYMENTS_", extra="ignore", populate_by_name=True, hide_input_in_errors=True
-    )
+    # the rest of the configuration (errors never show the values) is DatabaseServiceSettings'
+    model_config = SettingsConfigDict(env_prefix="PAYMENTS_")
 
     service_name: str = "payments"
     port: int = 8003
 
     # -- storage -------------------------------------------------------------------
-    database_url: SecretStr = Field(
-        default=SecretStr("sqlite+aiosqlite:///var/payments/payments.db"),
-        description="SQLAlchemy async URL: sqlite+aiosqlite:///path or postgresql+asyncpg://…",
-    )
+    database_url: SecretStr = database_url_field("var/payments/payments.db")
 
     # -- API ---------------------------------------------------------------------------
     # an admin key of its own, never the gateway's ingestion key (RIVERBED_API_KEY): the API

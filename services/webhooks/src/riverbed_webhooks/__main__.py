@@ -7,11 +7,10 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 
-from riverbed.logging import configure_logging
-from riverbed_webhooks.adapters import migrate
+from riverbed import sql
+from riverbed_webhooks.adapters.migrate import MIGRATIONS
 from riverbed_webhooks.adapters.sql import create_engine
 from riverbed_webhooks.bootstrap import WebhooksService, create_service
 from riverbed_webhooks.settings import WebhooksSettings
@@ -27,13 +26,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     settings = WebhooksSettings()
     if args.command == "migrate":
-        configure_logging(settings.log_level, settings.log_format, service=settings.service_name)
-        engine = create_engine(
-            settings.database_url.get_secret_value(), schema=settings.database_schema
-        )
-        revision = asyncio.run(migrate.MIGRATIONS.upgrade_and_close(engine))
-        print(f"webhooks database at revision {revision}")
-        sys.exit(0)
+        sys.exit(sql.migrate(settings, MIGRATIONS, create_engine))
     service: WebhooksService = create_service(settings)
     service.run()
 

@@ -28,6 +28,7 @@ from riverbed.errors import PermanentError
 from riverbed.outbox import OutboxRelay
 from riverbed.service import Service, cancel_tasks, every
 from riverbed.settings import ConsumerSettings, RedisSettings
+from riverbed.sql import prepare_database
 from riverbed_contracts import CloudEvent, DeliverWebhook
 from riverbed_contracts.registry import get_spec
 from riverbed_webhooks import metrics
@@ -209,15 +210,9 @@ class WebhooksService(Service):
         self._wired.clear()
 
     async def _prepare_database(self, engine: AsyncEngine) -> None:
-        if self.webhooks.migrate_on_start:
-            await migrate.upgrade(engine)
-            return
-        current, head = await migrate.current_revision(engine), migrate.head_revision()
-        if current != head:
-            raise RuntimeError(
-                f"the webhooks database is at revision {current}, the code needs {head}: "
-                "run `riverbed-webhooks migrate` (or set WEBHOOKS_MIGRATE_ON_START=true)"
-            )
+        await prepare_database(
+            engine, migrate.MIGRATIONS, migrate_on_start=self.webhooks.migrate_on_start
+        )
 
     def _wire(self, engine: AsyncEngine, sender: AiohttpSender) -> Container:
         """Build the use cases on the open resources (no I/O here)."""

@@ -13,7 +13,7 @@ from datetime import timedelta
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from riverbed.sql import DatabaseServiceSettings
+from riverbed.sql import DatabaseServiceSettings, database_url_field
 from riverbed_webhooks.domain.addresses import AddressPolicy, parse_networks
 from riverbed_webhooks.domain.retry import STANDARD_SCHEDULE_MS, RetrySchedule
 
@@ -34,20 +34,14 @@ def admin_key(value: SecretStr | None, setting: str) -> SecretStr | None:
 
 
 class WebhooksSettings(DatabaseServiceSettings):
-    # hide_input_in_errors: a refused value may be a key or a database URL with its password,
-    # and a settings error ends up in the start-up log
-    model_config = SettingsConfigDict(
-        env_prefix="WEBHOOKS_", extra="ignore", populate_by_name=True, hide_input_in_errors=True
-    )
+    # the rest of the configuration (errors never show the values) is DatabaseServiceSettings'
+    model_config = SettingsConfigDict(env_prefix="WEBHOOKS_")
 
     service_name: str = "webhooks"
     port: int = 8002
 
     # -- storage -------------------------------------------------------------------
-    database_url: SecretStr = Field(
-        default=SecretStr("sqlite+aiosqlite:///var/webhooks/webhooks.db"),
-        description="SQLAlchemy async URL: sqlite+aiosqlite:///path or postgresql+asyncpg://…",
-    )
+    database_url: SecretStr = database_url_field("var/webhooks/webhooks.db")
 
     # -- management API ----------------------------------------------------------
     # an admin key of its own, never the gateway's ingestion key (RIVERBED_API_KEY): the API

@@ -1,10 +1,6 @@
-"""Bring the database to the latest schema with the service's Alembic migrations.
-
-Run at start-up (``WEBHOOKS_MIGRATE_ON_START=true``, the default) or by an
-operator (``riverbed-webhooks migrate``) before a rollout that turns start-up
-migrations off. On PostgreSQL an advisory lock serialises replicas that start
-together; SQLite's write lock does the same for a file.
-"""
+"""The webhooks database's Alembic migrations (``migrations/``), as a
+:class:`riverbed.sql.Migrations`: applied at start-up unless
+``WEBHOOKS_MIGRATE_ON_START=false``, else by ``riverbed-webhooks migrate``."""
 
 from __future__ import annotations
 
@@ -13,12 +9,12 @@ from typing import Final
 
 from riverbed.sql import Migrations
 
-#: the advisory-lock key is any constant unique to this service's migrations
 MIGRATIONS: Final = Migrations(
     Path(__file__).with_name("migrations"),
-    lock_key=0x5742_484B,  # "WBHK"
+    lock_key=0x5742_484B,  # "WBHK": any constant no other service's migrations lock
+    service="webhooks",
 )
 
-head_revision = MIGRATIONS.head_revision
-upgrade = MIGRATIONS.upgrade
+# what the tests call
+head_revision, upgrade = MIGRATIONS.head_revision, MIGRATIONS.upgrade
 current_revision = MIGRATIONS.current_revision
