@@ -75,6 +75,7 @@ from _common import (
 from riverbed import eventloop, keys
 from riverbed.testing import TEST_STREAM, free_port
 from riverbed_contracts import CloudEvent
+from riverbed_gateway.keys import rate_limit_key
 
 SINGLE_CONCURRENCY = 32  # requests (or baseline XADDs) in flight
 BATCH_CONCURRENCY = 16  # batch requests (or baseline pipelines) in flight
@@ -416,7 +417,7 @@ class GatewaySide:
             await self.monitor.xdel(GATEWAY_STREAM_KEY, *entry_ids[start : start + 1_000])
 
     async def finish(self) -> None:
-        await self.monitor.unlink(keys.rate_limit_key(self.gateway.key_name))
+        await self.monitor.unlink(rate_limit_key(self.gateway.key_name))
 
 
 async def _local_redis_pid(client: RawRedis) -> int | None:

@@ -34,3 +34,18 @@ def test_the_logical_stream_can_be_read_back_from_a_key() -> None:
 def test_stream_names_that_would_break_the_key_layout_are_refused(bad: str) -> None:
     with pytest.raises(ValueError, match="invalid logical stream name"):
         keys.stream_key(bad)
+
+
+def test_an_owner_key_starts_with_its_prefix_and_carries_its_hash_tag() -> None:
+    prefix = keys.owner_prefix("email")
+    assert prefix == "rb:email:"
+    assert keys.owned_key(prefix, "rate", keys.hash_tag("example.org")) == (
+        "rb:email:rate:{example.org}"
+    )
+    assert _slot_tag(keys.owned_key(prefix, "idem", keys.hash_tag("a"), "b")) == "a"
+
+
+@pytest.mark.parametrize("bad", ["", "Email", "a:b", "a{b", "cache", "schedules", "schedulesx"])
+def test_owner_names_that_would_overlap_another_owners_keys_are_refused(bad: str) -> None:
+    with pytest.raises(ValueError, match="invalid key owner"):
+        keys.owner_prefix(bad)

@@ -1,4 +1,4 @@
-"""Every Redis key Riverbed uses, built in this one module.
+"""The runtime's Redis keys, and the helpers every service builds its own keys with.
 
 All keys of one logical stream share the hash tag ``{<stream>}`` so that the
 stream, its dead-letter stream, its retry schedule and its idempotency keys
@@ -22,11 +22,54 @@ Layout (``<s>`` is a logical stream name such as ``email.requested``):
 - ``rb:schedules``                    hash: schedule name -> logical stream (the index; no TTL)
 - ``rb:cache:{<ns>}:v``               namespace version counter (no TTL; one per namespace)
 - ``rb:cache:{<ns>}:<version>:<key>`` cache entry (always a TTL)
+- ``rb:cache:{<ns>}:lease:<version>:<key>`` fill lease of a cache entry (always a TTL)
+
+A service's own keys (its API keys, send markers, leases…) are named in that service's
+``keys`` module, under ``rb:<service>:`` (:func:`owner_prefix`), built with
+:func:`owned_key` and :func:`hash_tag`; the runtime names none of them. Owners never share a
+prefix, so a SCAN or an ACL pattern of one owner never reaches another's keys
+(``tests/test_key_ownership.py`` checks every owner's prefixes).
 """
 
 from __future__ import annotations
 
+import re
+
 PREFIX = "rb"
+
+#: where every key the runtime itself writes starts: a stream family (its hash tag comes
+#: first), the cache, the schedule index
+RUNTIME_KEY_PREFIXES = (f"{PREFIX}:{{", f"{PREFIX}:cache:", f"{PREFIX}:schedules")
+
+_OWNER_NAME = re.compile(r"[a-z][a-z0-9-]*")
+
+
+def owner_prefix(owner: str) -> str:
+    """``rb:<owner>:``, where every key of one owner (a service) starts.
+
+    Refuses a name the runtime's keys would overlap (``cache``, ``schedules``…) or one
+    that would put a separator or hash tag in the prefix.
+    """
+    prefix = f"{PREFIX}:{owner}:"
+    if not _OWNER_NAME.fullmatch(owner) or any(
+        prefix.startswith(own) or own.startswith(prefix) for own in RUNTIME_KEY_PREFIXES
+    ):
+        raise ValueError(
+            f"invalid key owner {owner!r}: use a lowercase service name such as 'email' "
+            "that no runtime key starts with"
+        )
+    return prefix
+
+
+def owned_key(prefix: str, *parts: str) -> str:
+    """An owner's key: its prefix (:func:`owner_prefix`) then ``parts`` joined by ``:``."""
+    return prefix + ":".join(parts)
+
+
+def hash_tag(value: str) -> str:
+    """``{value}``: the part of a key Redis Cluster hashes. Keys with the same tag share a
+    slot, so one script or MULTI may use them together (a key has one tag, its first)."""
+    return f"{{{value}}}"
 
 
 def _tag(stream: str) -> str:
@@ -126,98 +169,6 @@ def cache_lease_key(namespace: str, version: int, key: str) -> str:
     are integers), so it never collides with an entry key.
     """
     return f"{PREFIX}:cache:{{{namespace}}}:lease:{version}:{key}"
-
-
-# -- gateway ----------------------------------------------------------------------
-# The gateway's keys are per API key or per request, not per stream: they get their
-# own hash tags, and are never used in one script with a stream.
-
-
-def api_keys_key() -> str:
-    """Hash: sha256 of an API key (hex) -> JSON {name, scopes, created_at}. No TTL."""
-    return f"{PREFIX}:gateway:api-keys"
-
-
-def request_idempotency_key(api_key_name: str, idempotency_key: str) -> str:
-    """JSON record of one idempotent request (TTL: the idempotency window, 24 h default)."""
-    return f"{PREFIX}:gateway:idem:{{{api_key_name}}}:{idempotency_key}"
-
-
-def rate_limit_key(api_key_name: str) -> str:
-    """GCRA state of one API key: its theoretical arrival time (TTL: one burst period)."""
-    return f"{PREFIX}:gateway:rate:{{{api_key_name}}}"
-
-
-def inbound_event_key(provider: str, provider_event_id: str) -> str:
-    """Marker of a provider webhook event already published (TTL: the dedup window)."""
-    return f"{PREFIX}:gateway:inbound:{{{provider}}}:{provider_event_id}"
-
-
-# -- email ------------------------------------------------------------------------
-# The email service's keys are per address, per event or per recipient domain. A domain's
-# rate and slow-down keys share the domain as hash tag, so one script may use both.
-
-
-def email_suppression_key() -> str:
-    """Hash: lowercased address -> JSON {reason, smtp_code, event_id, at_ms}. No TTL.
-
-    Shared by every email replica; checked before each send, listed and edited by
-    ``riverbed-email suppressions``. Entries stay until an operator removes them.
-    """
-    return f"{PREFIX}:email:suppressed"
-
-
-def email_sent_key(event_id: str) -> str:
-    """Marker of an email the SMTP server accepted, by request event id (TTL: 7 d default).
-
-    JSON {message_id, attempts, at_ms}, written with SET NX as the send completes, so
-    that a redelivered request is not sent twice.
-    """
-    return f"{PREFIX}:email:sent:{event_id}"
-
-
-def email_failed_key(event_id: str) -> str:
-    """Record of a request the email service gave up, by request event id (TTL: as the sent
-    marker's). JSON {kind, reason, permanent, smtp_code, attempts, at_ms}, written with SET NX
-    before ``email.failed`` is published, so a redelivery publishes that same event again
-    instead of trying the relay again."""
-    return f"{PREFIX}:email:failed:{event_id}"
-
-
-def email_sending_key(event_id: str) -> str:
-    """Lease of the email replica sending a request, by request event id (PX: the lease,
-    ``EMAIL_SEND_LEASE_S``). Its holder's token, taken before the relay is contacted and
-    released once the outcome is recorded, so another replica handed the same request
-    meanwhile waits instead of sending it too."""
-    return f"{PREFIX}:email:sending:{event_id}"
-
-
-def email_domain_rate_key(domain: str) -> str:
-    """GCRA state of one recipient domain: its theoretical arrival time, µs (TTL: one burst)."""
-    return f"{PREFIX}:email:rate:{{{domain}}}"
-
-
-def email_domain_slowdown_key(domain: str) -> str:
-    """Slow-down level of a domain that answered 421/450/451/452 (integer; TTL: the window)."""
-    return f"{PREFIX}:email:slow:{{{domain}}}"
-
-
-# -- payments ---------------------------------------------------------------------
-
-
-def reconciliation_lease_key(report_id: str) -> str:
-    """Lease of the replica matching a settlement report (token; TTL: the lease, renewed)."""
-    return f"{PREFIX}:payments:reconciliation:{report_id}:lease"
-
-
-# -- webhooks ---------------------------------------------------------------------
-# Per subscriber endpoint, not per stream: each endpoint is its own hash tag.
-
-
-def webhook_rate_limit_key(endpoint_id: str) -> str:
-    """GCRA state of one webhook endpoint's rate limit: its theoretical arrival time (ms since
-    the epoch, Redis clock). TTL: until the state no longer limits anything (at most ~1 s)."""
-    return f"{PREFIX}:webhooks:rate:{{{endpoint_id}}}"
 
 
 # -- schedules --------------------------------------------------------------------

@@ -11,9 +11,8 @@ from typing import Any
 
 import pytest
 
-from riverbed import keys
 from riverbed.testing import sync_redis_client
-from riverbed_email import cli
+from riverbed_email import cli, keys
 
 pytestmark = pytest.mark.integration
 

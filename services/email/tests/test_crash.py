@@ -18,6 +18,7 @@ from riverbed_contracts import CloudEvent, event_from_entry
 from riverbed_contracts.email import SendEmail
 from riverbed_contracts.registry import new_event
 from riverbed_email.delivery import outcome_event_id
+from riverbed_email.keys import email_sent_key
 from riverbed_email.testing import ScriptedSmtpServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault]
@@ -82,7 +83,7 @@ async def kill_after_acceptance_and_restart(
 
     await wait_for(pause_file.exists, timeout=30, what="the victim to send and pause")
     assert len(smtp_server.messages_to(to)) == 1, "the relay has the mail"
-    assert await redis_client.exists(keys.email_sent_key(request.id)), "…the send is recorded"
+    assert await redis_client.exists(email_sent_key(request.id)), "…the send is recorded"
     pending = await redis_client.xpending(keys.stream_key(stream), "email")
     assert int(pending["pending"]) == 1, "…and the request is not acknowledged"
 

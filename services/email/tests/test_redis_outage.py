@@ -37,6 +37,7 @@ from riverbed_contracts.registry import new_event
 from riverbed_email.bootstrap import create_service
 from riverbed_email.compose import OutgoingEmail, message_id_for
 from riverbed_email.delivery import outcome_event_id
+from riverbed_email.keys import email_sent_key
 from riverbed_email.outcomes import SmtpResult
 from riverbed_email.smtp import SmtpSender
 from riverbed_email.store import RedisSendLedger
@@ -207,7 +208,7 @@ async def test_a_redis_restart_while_the_relay_accepts_sends_every_request_exact
     sent = await outcomes(client, "email.sent", requests)
     assert {e.id for e in sent} == {outcome_event_id(r.id, "sent") for r in requests}
     for request in requests:  # the markers outlived the restart
-        assert await client.exists(keys.email_sent_key(request.id))
+        assert await client.exists(email_sent_key(request.id))
     assert await client.xlen(keys.dead_letter_key(services.stream)) == 0
 
 

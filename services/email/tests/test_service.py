@@ -22,6 +22,7 @@ from riverbed.testing import wait_for
 from riverbed_contracts import CloudEvent, event_from_entry
 from riverbed_contracts.email import SendEmail
 from riverbed_contracts.registry import new_event
+from riverbed_email.keys import email_domain_slowdown_key, email_suppression_key
 from riverbed_email.testing import ScriptedSmtpServer
 
 from .conftest import ServiceFactory, settings_for
@@ -88,7 +89,7 @@ async def harness(
     running = Harness(redis_client, smtp_server, unique)
     yield running
     if running.addresses:
-        await redis_client.hdel(keys.email_suppression_key(), *running.addresses)
+        await redis_client.hdel(email_suppression_key(), *running.addresses)
 
 
 async def start(
@@ -157,7 +158,7 @@ async def test_a_greylisted_request_is_retried_on_the_schedule_until_accepted(
     assert await harness.dead_letters() == []
     retried = sample("riverbed_email_retried_total", domain="other", reason="smtp_4xx")
     assert retried == retried_before + 2
-    assert await harness.redis.get(keys.email_domain_slowdown_key(domain)) == b"2"
+    assert await harness.redis.get(email_domain_slowdown_key(domain)) == b"2"
 
 
 async def test_a_dropped_connection_is_retried_and_the_mail_then_sent(
@@ -194,7 +195,7 @@ async def test_a_550_is_dead_lettered_the_address_suppressed_and_email_failed_pu
     assert (dead["reason"], dead["error_type"]) == ("permanent", "PermanentError")
     assert "550 5.1.1" in dead["error_message"]
     assert json.loads(dead["event"])["id"] == request.id
-    suppression = await harness.redis.hget(keys.email_suppression_key(), to.lower())
+    suppression = await harness.redis.hget(email_suppression_key(), to.lower())
     assert suppression is not None
     assert json.loads(suppression)["smtp_code"] == 550
 
@@ -227,7 +228,7 @@ async def test_a_request_deferred_on_every_attempt_is_given_up_with_email_failed
     assert (dead["reason"], dead["error_type"]) == ("permanent", "AttemptsExhausted")
     assert dead["error_message"].startswith("gave up after 3 attempts: 451")
     assert harness.server.attempts[to.lower()] == 3
-    assert await harness.redis.hget(keys.email_suppression_key(), to.lower()) is None
+    assert await harness.redis.hget(email_suppression_key(), to.lower()) is None
 
 
 async def test_a_burst_to_one_throttled_domain_is_all_sent_without_using_up_attempts(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import redis.asyncio
 
-from riverbed import keys
+from riverbed_email import keys
 from riverbed_email.ports import FailedRecord, SentRecord, Suppression
 from riverbed_email.store import RedisDomainThrottle, RedisSendLedger, RedisSuppressionList
 

@@ -16,6 +16,7 @@ from riverbed.testing import RedisServer, free_port, sync_redis_client
 from riverbed_gateway.app import create_gateway
 from riverbed_gateway.auth import PUBLIC_TYPES, KeyConfigurationError, KeyStore, hash_key
 from riverbed_gateway.cli import main
+from riverbed_gateway.keys import api_keys_key, rate_limit_key
 from riverbed_gateway.settings import GatewaySettings
 
 pytestmark = pytest.mark.integration
@@ -46,7 +47,7 @@ def test_cli_creates_lists_and_revokes_keys_storing_only_hashes(
     presented = capsys.readouterr().out.strip()
     assert presented.startswith("rbk_")
 
-    stored = sync_redis_client(own_env).hgetall(keys.api_keys_key())
+    stored = sync_redis_client(own_env).hgetall(api_keys_key())
     assert list(stored) == [hash_key(presented).encode()]
     assert presented not in json.dumps({k.decode(): v.decode() for k, v in stored.items()})
 
@@ -60,7 +61,7 @@ def test_cli_creates_lists_and_revokes_keys_storing_only_hashes(
     assert "exists" in capsys.readouterr().err
 
     assert main(["keys", "revoke", "ci-bot"]) == 0
-    assert sync_redis_client(own_env).hlen(keys.api_keys_key()) == 0
+    assert sync_redis_client(own_env).hlen(api_keys_key()) == 0
     assert main(["keys", "revoke", "ci-bot"]) == 1
 
 
@@ -78,7 +79,7 @@ def test_cli_refuses_a_key_without_scopes_saying_which_exist(
     for scope in ("'*'", "'payment.*'", "'email.*'", *(repr(t) for t in PUBLIC_TYPES)):
         assert scope in said
     assert "webhook" not in said, "no internal type is offered"
-    assert sync_redis_client(own_env).hlen(keys.api_keys_key()) == 0
+    assert sync_redis_client(own_env).hlen(api_keys_key()) == 0
 
 
 @pytest.mark.parametrize(
@@ -91,7 +92,7 @@ def test_cli_refuses_a_scope_no_public_type_matches(
     said = capsys.readouterr().err
     assert f"{scope!r} matches no public event type" in said
     assert "'payment.*'" in said, "the scopes that exist are listed"
-    assert sync_redis_client(own_env).hlen(keys.api_keys_key()) == 0
+    assert sync_redis_client(own_env).hlen(api_keys_key()) == 0
 
 
 def test_cli_refuses_the_name_of_a_configured_key(
@@ -102,7 +103,7 @@ def test_cli_refuses_the_name_of_a_configured_key(
     monkeypatch.setenv("GATEWAY_API_KEYS", json.dumps([{"name": "billing", "key": "b-secret"}]))
     assert main(["keys", "create", "billing", "--scope", "payment.*"]) == 1
     assert "GATEWAY_API_KEYS" in capsys.readouterr().err
-    assert sync_redis_client(own_env).hlen(keys.api_keys_key()) == 0
+    assert sync_redis_client(own_env).hlen(api_keys_key()) == 0
 
 
 @pytest.mark.parametrize(
@@ -181,7 +182,7 @@ async def test_a_key_in_redis_with_a_configured_name_stops_the_gateway_at_start_
     client = sync_redis_client(own_redis.url)
     # as an older CLI could have stored it, before it checked configured names
     client.hset(
-        keys.api_keys_key(),
+        api_keys_key(),
         hash_key("stored-secret"),
         json.dumps({"name": "mailer", "scopes": ["*"]}),
     )
@@ -190,7 +191,7 @@ async def test_a_key_in_redis_with_a_configured_name_stops_the_gateway_at_start_
         await service.start()
     assert service.stopped.is_set(), "what start() opened is closed again"
 
-    client.hdel(keys.api_keys_key(), hash_key("stored-secret"))
+    client.hdel(api_keys_key(), hash_key("stored-secret"))
     service = create_gateway(settings, redis_settings=RedisSettings(url=own_redis.url))
     await service.start()
     await service.stop()
@@ -249,7 +250,7 @@ async def test_a_key_stored_before_key_ids_gets_one_from_its_name(start_gateway:
     name = f"legacy-{uuid.uuid4().hex[:8]}"
     secret = f"rbk_{uuid.uuid4().hex}"
     await service.redis.hset(
-        keys.api_keys_key(), hash_key(secret), json.dumps({"name": name, "scopes": ["email.*"]})
+        api_keys_key(), hash_key(secret), json.dumps({"name": name, "scopes": ["email.*"]})
     )
     try:
         response = await http.post(
@@ -265,5 +266,5 @@ async def test_a_key_stored_before_key_ids_gets_one_from_its_name(start_gateway:
             f"urn:riverbed:gateway:stored:{name}"
         )
     finally:
-        await service.redis.hdel(keys.api_keys_key(), hash_key(secret))
-        await service.redis.delete(keys.rate_limit_key(f"stored:{name}"))
+        await service.redis.hdel(api_keys_key(), hash_key(secret))
+        await service.redis.delete(rate_limit_key(f"stored:{name}"))

@@ -25,6 +25,7 @@ from riverbed.service import Service
 from riverbed.settings import RedisSettings
 from riverbed.testing import RedisServer, wait_for
 from riverbed_gateway.app import create_gateway
+from riverbed_gateway.keys import request_idempotency_key
 from riverbed_gateway.settings import GatewaySettings
 
 pytestmark = pytest.mark.integration
@@ -321,7 +322,7 @@ async def test_a_replayed_idempotency_key_answers_the_same_and_keeps_nothing_twi
 
     # past the idempotency window the same request derives the same ids: the delay store
     # keeps each once and the answer gives the time they wait for (the relative delay too)
-    await redis_client.delete(keys.request_idempotency_key(alice.owner, headers["Idempotency-Key"]))
+    await redis_client.delete(request_idempotency_key(alice.owner, headers["Idempotency-Key"]))
     late = await alice.post_batch(events, **headers)
     assert "idempotent-replayed" not in late.headers
     first_items, late_items = first.json()["events"], late.json()["events"]

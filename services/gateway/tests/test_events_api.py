@@ -12,6 +12,7 @@ import redis.asyncio
 
 from riverbed import keys
 from riverbed.service import Service
+from riverbed_gateway.keys import request_idempotency_key
 
 pytestmark = pytest.mark.integration
 
@@ -193,9 +194,7 @@ async def test_same_idempotency_key_while_the_first_is_in_flight_is_409(
     from riverbed_gateway.idempotency import fingerprint
 
     record = {"state": "in_flight", "fingerprint": fingerprint("POST", "/v1/events", body)}
-    await redis_client.set(
-        keys.request_idempotency_key("local", key), json.dumps(record), px=30_000
-    )
+    await redis_client.set(request_idempotency_key("local", key), json.dumps(record), px=30_000)
     response = await http.post(
         "/v1/events",
         content=body,

@@ -23,6 +23,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from riverbed import keys
 from riverbed.publisher import Publisher
 from riverbed.service import Service
+from riverbed_gateway.keys import inbound_event_key
 
 pytestmark = pytest.mark.integration
 
@@ -330,7 +331,7 @@ async def test_a_replayed_provider_event_is_200_duplicate_and_published_once(
         "provider_event_id": event["id"],
     }
     assert await length(redis_client, "payment.succeeded") == before + 1
-    ttl = await redis_client.ttl(keys.inbound_event_key("stripe", event["id"]))
+    ttl = await redis_client.ttl(inbound_event_key("stripe", event["id"]))
     assert 23 * 3600 < ttl <= 24 * 3600, "the marker lasts the idempotency window"
 
 
@@ -341,7 +342,7 @@ async def test_a_republished_provider_event_keeps_its_event_id(
     retry publishes again, under the same id: consumers' idempotency absorbs it."""
     event = succeeded()
     first = await inbound.post(event, SECRET)
-    await redis_client.delete(keys.inbound_event_key("stripe", event["id"]))
+    await redis_client.delete(inbound_event_key("stripe", event["id"]))
     second = await inbound.post(event, SECRET)
     assert first.status_code == second.status_code == 202
     assert second.json()["id"] == first.json()["id"]
@@ -362,7 +363,7 @@ async def test_a_failed_publish_releases_the_marker_so_the_retry_succeeds(
         failed = await inbound.post(event, SECRET)
     assert failed.status_code == 503, "a provider retries a 5xx"
     assert await inbound.outcomes("error") == errors + 1
-    assert await redis_client.exists(keys.inbound_event_key("stripe", event["id"])) == 0
+    assert await redis_client.exists(inbound_event_key("stripe", event["id"])) == 0
 
     retry = await inbound.post(event, SECRET)
     assert retry.status_code == 202, retry.text
@@ -403,7 +404,7 @@ async def test_an_unmapped_event_type_is_200_ignored_and_counted(
     assert response.json() == {"status": "ignored", "type": "customer.created"}
     assert await inbound.outcomes("ignored") == ignored_before + 1
     assert {s: await length(redis_client, s) for s in lengths} == lengths
-    assert await redis_client.exists(keys.inbound_event_key("stripe", event["id"])) == 0
+    assert await redis_client.exists(inbound_event_key("stripe", event["id"])) == 0
 
 
 async def test_outcomes_are_counted_per_provider(inbound: Inbound) -> None:
@@ -442,7 +443,7 @@ async def test_backpressure_is_503_and_leaves_no_marker(own_redis: Any) -> None:
             refused = await gateway.post(event, SECRET)
             assert refused.status_code == 503
             assert "retry-after" in refused.headers
-            assert await service.redis.exists(keys.inbound_event_key("stripe", event["id"])) == 0
+            assert await service.redis.exists(inbound_event_key("stripe", event["id"])) == 0
     finally:
         await service.stop()
 
@@ -531,7 +532,7 @@ async def test_a_provider_event_missing_fields_is_422_with_field_errors(
     assert locations == {("data", "object", "amount"), ("data", "object", "currency")}
     assert all("input" not in error for error in response.json()["errors"])
     assert await length(redis_client, "payment.succeeded") == before
-    assert await redis_client.exists(keys.inbound_event_key("stripe", event["id"])) == 0
+    assert await redis_client.exists(inbound_event_key("stripe", event["id"])) == 0
 
 
 async def test_a_failure_without_any_code_and_an_event_without_id_are_422(

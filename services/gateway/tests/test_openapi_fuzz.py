@@ -50,6 +50,7 @@ from riverbed.settings import RedisSettings
 from riverbed.testing import free_port, sync_redis_client
 from riverbed_contracts.registry import STREAMS
 from riverbed_gateway.app import create_gateway
+from riverbed_gateway.keys import rate_limit_key, request_idempotency_key
 from riverbed_gateway.settings import GatewaySettings
 
 pytestmark = pytest.mark.integration
@@ -164,8 +165,8 @@ def _clean_up(client: redis.Redis, gateway: ServedGateway, existed: set[str]) ->
         # a stream this module created, and that nothing else has used since, goes too
         if stream not in existed and client.xlen(key) == 0 and not client.xinfo_groups(key):
             client.unlink(key)
-    own = [keys.rate_limit_key(gateway.key_id)]
-    own += client.scan_iter(match=keys.request_idempotency_key(gateway.key_id, "*"))
+    own = [rate_limit_key(gateway.key_id)]
+    own += client.scan_iter(match=request_idempotency_key(gateway.key_id, "*"))
     client.unlink(*own)
 
 

@@ -15,6 +15,7 @@ from riverbed.publisher import Publisher
 from riverbed.testing import wait_for
 from riverbed_contracts import CloudEvent, event_from_entry
 from riverbed_payments.entrypoints.cli import DISCREPANCIES, reconcile
+from riverbed_payments.keys import reconciliation_lease_key
 from riverbed_payments.testing import payout, refunded, report_csv, report_line, succeeded
 
 pytestmark = pytest.mark.integration
@@ -219,7 +220,7 @@ async def test_a_report_another_replica_holds_is_left_to_it_until_its_lease_laps
     running = await start_service(reconciliation_sweep_s=3_600)  # no sweep during the test
     jobs = running.service.container.jobs
     report_id = await _received(running)
-    lease = keys.reconciliation_lease_key(report_id)
+    lease = reconciliation_lease_key(report_id)
     await redis_client.set(lease, "another-replica", px=60_000)
 
     jobs.start(report_id)

@@ -17,10 +17,10 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Final
 
-from riverbed import keys
 from riverbed.connection import Redis
 from riverbed.ratelimit import RateLimiter
 from riverbed.scripts import LuaScript
+from riverbed_email import keys
 from riverbed_email.addresses import normalize
 from riverbed_email.ports import FailedRecord, SentRecord, Suppression
 

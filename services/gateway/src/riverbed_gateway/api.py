@@ -52,7 +52,6 @@ from pydantic_core import PydanticSerializationError
 
 from riverbed.connection import Redis
 from riverbed.delay import DelayStore
-from riverbed.keys import rate_limit_key
 from riverbed.publisher import Publisher
 from riverbed.ratelimit import LeasedRateLimiter
 from riverbed_contracts import CloudEvent
@@ -64,6 +63,7 @@ from riverbed_gateway import metrics
 from riverbed_gateway.auth import PUBLIC_TYPES, ApiKey, KeyStore, forbidden
 from riverbed_gateway.backpressure import Backpressure
 from riverbed_gateway.idempotency import IdempotencyStore, fingerprint, validate_key
+from riverbed_gateway.keys import rate_limit_key
 from riverbed_gateway.problems import PROBLEM_JSON, Problem, field_errors
 from riverbed_gateway.settings import GatewaySettings
 

@@ -42,10 +42,10 @@ from typing import Any, Final
 
 import structlog
 
-from riverbed import keys
 from riverbed.connection import Redis
 from riverbed.scripts import LuaScript
 from riverbed_contracts.registry import REGISTRY
+from riverbed_gateway import keys
 from riverbed_gateway.problems import Problem
 from riverbed_gateway.settings import ADMIN_KEY_SETTING, GatewaySettings
 

@@ -14,9 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from riverbed import keys
 from riverbed.connection import Redis
 from riverbed.scripts import LuaScript
+from riverbed_gateway import keys
 from riverbed_gateway.problems import Problem
 
 MAX_KEY_LENGTH: Final = 255

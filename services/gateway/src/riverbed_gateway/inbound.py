@@ -83,7 +83,6 @@ from pydantic import (
 )
 from starlette.exceptions import HTTPException
 
-from riverbed import keys
 from riverbed.connection import Redis
 from riverbed.publisher import Publisher
 from riverbed.scripts import LuaScript
@@ -97,7 +96,7 @@ from riverbed_contracts.payments import (
     ProviderPayment,
 )
 from riverbed_contracts.registry import new_event, spec_for
-from riverbed_gateway import metrics
+from riverbed_gateway import keys, metrics
 from riverbed_gateway.api import ERRORS, REQUEST_ID_HEADER, Accepted, Ingestion, rfc3339
 from riverbed_gateway.problems import Problem, field_errors
 from riverbed_gateway.settings import GatewaySettings

@@ -2,15 +2,15 @@
 
 The limit is a promise to the receiver ("at most N requests a second"), so it is
 kept in Redis rather than per process, one key per endpoint
-(:func:`riverbed.keys.webhook_rate_limit_key`). A burst of up to N requests is
+(:func:`riverbed_webhooks.keys.webhook_rate_limit_key`). A burst of up to N requests is
 allowed, then one every 1/N s.
 """
 
 from __future__ import annotations
 
-from riverbed import keys
 from riverbed.connection import Redis
 from riverbed.ratelimit import RateLimiter
+from riverbed_webhooks import keys
 
 
 class RedisRateLimiter:
