@@ -56,6 +56,7 @@ from redis.exceptions import RedisError
 
 from riverbed import keys
 from riverbed.connection import Redis
+from riverbed.errors import RiverbedError
 from riverbed.metrics import CACHE_ERRORS, CACHE_HITS, CACHE_LOAD_SECONDS, CACHE_MISSES
 
 __all__ = ["Cache", "CacheNamespace", "Codec", "JsonCodec", "PydanticCodec", "Ttl"]
@@ -172,7 +173,7 @@ class _Undecodable(enum.Enum):
     ENTRY = enum.auto()
 
 
-class _VersionChurn(RedisError):
+class _VersionChurn(RiverbedError, RedisError):
     """The namespace version moved on every attempt (invalidations in a tight loop)."""
 
 

@@ -24,6 +24,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from riverbed.connection import Redis
+from riverbed.errors import RiverbedError
 from riverbed.scripts import LuaScript
 
 log = structlog.get_logger(__name__)
@@ -51,7 +52,7 @@ return 0
 _REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
-class LeaseLost(Exception):
+class LeaseLost(RiverbedError):
     """The lease lapsed or was taken over while the work ran; the work was cancelled."""
 
 

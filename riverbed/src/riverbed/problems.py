@@ -20,6 +20,8 @@ from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 
+from riverbed.errors import RiverbedError
+
 log = structlog.get_logger(__name__)
 
 PROBLEM_JSON: Final = "application/problem+json"
@@ -60,7 +62,7 @@ def problem_responses(
 TYPE_BASE: Final = "https://riverbed.dev/problems/"
 
 
-class Problem(Exception):
+class Problem(RiverbedError):
     """A refusal the client can act on; ``reason`` names it (and labels metrics)."""
 
     def __init__(

@@ -17,6 +17,7 @@ from typing import Any, Final
 
 from pydantic import ValidationError
 
+from riverbed.errors import RiverbedError
 from riverbed.schedules.timing import (
     CronTiming,
     IntervalTiming,
@@ -36,7 +37,7 @@ NAME_HELP: Final = "1 to 100 letters, digits, '.', '_' or '-', starting with a l
 EVENT_ID_NAMESPACE: Final = uuid.uuid5(uuid.NAMESPACE_URL, "urn:riverbed:schedule")
 
 
-class ScheduleError(ValueError):
+class ScheduleError(RiverbedError, ValueError):
     """A definition that cannot be stored; the message says what is accepted.
 
     ``errors``: the template's field errors (pydantic's, without the echoed input).

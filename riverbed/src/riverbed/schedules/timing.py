@@ -36,6 +36,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterError, croniter
 
+from riverbed.errors import RiverbedError
+
 #: a daylight-saving change never moves the clock by more than this (the largest in the
 #: tz database is 2 h): how far around an instant a repeated or skipped wall hour can be
 _LARGEST_DST_SHIFT: Final = timedelta(hours=3)
@@ -78,7 +80,7 @@ _FIELDS: Final = (
 )
 
 
-class TimingError(ValueError):
+class TimingError(RiverbedError, ValueError):
     """A cron expression, zone, interval or bound that cannot be used; says what can."""
 
 
