@@ -51,13 +51,13 @@ from typing import Any, Final, Generic, Literal, Protocol, TypeVar, overload
 
 import structlog
 from pydantic import TypeAdapter
-from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
 from riverbed import keys
 from riverbed.connection import Redis
 from riverbed.errors import RiverbedError
 from riverbed.metrics import CACHE_ERRORS, CACHE_HITS, CACHE_LOAD_SECONDS, CACHE_MISSES
+from riverbed.scripts import RUNTIME_SCRIPTS, LuaScript
 
 __all__ = ["Cache", "CacheNamespace", "Codec", "JsonCodec", "PydanticCodec", "Ttl"]
 
@@ -72,60 +72,18 @@ _NAMESPACE_NAME: Final = re.compile(r"[a-z0-9][a-z0-9._-]{0,99}")
 _LEASE_MAX_MS: Final = 60_000  # ms: a load slower than this is returned but not cached
 _VERSION_ATTEMPTS: Final = 4  # tries of a script while other processes bump the version
 
-# Each keyed script first checks the caller's guess of the namespace version; on
-# a wrong guess it does nothing and answers the current version.
-# KEYS: version key, then entry key and lease key built for the guessed version.
-_CHECK_VERSION: Final = """
-local version = tonumber(redis.call('GET', KEYS[1]) or '0')
-if not version then return redis.error_reply('cache version key is not an integer') end
-if version ~= tonumber(ARGV[1]) then return {version} end
-"""
+# The cache's scripts; what each does, and its KEYS and ARGV, is at the top of its file in
+# riverbed/lua/. The keyed ones (lookup, store, delete) first check the caller's guess of
+# the namespace version and, on a wrong guess, do nothing and answer the current version.
 
-#: ARGV: guessed version, lease token ('' for none), lease ttl (ms).
-#: Returns {version, value} on a hit; {version} on a miss, after taking the lease.
-_LOOKUP: Final = (
-    _CHECK_VERSION
-    + """
-local value = redis.call('GET', KEYS[2])
-if value then return {version, value} end
-if ARGV[2] ~= '' then redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[3]) end
-return {version}
-"""
-)
-
-#: ARGV: guessed version, value, ttl (ms). Drops the lease: a running load must not overwrite.
-_STORE: Final = (
-    _CHECK_VERSION
-    + """
-redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
-redis.call('DEL', KEYS[3])
-return {version}
-"""
-)
-
-#: ARGV: guessed version. Drops the entry and the lease.
-_DELETE: Final = (
-    _CHECK_VERSION
-    + """
-redis.call('DEL', KEYS[2], KEYS[3])
-return {version}
-"""
-)
-
-#: Write a loaded value if nothing changed the key since the lookup: this load
-#: still holds the lease or, when the lookup found an undecodable entry (and took
-#: no lease), that entry is still there. KEYS: lease key, entry key.
-#: ARGV: lease token or '', value, ttl (ms), undecodable value seen or ''. Returns 1 if written.
-_FILL: Final = """
-if ARGV[1] ~= '' then
-  if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-  redis.call('DEL', KEYS[1])
-elseif redis.call('GET', KEYS[2]) ~= ARGV[4] then
-  return 0
-end
-redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
-return 1
-"""
+#: a hit, or a miss that takes the fill lease
+_LOOKUP: Final = LuaScript.load(RUNTIME_SCRIPTS, "cache_lookup")
+#: write an entry, dropping the lease: a running load must not overwrite it
+_STORE: Final = LuaScript.load(RUNTIME_SCRIPTS, "cache_store")
+#: drop an entry and its lease
+_DELETE: Final = LuaScript.load(RUNTIME_SCRIPTS, "cache_delete")
+#: write a loaded value only if nothing changed the key since the lookup
+_FILL: Final = LuaScript.load(RUNTIME_SCRIPTS, "cache_fill")
 
 
 class Codec(Protocol[T]):
@@ -197,28 +155,15 @@ def _to_ms(ttl: object, namespace: str) -> int:
     return ms
 
 
-class _Scripts:
-    """The cache's Lua scripts, registered on one client (hashing only, no I/O)."""
-
-    def __init__(self, redis: Redis) -> None:
-        self.lookup = redis.register_script(_LOOKUP)
-        self.store = redis.register_script(_STORE)
-        self.delete = redis.register_script(_DELETE)
-        self.fill = redis.register_script(_FILL)
-
-
 class CacheNamespace(Generic[T]):
     """One kind of cached data (``webhook-endpoints``): its keys, TTL and codec.
 
     Made by :meth:`Cache.namespace`. Keys are any strings unique within the namespace.
     """
 
-    def __init__(
-        self, redis: Redis, scripts: _Scripts, name: str, ttl_ms: int, codec: Codec[T]
-    ) -> None:
+    def __init__(self, redis: Redis, name: str, ttl_ms: int, codec: Codec[T]) -> None:
         self.name = name
         self._redis = redis
-        self._scripts = scripts
         self._ttl_ms = ttl_ms
         self._codec = codec
         self._version = 0  # the last version seen: only a guess, every script checks it
@@ -279,11 +224,11 @@ class CacheNamespace(Generic[T]):
         """Cache ``value`` for ``ttl`` (default: the namespace's); raises RedisError on failure."""
         ttl_ms = self._ttl_ms if ttl is None else _to_ms(ttl, self.name)
         data = self._codec.encode(value)
-        await self._write("set", self._scripts.store, key, [data, ttl_ms])
+        await self._write("set", _STORE, key, [data, ttl_ms])
 
     async def delete(self, key: str) -> None:
         """Forget ``key``, and keep a running load from caching it; raises RedisError on failure."""
-        await self._write("delete", self._scripts.delete, key, [])
+        await self._write("delete", _DELETE, key, [])
 
     async def invalidate_all(self) -> None:
         """Forget every entry of the namespace (version bump); raises RedisError on failure."""
@@ -314,7 +259,8 @@ class CacheNamespace(Generic[T]):
             lease, undecodable = "", data  # written by an older model: replace it if unchanged
         value = await self._load(loader)
         try:
-            await self._scripts.fill(
+            await _FILL(
+                self._redis,
                 keys=[
                     keys.cache_lease_key(self.name, version, key),
                     keys.cache_entry_key(self.name, version, key),
@@ -334,13 +280,13 @@ class CacheNamespace(Generic[T]):
 
     async def _lookup(self, key: str, *, lease: str) -> tuple[int, bytes | None]:
         lease_ms = min(self._ttl_ms, _LEASE_MAX_MS)
-        reply = await self._versioned(self._scripts.lookup, key, [lease, lease_ms])
+        reply = await self._versioned(_LOOKUP, key, [lease, lease_ms])
         return int(reply[0]), reply[1] if len(reply) > 1 else None
 
     async def _write(
         self,
         operation: Literal["set", "delete"],
-        script: AsyncScript,
+        script: LuaScript,
         key: str,
         args: Sequence[bytes | str | int],
     ) -> None:
@@ -351,12 +297,13 @@ class CacheNamespace(Generic[T]):
             raise
 
     async def _versioned(
-        self, script: AsyncScript, key: str, args: Sequence[bytes | str | int]
+        self, script: LuaScript, key: str, args: Sequence[bytes | str | int]
     ) -> list[Any]:
         """Run a version-checked script, again with the version Redis reports if it moved."""
         for _ in range(_VERSION_ATTEMPTS):
             version = self._version
             reply: list[Any] = await script(
+                self._redis,
                 keys=[
                     keys.cache_version_key(self.name),
                     keys.cache_entry_key(self.name, version, key),
@@ -409,7 +356,6 @@ class Cache:
 
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
-        self._scripts = _Scripts(redis)
         self._namespaces: dict[str, CacheNamespace[Any]] = {}
 
     @overload
@@ -449,8 +395,6 @@ class Cache:
         ttl_ms = _to_ms(ttl, name)
         if codec is None:
             codec = JsonCodec() if model is None else PydanticCodec(model)
-        namespace: CacheNamespace[Any] = CacheNamespace(
-            self.redis, self._scripts, name, ttl_ms, codec
-        )
+        namespace: CacheNamespace[Any] = CacheNamespace(self.redis, name, ttl_ms, codec)
         self._namespaces[name] = namespace
         return namespace

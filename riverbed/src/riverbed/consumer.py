@@ -215,12 +215,6 @@ class StreamConsumer:
             max_ms=settings.retry_max_ms,
             jitter=settings.retry_jitter,
         )
-        self._claim = redis.register_script(scripts.CLAIM)
-        self._keepalive = redis.register_script(scripts.KEEPALIVE)
-        self._heartbeat = redis.register_script(scripts.HEARTBEAT)
-        self._ack_done = redis.register_script(scripts.ACK_DONE)
-        self._handled = redis.register_script(scripts.HANDLED)
-        self._dead_letter = redis.register_script(scripts.DEAD_LETTER)
         self._in_flight: dict[str, asyncio.Task[None]] = {}
         self._handler_started: dict[str, float] = {}  # entry id -> monotonic s
         self._timed_out: set[str] = set()  # entries whose handler was cancelled for its timeout
@@ -415,7 +409,8 @@ class StreamConsumer:
             return []
         reply = await self._guarded(
             f"claim-{mode}",
-            lambda: self._claim(
+            lambda: scripts.CLAIM(
+                self.redis,
                 keys=[self.stream_key, self.legacy_schedule_key, self.heartbeats_key],
                 args=[
                     mode,
@@ -527,8 +522,8 @@ class StreamConsumer:
             return set()
         oldest_ms = int(time.time() * 1000) - self.settings.idempotency_ttl_s * 1000
         try:
-            flags = await self._handled(
-                keys=[self.done_key], args=[oldest_ms, json.dumps(event_ids)]
+            flags = await scripts.HANDLED(
+                self.redis, keys=[self.done_key], args=[oldest_ms, json.dumps(event_ids)]
             )
         except REDIS_DOWN:
             return set()  # handling again is safe: effects are idempotent downstream
@@ -764,7 +759,8 @@ class StreamConsumer:
                 await self._park(retries)
                 self._forget(retries)
             for o in dead:
-                await self._dead_letter(
+                await scripts.DEAD_LETTER(
+                    self.redis,
                     keys=[self.stream_key, self.dead_letter_key],
                     args=[self.group, o.entry_id, *self._dead_letter_fields(o)],
                 )
@@ -810,7 +806,8 @@ class StreamConsumer:
         entry_ids = [o.entry_id for o in acks]
         if self.subscription.idempotent:
             event_ids = [o.event_id for o in acks if o.event_id is not None]
-            await self._ack_done(
+            await scripts.ACK_DONE(
+                self.redis,
                 keys=[self.stream_key, self.done_key],
                 args=[
                     self.group,
@@ -861,8 +858,8 @@ class StreamConsumer:
                 continue
             lost = await self._guarded(
                 "keepalive",
-                lambda held=held: self._keepalive(  # type: ignore[misc]
-                    keys=[self.stream_key], args=[self.group, self.name, *held]
+                lambda held=held: scripts.KEEPALIVE(  # type: ignore[misc]
+                    self.redis, keys=[self.stream_key], args=[self.group, self.name, *held]
                 ),
             )
             if lost:
@@ -875,7 +872,7 @@ class StreamConsumer:
                     )
 
     async def _beat(self) -> None:
-        await self._heartbeat(keys=[self.heartbeats_key], args=[self.name])
+        await scripts.HEARTBEAT(self.redis, keys=[self.heartbeats_key], args=[self.name])
 
     def _in_touch_for(self, seconds: float) -> bool:
         """Has this consumer reached Redis without a break for ``seconds``? Only then may it

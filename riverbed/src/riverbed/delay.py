@@ -30,7 +30,6 @@ from typing import Any, Final, Literal
 from riverbed import keys, metrics, scripts
 from riverbed.connection import Redis
 from riverbed.entry_ids import as_text
-from riverbed.scripts import LuaScript
 from riverbed_contracts import CloudEvent
 
 #: entry field naming the only consumer group that handles a promoted retry; other groups
@@ -45,11 +44,11 @@ FIRST_SEEN_FIELD: Final = "first_seen"
 #: (409) rather than "unknown" (404), and publishing the same id again does not repeat it (ms)
 PROMOTED_MEMORY_MS: Final = 7 * 24 * 3600 * 1000
 
-_PARK = LuaScript(scripts.PARK)
-_PROMOTE = LuaScript(scripts.PROMOTE)
-_SCHEDULE = LuaScript(scripts.SCHEDULE)
-_CANCEL = LuaScript(scripts.CANCEL)
-_CARRY_OVER = LuaScript(scripts.CARRY_OVER_LEGACY)
+_PARK = scripts.PARK
+_PROMOTE = scripts.PROMOTE
+_SCHEDULE = scripts.SCHEDULE
+_CANCEL = scripts.CANCEL
+_CARRY_OVER = scripts.CARRY_OVER_LEGACY
 
 
 def event_member(event_id: str) -> str:

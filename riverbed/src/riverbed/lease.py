@@ -25,29 +25,16 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from riverbed.connection import Redis
 from riverbed.errors import RiverbedError
-from riverbed.scripts import LuaScript
+from riverbed.scripts import RUNTIME_SCRIPTS, LuaScript
 
 log = structlog.get_logger(__name__)
 
-#: KEYS: the lease. ARGV: token, TTL (ms). 1 when renewed, 0 when no longer ours.
-_RENEW: Final = LuaScript(
-    """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-"""
-)
+# KEYS and ARGV of each script: the header of its file in riverbed/lua/.
 
-#: KEYS: the lease. ARGV: token. Deletes it only when it is still ours.
-_RELEASE: Final = LuaScript(
-    """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
-)
+#: extend the lease's TTL while it is still ours
+_RENEW: Final = LuaScript.load(RUNTIME_SCRIPTS, "lease_renew")
+#: delete the lease while it is still ours
+_RELEASE: Final = LuaScript.load(RUNTIME_SCRIPTS, "lease_release")
 
 _REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 

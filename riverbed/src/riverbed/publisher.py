@@ -21,24 +21,12 @@ from riverbed import keys, metrics
 from riverbed.connection import Redis
 from riverbed.delay import DelayStore
 from riverbed.entry_ids import as_text
-from riverbed.scripts import LuaScript
+from riverbed.scripts import RUNTIME_SCRIPTS, LuaScript
 from riverbed_contracts import ENTRY_FIELD, CloudEvent
 from riverbed_contracts.registry import get_spec
 
-#: Append many events to one stream in one call. KEYS: stream.
-#: ARGV: entry field, max length (0: none), then one CloudEvents document per event.
-#: One script instead of a pipeline of XADDs: the client packs and parses one command.
-_APPEND_ALL: Final = LuaScript("""
-local field, max_length, ids = ARGV[1], tonumber(ARGV[2]), {}
-for i = 3, #ARGV do
-  if max_length > 0 then
-    ids[#ids + 1] = redis.call('XADD', KEYS[1], 'MAXLEN', '~', max_length, '*', field, ARGV[i])
-  else
-    ids[#ids + 1] = redis.call('XADD', KEYS[1], '*', field, ARGV[i])
-  end
-end
-return ids
-""")
+#: append many events to one stream in one call (KEYS, ARGV: its file in riverbed/lua/)
+_APPEND_ALL: Final = LuaScript.load(RUNTIME_SCRIPTS, "publisher_append_all")
 
 _stream_key = lru_cache(maxsize=1024)(keys.stream_key)
 

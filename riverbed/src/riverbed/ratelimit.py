@@ -21,27 +21,10 @@ from dataclasses import dataclass
 from typing import Final
 
 from riverbed.connection import Redis
-from riverbed.scripts import LuaScript
+from riverbed.scripts import RUNTIME_SCRIPTS, LuaScript
 
-#: KEYS: state. ARGV: interval (µs per event), burst (events), cost (events).
-#: Returns {allowed 0/1, remaining events, retry after (µs), full again after (µs)}.
-GCRA: Final = """
-local interval, burst, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
-local tat = tonumber(redis.call('GET', KEYS[1]) or now)
-if tat < now then tat = now end
-local new_tat = tat + cost * interval
-local allowed_from = new_tat - burst * interval
-if allowed_from > now then
-  local remaining = math.floor((now - (tat - burst * interval)) / interval)
-  return {0, math.max(remaining, 0), allowed_from - now, tat - now}
-end
-local hold_ms = math.ceil((new_tat - now) / 1000) + 1
-redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', hold_ms)
-return {1, math.floor((now - allowed_from) / interval), 0, new_tat - now}
-"""
-_GCRA = LuaScript(GCRA)
+#: the GCRA step: take ``cost`` events if they fit (KEYS, ARGV: its file in riverbed/lua/)
+GCRA: Final = LuaScript.load(RUNTIME_SCRIPTS, "ratelimit_gcra")
 
 
 @dataclass(frozen=True)
@@ -109,7 +92,7 @@ class RateLimiter:
         if rate <= 0:
             raise ValueError(f"per_second must be > 0, got {rate}")
         interval_us = 1_000_000 / rate
-        allowed, remaining, retry_us, reset_us = await _GCRA(
+        allowed, remaining, retry_us, reset_us = await GCRA(
             self._redis(), keys=[key], args=[interval_us, size, cost]
         )
         return Decision(

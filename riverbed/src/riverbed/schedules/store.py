@@ -43,66 +43,25 @@ from riverbed.connection import Redis
 from riverbed.schedules.definition import ScheduleDefinition, check_name
 from riverbed.schedules.state import ScheduleView, StoredState, text, view_of
 from riverbed.schedules.timing import first_due
-from riverbed.scripts import LuaScript
+from riverbed.scripts import RUNTIME_SCRIPTS, LuaScript
 
 #: upserts, pauses and resumes retry when a scheduler fired in between (compare-and-set)
 _ATTEMPTS: Final = 20
 
-#: Create a state unless one exists. KEYS: state. ARGV: field, value, ... 1 when created.
-_CREATE: Final = LuaScript("""
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV))
-return 1
-""")
+# What each script does, and its KEYS and ARGV, is at the top of its file in riverbed/lua/.
 
-#: Read many states of one stream (one slot) at once. KEYS: states. Returns one flat
-#: HGETALL reply per key (empty for a missing state).
-_READ_ALL: Final = LuaScript("""
-local states = {}
-for i, key in ipairs(KEYS) do states[i] = redis.call('HGETALL', key) end
-return states
-""")
-
-#: Write fields when the state is still at the version read. KEYS: state.
-#: ARGV: expected version, then field, value, ... 1 when written.
-_SET_IF_VERSION: Final = LuaScript("""
-if redis.call('HGET', KEYS[1], 'version') ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 2))
-redis.call('HINCRBY', KEYS[1], 'version', 1)
-return 1
-""")
-
-#: Publish one occurrence and advance the schedule, atomically, only if nothing changed
-#: since the scheduler read it (same version, not paused, not moving): two schedulers can
-#: never both publish it, and a crash leaves either both writes or neither.
-#: KEYS: state, stream. ARGV: version, occurrence (ms), next (ms or ''), missed,
-#: entry field, CloudEvents JSON. Returns the entry id, or false when not published.
-FIRE: Final = LuaScript("""
-local state = redis.call('HMGET', KEYS[1], 'version', 'paused', 'moving')
-if state[1] ~= ARGV[1] or state[2] == '1' or state[3] then return false end
-local id = redis.call('XADD', KEYS[2], '*', ARGV[5], ARGV[6])
-redis.call('HSET', KEYS[1], 'last_ms', ARGV[2], 'next_ms', ARGV[3], 'last_entry_id', id)
-redis.call('HINCRBY', KEYS[1], 'fired', 1)
-redis.call('HINCRBY', KEYS[1], 'missed', ARGV[4])
-redis.call('HINCRBY', KEYS[1], 'version', 1)
-return id
-""")
-
-#: Retire a state that moves to another stream: it never fires again. KEYS: state.
-#: ARGV: the stream it moves to. Returns its fields (HGETALL), or false when absent.
-_RETIRE: Final = LuaScript("""
-if redis.call('EXISTS', KEYS[1]) == 0 then return false end
-redis.call('HSET', KEYS[1], 'moving', ARGV[1])
-redis.call('HINCRBY', KEYS[1], 'version', 1)
-return redis.call('HGETALL', KEYS[1])
-""")
-
-#: Delete a retired state once its successor is in the index. KEYS: state.
-#: ARGV: the stream it moved to. 1 when deleted.
-_DELETE_RETIRED: Final = LuaScript("""
-if redis.call('HGET', KEYS[1], 'moving') ~= ARGV[1] then return 0 end
-return redis.call('DEL', KEYS[1])
-""")
+#: create a state unless one exists
+_CREATE: Final = LuaScript.load(RUNTIME_SCRIPTS, "schedule_create")
+#: read many states of one stream (one slot) at once
+_READ_ALL: Final = LuaScript.load(RUNTIME_SCRIPTS, "schedule_read_all")
+#: write fields while the state is still at the version read (compare-and-set)
+_SET_IF_VERSION: Final = LuaScript.load(RUNTIME_SCRIPTS, "schedule_set_if_version")
+#: publish one occurrence and advance the schedule, only if nothing changed since it was read
+FIRE: Final = LuaScript.load(RUNTIME_SCRIPTS, "schedule_fire")
+#: retire a state that moves to another stream: it never fires again
+_RETIRE: Final = LuaScript.load(RUNTIME_SCRIPTS, "schedule_retire")
+#: delete a retired state once its successor is in the index
+_DELETE_RETIRED: Final = LuaScript.load(RUNTIME_SCRIPTS, "schedule_delete_retired")
 
 
 @dataclass(frozen=True)
