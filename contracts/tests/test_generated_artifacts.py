@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
+from riverbed import contract_files as gen
 from riverbed import keys
 from riverbed_contracts import REGISTRY, STREAMS, CloudEvent, EventSpec, new_event
-from riverbed_contracts import generate as gen
 
 ADA = "ada@example.com"
 PAYMENT = {"provider": "stripe", "provider_payment_id": "pi_1", "amount": 1999, "currency": "EUR"}

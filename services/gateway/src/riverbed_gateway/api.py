@@ -54,9 +54,9 @@ from riverbed.connection import Redis
 from riverbed.delay import DelayStore
 from riverbed.publisher import Publisher
 from riverbed.ratelimit import LeasedRateLimiter
+from riverbed.schemas import self_contained_schema
 from riverbed_contracts import CloudEvent
 from riverbed_contracts.envelope import DEFAULT_SOURCE, MAX_JSON_DEPTH, nested_deeper_than
-from riverbed_contracts.generate import self_contained_schema
 from riverbed_contracts.payload import Timestamp
 from riverbed_contracts.registry import REGISTRY, EventSpec, get_spec
 from riverbed_gateway import metrics

@@ -14,9 +14,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from riverbed.problems import Responder
 from riverbed.ratelimit import LeasedRateLimiter, RateLimiter
+from riverbed.schemas import asyncapi_document
 from riverbed.service import Service
 from riverbed.settings import RedisSettings
-from riverbed_contracts.generate import asyncapi_document
 from riverbed_gateway import api, inbound, metrics, problems, scheduled
 from riverbed_gateway.auth import KeyStore
 from riverbed_gateway.backpressure import Backpressure
