@@ -27,10 +27,9 @@ from riverbed.cli.dead_letters import (
 from riverbed.cli.queries import known_stream, text
 from riverbed.cli.render import dead_letter_table, print_json, print_table
 from riverbed.connection import Redis
-from riverbed.scripts import LuaScript
 
 #: moves one dead-lettered entry back onto its stream, if it is still there (atomic)
-_REPLAY_DEAD_LETTER = LuaScript(scripts.REPLAY_DEAD_LETTER)
+_REPLAY_DEAD_LETTER = scripts.REPLAY_DEAD_LETTER_SCRIPT
 
 
 async def cmd_dlq_list(redis: Redis, args: argparse.Namespace, out: Console, err: Console) -> int:
