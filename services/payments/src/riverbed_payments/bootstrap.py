@@ -19,7 +19,6 @@ import structlog
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from riverbed_payments import keys
 from riverbed.connection import Redis
 from riverbed.consumer import Message
 from riverbed.lease import LeaseLost, run_exclusively
@@ -28,6 +27,7 @@ from riverbed.publisher import Publisher
 from riverbed.service import Service, cancel_tasks, every
 from riverbed.settings import ConsumerSettings, RedisSettings
 from riverbed.sql import prepare_database
+from riverbed_payments import keys
 from riverbed_payments.adapters import migrate
 from riverbed_payments.adapters.reports import SqlReports
 from riverbed_payments.adapters.sql import READ_ONLY, SqlLedger, create_engine
