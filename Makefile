@@ -50,11 +50,12 @@ CHAOS_ARGS ?=
 chaos: setup ## the whole stack under faults (kills, Redis restarts, outages), judged; not in test
 	$(UV_RUN) python tests/chaos/run.py $(CHAOS_ARGS)
 
-lint: setup ## ruff check, ruff format --check, mypy --strict on src/
+lint: setup ## ruff check, ruff format --check, mypy --strict on src/, lint-imports (layers)
 	@status=0; \
 	$(UV_RUN) ruff check . || status=1; \
 	$(UV_RUN) ruff format --check . || status=1; \
 	$(UV_RUN) mypy contracts/src riverbed/src services/*/src || status=1; \
+	$(UV_RUN) lint-imports || status=1; \
 	exit $$status
 
 format: setup ## rewrite the code in place: ruff format and safe ruff fixes
