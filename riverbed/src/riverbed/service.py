@@ -185,6 +185,11 @@ class Service(Generic[SettingsT, ContainerT]):
             raise RuntimeError("the service has not started: its lifespan runs in start()")
         return self._container  # type: ignore[return-value]
 
+    @container.setter
+    def container(self, container: ContainerT) -> None:
+        # transitional, for services still wiring in start() instead of a lifespan
+        self._container = container
+
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
