@@ -1,0 +1,152 @@
+"""What every part of the consumer shares: its state, its group, and guarded Redis calls.
+
+:class:`ConsumerBase` holds the bookkeeping (entries in hand, outcomes waiting, the events
+that stop and wake the loops) that the reading, handling, outcome and housekeeping parts
+work on; :class:`riverbed.consumer.StreamConsumer` puts those parts together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+from redis.exceptions import ResponseError
+
+from riverbed import keys, metrics
+from riverbed.backoff import Backoff
+from riverbed.connection import Redis
+from riverbed.consumer.types import REDIS_DOWN, Outcome, Subscription
+from riverbed.delay import DelayStore
+from riverbed.publisher import Publisher
+from riverbed.settings import ConsumerSettings
+
+# the package's name, not this module's: log lines keep the logger they always had
+log = structlog.get_logger(__package__)
+
+
+class ConsumerBase:
+    """One consumer-group member's state on one stream, and the calls every part uses."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        subscription: Subscription,
+        *,
+        settings: ConsumerSettings,
+        consumer_name: str,
+        service: str,
+        publisher: Publisher | None = None,
+    ) -> None:
+        self.redis = redis
+        self.subscription = subscription
+        self.settings = settings
+        self.name = consumer_name
+        self.service = service
+        self.publisher = publisher or Publisher(redis)
+        self.stream = subscription.stream
+        self.group = subscription.group
+        self.stream_key = keys.stream_key(self.stream)
+        self.dead_letter_key = keys.dead_letter_key(self.stream)
+        self.legacy_schedule_key = keys.legacy_retry_schedule_key(self.stream, self.group)
+        self.delay = DelayStore(redis, self.stream)
+        self.handler_timeout_s = subscription.handler_timeout_s or settings.handler_timeout_s
+        self._group_bytes = self.group.encode()
+        self.done_key = keys.idempotency_key(self.stream, self.group)
+        self.heartbeats_key = keys.heartbeats_key(self.stream, self.group)
+        self.backoff = subscription.backoff or Backoff(
+            base_ms=settings.retry_base_ms,
+            max_ms=settings.retry_max_ms,
+            jitter=settings.retry_jitter,
+        )
+        self._in_flight: dict[str, asyncio.Task[None]] = {}
+        self._handler_started: dict[str, float] = {}  # entry id -> monotonic s
+        self._timed_out: set[str] = set()  # entries whose handler was cancelled for its timeout
+        self._events_in_hand: dict[str, str] = {}  # event id -> the entry handling it here
+        self._cut_off = False  # handlers were cut off at shutdown: their entries stay pending
+        self._in_touch_since: float | None = None  # monotonic s of the first beat since a break
+        self._outcomes: list[Outcome] = []
+        self._outcome_ready = asyncio.Event()
+        self._slot_free = asyncio.Event()
+        self._stopping = asyncio.Event()  # no new reads or claims
+        self._closing = asyncio.Event()  # in-flight work is over: background loops end
+        self._promote_soon = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._main: asyncio.Task[None] | None = None
+        labels = (self.stream, self.group)
+        metrics.IN_FLIGHT.labels(*labels).set_function(lambda: len(self._in_flight))
+        metrics.HANDLERS_SLOW.labels(*labels).set_function(self._slow_handlers)
+        self._by_type: dict[str, metrics.MessageMetrics] = {}
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep, but wake at once when stopping."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+
+    async def _ensure_group(self) -> bool:
+        """Create the group unless it exists; True once it does."""
+        try:
+            await self.redis.xgroup_create(
+                self.stream_key, self.group, id=self.subscription.start_id, mkstream=True
+            )
+            log.info("consumer group created", stream=self.stream, group=self.group)
+        except ResponseError as error:
+            if "BUSYGROUP" not in str(error):
+                raise
+        return True
+
+    async def _recreate_group(self, error: ResponseError) -> None:
+        metrics.GROUP_RECREATED.labels(self.stream, self.group).inc()
+        log.warning(
+            "consumer group missing (Redis restarted or flushed?); recreating",
+            stream=self.stream,
+            group=self.group,
+            error=str(error),
+        )
+        await self._ensure_group()
+
+    async def _guarded(self, what: str, call: Callable[[], Awaitable[Any]]) -> Any:
+        """Run a Redis call; on NOGROUP recreate the group, on Redis down wait. None on failure."""
+        try:
+            return await call()
+        except ResponseError as error:
+            # NOGROUP: the group is gone; UNBLOCKED: the stream vanished under a blocked read
+            if "NOGROUP" in str(error) or "UNBLOCKED" in str(error):
+                with contextlib.suppress(*REDIS_DOWN, ResponseError):
+                    await self._recreate_group(error)
+            else:
+                log.error(f"{what} failed", error=str(error), stream=self.stream)
+                metrics.REDIS_ERRORS.labels(self.stream, self.group, what).inc()
+            await self._pause(0.5)
+        except REDIS_DOWN as error:
+            log.warning(f"{what}: Redis unavailable", error=str(error), stream=self.stream)
+            metrics.REDIS_ERRORS.labels(self.stream, self.group, what).inc()
+            await self._pause(1.0)
+        return None
+
+    def _record(self, outcome: Outcome) -> None:
+        self._outcomes.append(outcome)
+        self._outcome_ready.set()
+
+    def _release(self, entry_id: str, event_id: str | None = None) -> None:
+        self._in_flight.pop(entry_id, None)
+        if event_id is not None and self._events_in_hand.get(event_id) == entry_id:
+            del self._events_in_hand[event_id]
+        self._slot_free.set()
+
+    def _counters(self, event_type: str) -> metrics.MessageMetrics:
+        found = self._by_type.get(event_type)
+        if found is None:
+            found = metrics.MessageMetrics.of(self.stream, self.group, event_type)
+            self._by_type[event_type] = found
+            # exported from 0, so the first timeout is an increase an alert rule can see
+            metrics.HANDLER_TIMEOUTS.labels(self.stream, self.group, event_type)
+        return found
+
+    def _slow_handlers(self) -> int:
+        """Handlers running longer than half their timeout (a gauge, read at scrape time)."""
+        since = time.monotonic() - self.handler_timeout_s / 2
+        return sum(1 for started in list(self._handler_started.values()) if started < since)

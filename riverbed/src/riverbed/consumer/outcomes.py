@@ -1,0 +1,145 @@
+"""Applying outcomes to Redis: acknowledge successes (one script call per flush, recording
+their event ids), park retries and deferrals in the delay store, dead-letter the rest.
+
+An outcome leaves the queue only once applied, so Redis failing midway neither loses nor
+repeats any of them; events a handler returned were published before its outcome was
+recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import structlog
+
+from riverbed import eventloop, metrics, scripts
+from riverbed.consumer.base import ConsumerBase
+from riverbed.consumer.types import NOT_OURS, REDIS_DOWN, Outcome
+from riverbed.delay import Parked
+from riverbed.entry_ids import as_text
+
+# the package's name, not this module's: log lines keep the logger they always had
+log = structlog.get_logger(__package__)
+
+
+class AppliesOutcomes(ConsumerBase):
+    """Drains the outcome queue into Redis, batch by batch, one kind at a time."""
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await self._outcome_ready.wait()
+            if self.settings.ack_flush_ms and not self._closing.is_set():
+                await asyncio.sleep(self.settings.ack_flush_ms / 1000)  # let acks gather
+            self._outcome_ready.clear()
+            while self._outcomes:
+                try:
+                    await self._apply_outcomes()
+                except REDIS_DOWN as error:
+                    log.warning("could not apply outcomes; will retry", error=str(error))
+                    await asyncio.sleep(1.0)  # s; outcomes are kept until applied
+                eventloop.raise_if_cancelled()
+            if self._closing.is_set():
+                return
+
+    async def _apply_outcomes(self) -> None:
+        """Apply what handlers decided, one kind at a time; an outcome leaves the queue only
+        once applied, so a Redis failure midway neither loses nor repeats any of them."""
+        while self._outcomes:
+            batch = self._outcomes[:1000]  # bounded script arguments
+            acks = [o for o in batch if o.kind == "ack"]
+            retries = [o for o in batch if o.kind == "retry"]
+            dead = [o for o in batch if o.kind == "dead"]
+            if acks:
+                await self._acknowledge(acks)
+                self._forget(acks)
+            if retries:
+                await self._park(retries)
+                self._forget(retries)
+            for o in dead:
+                await scripts.DEAD_LETTER(
+                    self.redis,
+                    keys=[self.stream_key, self.dead_letter_key],
+                    args=[self.group, o.entry_id, *self._dead_letter_fields(o)],
+                )
+                self._forget([o])
+                metrics.DEAD_LETTERED.labels(self.stream, self.group, o.event_type, o.reason).inc()
+
+    async def _park(self, retries: list[Outcome]) -> None:
+        """Move retries and deferrals to the delay store, acknowledging their entries."""
+        now_ms = int(time.time() * 1000)
+        parked = await self.delay.park(
+            self.group,
+            self.name,
+            [
+                Parked(
+                    entry_id=o.entry_id,
+                    event=o.raw.get(b"event", b""),
+                    due_ms=now_ms + o.delay_ms,
+                    # a deferral did not try: the next delivery keeps this attempt
+                    next_attempt=o.attempt + 1 if o.counted else o.attempt,
+                    first_seen_ms=o.first_seen_ms,
+                    reason=o.reason,
+                    error=f"{type(o.error).__name__}: {o.error}" if o.error else "",
+                )
+                for o in retries
+            ],
+        )
+        for o in retries:
+            if o.entry_id in parked:
+                metrics.RETRIED.labels(self.stream, self.group, o.event_type).inc()
+        if len(parked) < len(retries):
+            log.warning(
+                "entries claimed by a sibling before their retry was parked; it decides",
+                count=len(retries) - len(parked),
+                stream=self.stream,
+            )
+        self._promote_soon.set()  # the promoter looks again: a short retry may be due soon
+
+    def _forget(self, applied: list[Outcome]) -> None:
+        done = {id(o) for o in applied}
+        self._outcomes = [o for o in self._outcomes if id(o) not in done]
+
+    async def _acknowledge(self, acks: list[Outcome]) -> None:
+        entry_ids = [o.entry_id for o in acks]
+        if self.subscription.idempotent:
+            event_ids = [o.event_id for o in acks if o.event_id is not None]
+            await scripts.ACK_DONE(
+                self.redis,
+                keys=[self.stream_key, self.done_key],
+                args=[
+                    self.group,
+                    int(time.time() * 1000),
+                    self.settings.idempotency_ttl_s * 1000,
+                    json.dumps(entry_ids),
+                    json.dumps(event_ids),
+                ],
+            )
+        else:
+            await self.redis.xack(self.stream_key, self.group, *entry_ids)
+        by_type: dict[str, int] = {}
+        for o in acks:
+            if o.event_type == NOT_OURS:
+                continue
+            by_type[o.event_type] = by_type.get(o.event_type, 0) + 1
+        for event_type, count in by_type.items():
+            self._counters(event_type).acknowledged.inc(count)
+
+    def _dead_letter_fields(self, outcome: Outcome) -> list[str | bytes | int]:
+        error = outcome.error
+        original: bytes | str = outcome.raw.get(b"event") or json.dumps(
+            {as_text(k): v.decode(errors="replace") for k, v in outcome.raw.items()}
+        )
+        return [
+            "event", original,
+            "error_type", type(error).__name__ if error else "",
+            "error_message", str(error)[:2000] if error else "",
+            "reason", outcome.reason,
+            "attempts", outcome.attempt,
+            "original_id", outcome.entry_id,
+            "stream", self.stream,
+            "group", self.group,
+            "service", self.service,
+            "failed_at_ms", int(time.time() * 1000),
+        ]  # fmt: skip
