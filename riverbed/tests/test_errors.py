@@ -29,6 +29,8 @@ def _exception_classes() -> list[type[BaseException]]:
     """Every exception class defined (not merely imported) in a module of the package."""
     found: dict[str, type[BaseException]] = {}
     for module_info in pkgutil.walk_packages(riverbed.__path__, prefix="riverbed."):
+        if module_info.name.endswith(".__main__"):
+            continue  # runs a command line when imported; it defines no classes
         module = importlib.import_module(module_info.name)
         for _, member in inspect.getmembers(module, inspect.isclass):
             if issubclass(member, BaseException) and member.__module__ == module.__name__:
