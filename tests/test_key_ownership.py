@@ -6,6 +6,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from itertools import combinations
+from pathlib import Path
 from types import ModuleType
 
 import pytest
@@ -73,3 +74,16 @@ def test_every_key_an_owner_names_starts_with_one_of_its_prefixes(owner: str) ->
         if not (key := _sample_key(build)).startswith(PREFIXES[owner])
     ]
     assert outside == []
+
+
+def test_the_key_layout_page_names_every_services_key() -> None:
+    """docs/keys.md is where an operator looks a key up: every key a service names (its
+    shape, with the variable parts as placeholders) must have a row there."""
+    page = (Path(__file__).parents[1] / "docs" / "keys.md").read_text()
+    missing = []
+    for owner, module in SERVICE_KEYS.items():
+        for build in _key_builders(module):
+            fixed_part = _sample_key(build).split("sample")[0].rstrip("{")
+            if f"`{fixed_part}" not in page:
+                missing.append(f"{owner}: {build.__name__} ({fixed_part}…)")
+    assert not missing, f"keys missing from docs/keys.md: {missing}"

@@ -3,7 +3,7 @@
 A stream entry's ``event`` field holds the event as a CloudEvents 1.0 JSON document
 (structured content mode, UTF-8); a retry appended again by the runtime also names its
 consumer group, attempt and first-seen time in fields of their own. Any language with a
-Redis client and a JSON parser can read it; see ``contracts/README.md``.
+Redis client and a JSON parser can read it; see ``docs/wire-format.md``.
 """
 
 from __future__ import annotations
