@@ -15,7 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from riverbed_contracts import CloudEvent, WebhookDelivered
 from riverbed_webhooks.adapters import migrate
-from riverbed_webhooks.adapters.sql import SqlDeliveryLog, SqlEndpointRepository, create_engine
+from riverbed_webhooks.adapters.delivery_log import SqlDeliveryLog
+from riverbed_webhooks.adapters.endpoint_repository import SqlEndpointRepository
+from riverbed_webhooks.adapters.sql import create_engine
 from riverbed_webhooks.adapters.tables import metadata, outbox
 from riverbed_webhooks.domain.model import (
     Attempt,

@@ -34,11 +34,13 @@ from riverbed_contracts.registry import get_spec
 from riverbed_webhooks import metrics
 from riverbed_webhooks.adapters import migrate
 from riverbed_webhooks.adapters.concurrency import LocalConcurrencyGate
+from riverbed_webhooks.adapters.delivery_log import SqlDeliveryLog
 from riverbed_webhooks.adapters.endpoint_cache import CachedEndpoints
+from riverbed_webhooks.adapters.endpoint_repository import SqlEndpointRepository
 from riverbed_webhooks.adapters.http_sender import AiohttpSender
 from riverbed_webhooks.adapters.ratelimit import RedisRateLimiter
 from riverbed_webhooks.adapters.routing import RoutingPublisher
-from riverbed_webhooks.adapters.sql import SqlDeliveryLog, SqlEndpointRepository, create_engine
+from riverbed_webhooks.adapters.sql import create_engine
 from riverbed_webhooks.adapters.tables import outbox
 from riverbed_webhooks.entrypoints import api, problems
 from riverbed_webhooks.service_layer.delivery import Deliverer, DeliveryPolicy
