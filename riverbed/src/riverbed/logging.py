@@ -272,7 +272,33 @@ def configure_logging(level: str = "INFO", fmt: str = "auto", service: str | Non
         redact_secrets,
         _render,
     ]
-    # stdlib records (uvicorn, redis, asyncio...): through a handler on the root logger
+    _route_stdlib_records(numeric_level, timestamper, finishing)
+
+    # our own lines: straight to stdout. The chain reads level, service and format from
+    # _OUTPUT, so loggers cached by an earlier call stay correct after a reconfiguration.
+    structlog.configure(
+        processors=[
+            _drop_below_level,
+            structlog.contextvars.merge_contextvars,
+            merge_message_context,
+            structlog.processors.add_log_level,
+            _add_logger_name,
+            timestamper,
+            *finishing,
+        ],
+        logger_factory=_StdoutLogger,
+        # level filtering is _drop_below_level's (it can change); positional arguments
+        # (`log.info("%s sent", n)`) are formatted by this class
+        wrapper_class=structlog.make_filtering_bound_logger(logging.NOTSET),
+        cache_logger_on_first_use=True,
+    )
+
+
+def _route_stdlib_records(
+    numeric_level: int, timestamper: Processor, finishing: list[Processor]
+) -> None:
+    """Send stdlib records (uvicorn, redis, asyncio…) through one handler on the root
+    logger, formatted by the same chain as our own lines; replaces an earlier call's."""
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[
             structlog.contextvars.merge_contextvars,
@@ -301,25 +327,6 @@ def configure_logging(level: str = "INFO", fmt: str = "auto", service: str | Non
         adopted = logging.getLogger(name)
         adopted.handlers.clear()
         adopted.propagate = True
-
-    # our own lines: straight to stdout. The chain reads level, service and format from
-    # _OUTPUT, so loggers cached by an earlier call stay correct after a reconfiguration.
-    structlog.configure(
-        processors=[
-            _drop_below_level,
-            structlog.contextvars.merge_contextvars,
-            merge_message_context,
-            structlog.processors.add_log_level,
-            _add_logger_name,
-            timestamper,
-            *finishing,
-        ],
-        logger_factory=_StdoutLogger,
-        # level filtering is _drop_below_level's (it can change); positional arguments
-        # (`log.info("%s sent", n)`) are formatted by this class
-        wrapper_class=structlog.make_filtering_bound_logger(logging.NOTSET),
-        cache_logger_on_first_use=True,
-    )
 
 
 def get_logger(name: str | None = None) -> FilteringBoundLogger:
