@@ -21,7 +21,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
-from riverbed_contracts import CloudEvent, WebhookDelivered
+from riverbed_contracts import CloudEvent, DeliverWebhook, WebhookDelivered
 from riverbed_contracts.registry import new_event
 from riverbed_contracts.webhooks import WebhookDeliveryExhausted, WebhookEndpointDisabled
 from riverbed_webhooks import SOURCE
@@ -68,6 +68,28 @@ def delivery_exhausted(
         source=SOURCE,
         subject=exhausted.endpoint_id,
     )
+
+
+def exhausted_report(
+    task: DeliverWebhook,
+    *,
+    task_id: str,
+    cause: CloudEvent | None,
+    attempts: int,
+    last_error: str,
+    last_status_code: int | None = None,
+) -> CloudEvent:
+    """The report that ``task`` gave up after ``attempts`` attempts (``last_error``, cut
+    to 2000 characters, says why the last one failed)."""
+    exhausted = WebhookDeliveryExhausted(
+        delivery_id=task.delivery_id,
+        endpoint_id=task.endpoint_id,
+        event_id=task.event.id,
+        attempts=attempts,
+        last_status_code=last_status_code,
+        last_error=last_error[:2000] or "failed",
+    )
+    return delivery_exhausted(exhausted, task_id=task_id, cause=cause)
 
 
 def endpoint_disabled(

@@ -29,14 +29,13 @@ from __future__ import annotations
 import json
 import random
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import NoReturn
 
 import structlog
 
 from riverbed.errors import PermanentError, RetryLater
 from riverbed_contracts import CloudEvent, DeliverWebhook, WebhookDelivered
-from riverbed_contracts.webhooks import WebhookDeliveryExhausted
 from riverbed_webhooks import metrics
 from riverbed_webhooks.domain import health
 from riverbed_webhooks.domain.model import (
@@ -46,7 +45,7 @@ from riverbed_webhooks.domain.model import (
     DisabledReason,
     Endpoint,
 )
-from riverbed_webhooks.domain.outcomes import delivery_exhausted, delivery_succeeded
+from riverbed_webhooks.domain.outcomes import delivery_succeeded, exhausted_report
 from riverbed_webhooks.domain.retry import (
     RetrySchedule,
     Verdict,
@@ -97,6 +96,37 @@ def describe(result: SendResult) -> str:
     return result.error or "no response"
 
 
+@dataclass(frozen=True)
+class _Answered:
+    """One attempt and its answer: what the steps after the answer decide on."""
+
+    endpoint: Endpoint
+    task: DeliverWebhook
+    task_id: str
+    cause: CloudEvent
+    attempt: int  # its number in the task, from 1
+    result: SendResult
+    at: datetime  # when the answer was judged
+
+    def attempt_row(self) -> Attempt:
+        """The attempt as the delivery log records it."""
+        delivered = verdict_for(self.result.status_code) is Verdict.DELIVERED
+        return Attempt(
+            delivery_id=self.task.delivery_id,
+            task_id=self.task_id,
+            endpoint_id=self.endpoint.id,
+            event_id=self.task.event.id,
+            attempt=self.attempt,
+            attempted_at=self.at,
+            succeeded=delivered,
+            status_code=self.result.status_code,
+            duration_ms=self.result.duration_ms,
+            response_body=self.result.body,
+            error=None if delivered else describe(self.result)[:2000],
+            error_kind=self.result.error_kind,
+        )
+
+
 @dataclass
 class Deliverer:
     cache: EndpointCache
@@ -141,7 +171,9 @@ class Deliverer:
             # the last attempt was recorded but the task was not dead-lettered (a crash, Redis
             # away): record it exhausted again; its report has the id of the one queued with
             # the last attempt, so the outbox keeps the first
-            report = self._exhausted_report(task, task_id, cause, made, None, "retries exhausted")
+            report = exhausted_report(
+                task, task_id=task_id, cause=cause, attempts=made, last_error="retries exhausted"
+            )
             await self.log.set_status(
                 task.delivery_id, DeliveryStatus.EXHAUSTED, at=self.clock(), emit=[report]
             )
@@ -214,137 +246,127 @@ class Deliverer:
         attempt: int,
         result: SendResult,
     ) -> None:
-        now = self.clock()
-        verdict = verdict_for(result.status_code)
-        row = Attempt(
+        answered = _Answered(endpoint, task, task_id, cause, attempt, result, at=self.clock())
+        if verdict_for(result.status_code) is Verdict.DELIVERED:
+            await self._delivered(answered)
+        else:
+            await self._failed(answered)
+
+    async def _record(self, answered: _Answered, status: DeliveryStatus, *emit: CloudEvent) -> None:
+        """The attempt, the delivery's new ``status`` and the events reporting it, at once."""
+        task = answered.task
+        await self.log.record_attempt(
+            answered.attempt_row(),
+            status,
+            event_type=task.event.type,
+            event=task.event.model_dump(mode="json", exclude_none=True),
+            emit=emit,
+        )
+
+    async def _delivered(self, answered: _Answered) -> None:
+        endpoint, task, result = answered.endpoint, answered.task, answered.result
+        metrics.SUCCEEDED.inc()
+        assert result.status_code is not None
+        delivered = WebhookDelivered(
             delivery_id=task.delivery_id,
-            task_id=task_id,
             endpoint_id=endpoint.id,
             event_id=task.event.id,
-            attempt=attempt,
-            attempted_at=now,
-            succeeded=verdict is Verdict.DELIVERED,
+            attempt=answered.attempt,
             status_code=result.status_code,
             duration_ms=result.duration_ms,
-            response_body=result.body,
-            error=None if verdict is Verdict.DELIVERED else describe(result)[:2000],
-            error_kind=result.error_kind,
         )
-        event = task.event.model_dump(mode="json", exclude_none=True)
+        # the failure clock first: a crash before the record below sends the request
+        # again (as a crash right after the answer would), while one after it would leave
+        # a concluded task whose success never stopped the clock
+        await self.repository.record_success(endpoint.id, answered.at)
+        await self._record(
+            answered,
+            DeliveryStatus.SUCCEEDED,
+            delivery_succeeded(delivered, task_id=answered.task_id, cause=answered.cause),
+        )
+        log.info(
+            "webhook delivered",
+            endpoint_id=endpoint.id,
+            status=result.status_code,
+            duration_ms=result.duration_ms,
+        )
 
-        async def record(status: DeliveryStatus, *emit: CloudEvent) -> None:
-            await self.log.record_attempt(
-                row, status, event_type=task.event.type, event=event, emit=emit
-            )
-
-        if verdict is Verdict.DELIVERED:
-            metrics.SUCCEEDED.inc()
-            assert result.status_code is not None
-            delivered = WebhookDelivered(
-                delivery_id=task.delivery_id,
-                endpoint_id=endpoint.id,
-                event_id=task.event.id,
-                attempt=attempt,
-                status_code=result.status_code,
-                duration_ms=result.duration_ms,
-            )
-            # the failure clock first: a crash before the record below sends the request
-            # again (as a crash right after the answer would), while one after it would leave
-            # a concluded task whose success never stopped the clock
-            await self.repository.record_success(endpoint.id, now)
-            await record(
-                DeliveryStatus.SUCCEEDED,
-                delivery_succeeded(delivered, task_id=task_id, cause=cause),
-            )
-            log.info(
-                "webhook delivered",
-                endpoint_id=endpoint.id,
-                status=result.status_code,
-                duration_ms=result.duration_ms,
-            )
-            return
-
+    async def _failed(self, answered: _Answered) -> None:
+        """Disable the endpoint (410, or failing too long), or retry, or give up."""
+        result = answered.result
         metrics.FAILED.labels(status_class(result.status_code, result.error_kind)).inc()
         log.info(
             "webhook attempt failed",
-            endpoint_id=endpoint.id,
+            endpoint_id=answered.endpoint.id,
             status=result.status_code,
             error=result.error,
             error_kind=result.error_kind,
             duration_ms=result.duration_ms,
-            task_attempt=attempt,
+            task_attempt=answered.attempt,
         )
         # A disabling is recorded (with its report) before the attempt that caused it: a
         # crash in between leaves the task open, and its redelivery drops it for the disabled
         # endpoint; the other order would leave a dropped (concluded) task and an endpoint
         # never disabled nor reported.
-        if verdict is Verdict.GONE:
-            await disable_endpoint(
-                self.repository,
-                self.cache,
-                endpoint.id,
-                DisabledReason.GONE,
-                now,
-                cause=cause,
-                last_status_code=410,
-                detail="the endpoint answered 410 Gone",
-            )
-            await record(DeliveryStatus.DROPPED)
+        if await self._disabled_by(answered):
+            await self._record(answered, DeliveryStatus.DROPPED)
             return
-
-        failing_since = await self.repository.record_failure(endpoint.id, now)
-        if health.should_disable(failing_since, now, self.policy.disable_after):
-            assert failing_since is not None
-            await disable_endpoint(
-                self.repository,
-                self.cache,
-                endpoint.id,
-                DisabledReason.FAILING,
-                now,
-                cause=cause,
-                failing_since=failing_since,
-                last_status_code=result.status_code,
-                detail=health.describe_failing(failing_since, now),
-            )
-            await record(DeliveryStatus.DROPPED)
-            return
-
         delay = next_delay_ms(
             self.policy.schedule,
-            attempt,
+            answered.attempt,
             status_code=result.status_code,
-            retry_after_ms=parse_retry_after(result.retry_after, now),
+            retry_after_ms=parse_retry_after(result.retry_after, answered.at),
             retry_after_cap_ms=self.policy.retry_after_cap_ms,
             rng=self.rng,
         )
         if delay is None:
             last_error = describe(result)
-            report = self._exhausted_report(
-                task, task_id, cause, attempt, result.status_code, last_error
+            report = exhausted_report(
+                answered.task,
+                task_id=answered.task_id,
+                cause=answered.cause,
+                attempts=answered.attempt,
+                last_status_code=result.status_code,
+                last_error=last_error,
             )
-            await record(DeliveryStatus.EXHAUSTED, report)
-            self._give_up(task, attempt, last_error)
-        await record(DeliveryStatus.RETRYING)
-        raise RetryLater(f"attempt {attempt} failed: {describe(result)}", delay_ms=delay)
+            await self._record(answered, DeliveryStatus.EXHAUSTED, report)
+            self._give_up(answered.task, answered.attempt, last_error)
+        await self._record(answered, DeliveryStatus.RETRYING)
+        raise RetryLater(f"attempt {answered.attempt} failed: {describe(result)}", delay_ms=delay)
 
-    def _exhausted_report(
-        self,
-        task: DeliverWebhook,
-        task_id: str,
-        cause: CloudEvent,
-        attempts: int,
-        last_status_code: int | None,
-        last_error: str,
-    ) -> CloudEvent:
-        exhausted = WebhookDeliveryExhausted(
-            delivery_id=task.delivery_id,
-            endpoint_id=task.endpoint_id,
-            event_id=task.event.id,
-            attempts=attempts,
-            last_status_code=last_status_code,
-            last_error=last_error[:2000] or "failed",
+    async def _disabled_by(self, answered: _Answered) -> bool:
+        """Whether this failure disabled the endpoint: a 410 Gone at once, any other once
+        the endpoint has been failing for longer than the policy's ``disable_after``."""
+        endpoint_id, now = answered.endpoint.id, answered.at
+        status_code = answered.result.status_code
+        if verdict_for(status_code) is Verdict.GONE:
+            await disable_endpoint(
+                self.repository,
+                self.cache,
+                endpoint_id,
+                DisabledReason.GONE,
+                now,
+                cause=answered.cause,
+                last_status_code=410,
+                detail="the endpoint answered 410 Gone",
+            )
+            return True
+        failing_since = await self.repository.record_failure(endpoint_id, now)
+        if not health.should_disable(failing_since, now, self.policy.disable_after):
+            return False
+        assert failing_since is not None
+        await disable_endpoint(
+            self.repository,
+            self.cache,
+            endpoint_id,
+            DisabledReason.FAILING,
+            now,
+            cause=answered.cause,
+            failing_since=failing_since,
+            last_status_code=status_code,
+            detail=health.describe_failing(failing_since, now),
         )
-        return delivery_exhausted(exhausted, task_id=task_id, cause=cause)
+        return True
 
     def _give_up(self, task: DeliverWebhook, attempts: int, last_error: str) -> NoReturn:
         """Dead-letter the task (the runtime does, on PermanentError), once its exhaustion is
