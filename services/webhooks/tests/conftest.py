@@ -20,10 +20,11 @@ import pytest
 from aiohttp import web
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from riverbed.service import Service
 from riverbed.settings import RedisSettings
 from riverbed.testing import ScratchDatabase, fast_settings, scratch_database
 from riverbed_webhooks.adapters.sql import sqlite_url
-from riverbed_webhooks.bootstrap import WebhooksService, create_service
+from riverbed_webhooks.bootstrap import Container, create_service
 from riverbed_webhooks.settings import WebhooksSettings
 
 API_KEY = "test-api-key"
@@ -154,7 +155,7 @@ OWN_STREAMS = (
 
 @dataclass
 class Running:
-    service: WebhooksService
+    service: Service[WebhooksSettings, Container]
     client: httpx.AsyncClient
     settings: WebhooksSettings
     source_stream: str

@@ -26,6 +26,19 @@ async def test_without_an_api_key_configured_the_api_answers_503() -> None:
         assert (await client.get("/healthz")).json() == {"status": "ok"}
 
 
+async def test_before_the_service_has_started_the_api_answers_503_with_retry_after() -> None:
+    service = create_service(WebhooksSettings(api_key="k"))
+    transport = httpx.ASGITransport(app=service.app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        answer = await client.get("/v1/endpoints", headers={"Authorization": "Bearer k"})
+        assert answer.status_code == 503
+        assert answer.headers["content-type"] == PROBLEM
+        assert answer.headers["retry-after"] == "1"
+        assert answer.json()["type"].endswith("/starting")
+        refused = await client.get("/v1/endpoints", headers={"Authorization": "Bearer nope"})
+        assert refused.status_code == 401  # the key is checked first, started or not
+
+
 async def test_a_missing_or_wrong_key_is_401(start_service: Any) -> None:
     running = await start_service()
     for headers in ({"Authorization": ""}, {"Authorization": "Bearer nope"}):

@@ -32,10 +32,11 @@ from schemathesis.config import SchemathesisConfig
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 from schemathesis.specs.openapi.schemas import OpenApiSchema
 
+from riverbed.service import Service
 from riverbed.settings import RedisSettings
 from riverbed.testing import fast_settings, free_port, sync_redis_client
 from riverbed_webhooks.adapters.sql import sqlite_url
-from riverbed_webhooks.bootstrap import WebhooksService, create_service
+from riverbed_webhooks.bootstrap import Container, create_service
 from riverbed_webhooks.settings import WebhooksSettings
 
 pytestmark = pytest.mark.integration
@@ -61,7 +62,7 @@ class Served:
         self.token = secrets.token_hex(5)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.service: WebhooksService = create_service(
+        self.service: Service[WebhooksSettings, Container] = create_service(
             WebhooksSettings(
                 api_key=ADMIN_KEY,
                 database_url=sqlite_url(database),
