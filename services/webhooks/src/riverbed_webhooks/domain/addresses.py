@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from typing import Final
 from urllib.parse import unquote
 
+from riverbed.errors import RiverbedError
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -37,7 +39,7 @@ CGNAT: Final = ipaddress.IPv4Network("100.64.0.0/10")
 NAT64: Final = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("64:ff9b:1::/48"))
 
 
-class BlockedAddress(OSError):
+class BlockedAddress(RiverbedError, OSError):
     """A connection to an address the SSRF guard refuses (an OSError, as connect errors are)."""
 
     def __init__(self, address: str, reason: str) -> None:

@@ -23,6 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
+from riverbed.errors import RiverbedError
 from riverbed_webhooks.domain.model import Endpoint
 
 #: namespace of the uuid5 ids below and of the outcome events' (``domain.outcomes``);
@@ -34,7 +35,7 @@ FILTER_PATTERN: Final = re.compile(
 )
 
 
-class InvalidFilter(ValueError):
+class InvalidFilter(RiverbedError, ValueError):
     pass
 
 

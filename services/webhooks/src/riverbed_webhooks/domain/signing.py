@@ -16,12 +16,14 @@ import secrets
 from collections.abc import Sequence
 from typing import Final
 
+from riverbed.errors import RiverbedError
+
 SECRET_PREFIX: Final = "whsec_"  # noqa: S105 - a prefix, not a secret
 SECRET_BYTES: Final = 32  # bytes of randomness in a generated secret (the spec asks >= 24)
 MIN_SECRET_BYTES: Final = 24
 
 
-class InvalidSecret(ValueError):
+class InvalidSecret(RiverbedError, ValueError):
     """A string that is not a ``whsec_``-prefixed base64 secret of at least 24 bytes."""
 
 

@@ -14,12 +14,13 @@ import ipaddress
 from typing import Final
 from urllib.parse import urlsplit
 
+from riverbed.errors import RiverbedError
 from riverbed_webhooks.domain.addresses import AddressPolicy, non_canonical_ipv4
 
 MAX_URL_LENGTH: Final = 2048  # characters
 
 
-class InvalidUrl(ValueError):
+class InvalidUrl(RiverbedError, ValueError):
     pass
 
 
