@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
+from riverbed_webhooks.bootstrap import address_policy, retry_schedule
+from riverbed_webhooks.domain.retry import STANDARD_SCHEDULE_MS
 from riverbed_webhooks.settings import WebhooksSettings
 
 
@@ -14,7 +16,8 @@ def test_defaults_are_the_conventions(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = WebhooksSettings()
     assert settings.port == 8002
     assert settings.request_timeout_s == 15.0
-    assert settings.retry_schedule.max_attempts == 10
+    assert retry_schedule(settings).max_attempts == 10
+    assert settings.retry_schedule_ms == list(STANDARD_SCHEDULE_MS)
     assert settings.allowed_networks == []
     assert "payment.succeeded" in settings.source_streams
     assert settings.api_key is None
@@ -26,8 +29,8 @@ def test_variables_use_the_webhooks_prefix(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv("WEBHOOKS_ALLOWED_NETWORKS", '["127.0.0.1/32"]')
     settings = WebhooksSettings()
     assert settings.port == 9123
-    assert settings.retry_schedule.delays_ms == (10, 20)
-    assert settings.address_policy.permits("127.0.0.1")
+    assert retry_schedule(settings).delays_ms == (10, 20)
+    assert address_policy(settings).permits("127.0.0.1")
 
 
 def test_the_api_key_is_webhooks_api_key_only_never_the_ingestion_key(

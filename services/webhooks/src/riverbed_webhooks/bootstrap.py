@@ -39,6 +39,8 @@ from riverbed_webhooks.adapters.ratelimit import RedisRateLimiter
 from riverbed_webhooks.adapters.routing import RoutingPublisher
 from riverbed_webhooks.adapters.sql import create_engine
 from riverbed_webhooks.adapters.tables import outbox
+from riverbed_webhooks.domain.addresses import AddressPolicy, parse_networks
+from riverbed_webhooks.domain.retry import RetrySchedule
 from riverbed_webhooks.entrypoints import problems, routes
 from riverbed_webhooks.entrypoints.handlers import delivery_handler, fan_out_handler
 from riverbed_webhooks.service_layer.delivery import Deliverer, DeliveryPolicy
@@ -55,6 +57,16 @@ DELIVERY_STREAM = get_spec("webhook.delivery.requested.v1").stream
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def retry_schedule(settings: WebhooksSettings) -> RetrySchedule:
+    """The retry schedule ``WEBHOOKS_RETRY_SCHEDULE_MS`` and ``WEBHOOKS_RETRY_JITTER`` give."""
+    return RetrySchedule(tuple(settings.retry_schedule_ms), settings.retry_jitter)
+
+
+def address_policy(settings: WebhooksSettings) -> AddressPolicy:
+    """The SSRF guard, letting through ``WEBHOOKS_ALLOWED_NETWORKS``."""
+    return AddressPolicy(parse_networks(settings.allowed_networks))
 
 
 @dataclass
@@ -91,7 +103,7 @@ async def lifespan(
     """The database, then the HTTP client, wired into a :class:`Container`; after the
     drain, the outbox flushed, then the client closed, then the database."""
     sender = AiohttpSender(
-        settings.address_policy,
+        address_policy(settings),
         timeout_s=settings.request_timeout_s,
         max_response_bytes=settings.max_response_bytes,
         resolver=seams.resolver,
@@ -155,7 +167,7 @@ def wire(
         manager=EndpointManager(
             repository=repository,
             cache=cache,
-            policy=settings.address_policy,
+            policy=address_policy(settings),
             clock=seams.clock,
             rotation_grace=settings.rotation_grace,
         ),
@@ -190,7 +202,7 @@ def deliverer(
         gate=LocalConcurrencyGate(),
         clock=seams.clock,
         policy=DeliveryPolicy(
-            schedule=settings.retry_schedule,
+            schedule=retry_schedule(settings),
             retry_after_cap_ms=settings.retry_after_max_ms,
             disable_after=settings.disable_after,
             default_concurrency=settings.endpoint_concurrency,

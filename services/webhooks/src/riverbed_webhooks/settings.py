@@ -7,6 +7,7 @@ Durations carry their unit in the name.
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import os
 from datetime import timedelta
 
@@ -14,8 +15,6 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator, model_vali
 from pydantic_settings import SettingsConfigDict
 
 from riverbed.sql import DatabaseServiceSettings, database_url_field
-from riverbed_webhooks.domain.addresses import AddressPolicy, parse_networks
-from riverbed_webhooks.domain.retry import STANDARD_SCHEDULE_MS, RetrySchedule
 
 
 def admin_key(value: SecretStr | None, setting: str) -> SecretStr | None:
@@ -75,7 +74,9 @@ class WebhooksSettings(DatabaseServiceSettings):
     # -- delivery --------------------------------------------------------------------
     request_timeout_s: float = Field(default=15.0, gt=0, description="whole request, s")
     retry_schedule_ms: list[int] = Field(
-        default=list(STANDARD_SCHEDULE_MS),
+        # the Standard Webhooks schedule (domain.retry.STANDARD_SCHEDULE_MS): 5 s, 5 min,
+        # 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h; settings import no layer of the service
+        default=[s * 1000 for s in (5, 300, 1_800, 7_200, 18_000, 36_000, 50_400, 72_000, 86_400)],
         description="wait before attempts 2, 3, … (ms); the first attempt goes at once",
     )
     retry_jitter: float = Field(default=0.1, ge=0, le=1, description="± fraction of a delay")
@@ -143,7 +144,8 @@ class WebhooksSettings(DatabaseServiceSettings):
     @classmethod
     def _networks(cls, values: list[str]) -> list[str]:
         try:
-            parse_networks(values)
+            for value in values:
+                ipaddress.ip_network(value.strip(), strict=False)
         except ValueError as error:
             raise ValueError(
                 f"{error}; give networks such as '127.0.0.1/32' or '::1/128'"
@@ -167,14 +169,6 @@ class WebhooksSettings(DatabaseServiceSettings):
         return self
 
     # -- derived ---------------------------------------------------------------------
-    @property
-    def retry_schedule(self) -> RetrySchedule:
-        return RetrySchedule(tuple(self.retry_schedule_ms), self.retry_jitter)
-
-    @property
-    def address_policy(self) -> AddressPolicy:
-        return AddressPolicy(parse_networks(self.allowed_networks))
-
     @property
     def disable_after(self) -> timedelta:
         return timedelta(seconds=self.disable_after_failing_s)
