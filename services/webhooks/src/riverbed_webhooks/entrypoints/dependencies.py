@@ -6,7 +6,7 @@ Before the service has started (and while it stops) they answer 503 with ``Retry
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Protocol
 
 from fastapi import Depends, HTTPException, Request
 
@@ -15,35 +15,48 @@ from riverbed_webhooks.entrypoints.problems import Problem
 from riverbed_webhooks.service_layer import endpoints, ports, replay
 
 
-def _started(request: Request) -> Any:
+class Started(Protocol):
+    """What the routes use of the container the composition root wires."""
+
+    @property
+    def manager(self) -> endpoints.EndpointManager: ...
+
+    @property
+    def replayer(self) -> replay.Replayer: ...
+
+    @property
+    def delivery_log(self) -> ports.DeliveryLog: ...
+
+    @property
+    def clock(self) -> ports.Clock: ...
+
+
+def started(request: Request) -> Started:
     """The container, or a 503 problem while the service starts or stops."""
     try:
-        return container_of(request)
+        container: Started = container_of(request)
     except HTTPException:
         raise Problem(
             503, "starting", "Service starting", "the service is not ready; retry shortly",
             headers={"Retry-After": "1"},
         ) from None  # fmt: skip
+    return container
 
 
 def endpoint_manager(request: Request) -> endpoints.EndpointManager:
-    manager: endpoints.EndpointManager = _started(request).manager
-    return manager
+    return started(request).manager
 
 
 def replayer(request: Request) -> replay.Replayer:
-    found: replay.Replayer = _started(request).replayer
-    return found
+    return started(request).replayer
 
 
 def delivery_log(request: Request) -> ports.DeliveryLog:
-    log: ports.DeliveryLog = _started(request).delivery_log
-    return log
+    return started(request).delivery_log
 
 
 def clock(request: Request) -> ports.Clock:
-    now: ports.Clock = _started(request).clock
-    return now
+    return started(request).clock
 
 
 Manager = Annotated[endpoints.EndpointManager, Depends(endpoint_manager)]
