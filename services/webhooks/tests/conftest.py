@@ -190,6 +190,20 @@ def settings_for(
     return WebhooksSettings(**values)
 
 
+async def start(settings: WebhooksSettings, redis_settings: RedisSettings) -> Running:
+    """A started service and an API client holding the admin key; the caller stops both."""
+    service = create_service(
+        settings, redis_settings=redis_settings, consumer_settings=fast_settings()
+    )
+    await service.start()
+    client = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=service.app),
+        base_url="http://webhooks",
+        headers={"Authorization": f"Bearer {API_KEY}"},
+    )
+    return Running(service, client, settings, settings.source_streams[0])
+
+
 @pytest.fixture
 async def start_service(
     redis_url: str, unique: str, sqlite_database: Database
@@ -201,18 +215,7 @@ async def start_service(
         database: Database | None = None, *, cache_url: str | None = None, **overrides: Any
     ) -> Running:
         settings = settings_for(unique, database or sqlite_database, **overrides)
-        service = create_service(
-            settings,
-            redis_settings=RedisSettings(url=redis_url, cache_url=cache_url),
-            consumer_settings=fast_settings(),
-        )
-        await service.start()
-        client = httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=service.app),
-            base_url="http://webhooks",
-            headers={"Authorization": f"Bearer {API_KEY}"},
-        )
-        running = Running(service, client, settings, settings.source_streams[0])
+        running = await start(settings, RedisSettings(url=redis_url, cache_url=cache_url))
         started.append(running)
         return running
 

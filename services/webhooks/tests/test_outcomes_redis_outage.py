@@ -28,11 +28,10 @@ import redis.asyncio
 from riverbed import keys
 from riverbed.publisher import Publisher
 from riverbed.settings import RedisSettings
-from riverbed.testing import NO_REDIS_HELP, RedisServer, fast_settings, make_event, wait_for
+from riverbed.testing import NO_REDIS_HELP, RedisServer, make_event, wait_for
 from riverbed_contracts import CloudEvent, event_from_entry
-from riverbed_webhooks.bootstrap import create_service
 
-from .conftest import API_KEY, settings_for
+from .conftest import settings_for, start
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault]
 
@@ -84,17 +83,8 @@ async def test_outcomes_recorded_while_redis_is_down_are_each_published_once(
         outbox_poll_interval_s=0.05,
         outbox_max_backoff_s=0.2,
     )
-    service = create_service(
-        settings,
-        redis_settings=RedisSettings(url=durable_redis.url),
-        consumer_settings=fast_settings(),
-    )
-    await service.start()
-    api = httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=service.app),
-        base_url="http://webhooks",
-        headers={"Authorization": f"Bearer {API_KEY}"},
-    )
+    running = await start(settings, RedisSettings(url=durable_redis.url))
+    api = running.client
     try:
         held = await _endpoint(api, receiver, "/held", "slow", max_concurrency=IN_FLIGHT)
         spare = await _endpoint(api, receiver, "/spare", 200, event_types=["email.*"])
@@ -151,7 +141,7 @@ async def test_outcomes_recorded_while_redis_is_down_are_each_published_once(
         }, "the disabling reported once"
     finally:
         await api.aclose()
-        await service.stop()
+        await running.service.stop()
 
 
 async def _endpoint(api: httpx.AsyncClient, receiver: Any, path: str, answer: Any,
