@@ -34,9 +34,9 @@ from riverbed.testing import RedisServer, fast_settings
 from riverbed_contracts.email import SendEmail
 from riverbed_contracts.registry import new_event
 from riverbed_email import testing as scripted
+from riverbed_email.adapters.redis_stores import RedisSendLedger
 from riverbed_email.bootstrap import create_service
 from riverbed_email.settings import EmailSettings
-from riverbed_email.store import RedisSendLedger
 
 answered: dict[str, float] = {}  # Message-ID -> when the relay answered 250
 recorded: dict[str, float] = {}  # Message-ID -> when Redis acknowledged the marker

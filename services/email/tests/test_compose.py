@@ -11,8 +11,8 @@ from typing import Any, cast
 
 import pytest
 
-from riverbed_email.compose import OutgoingEmail, Unsubscribe, compose, message_id_for
-from riverbed_email.templates import Content
+from riverbed_email.domain.compose import OutgoingEmail, Unsubscribe, compose, message_id_for
+from riverbed_email.domain.content import Content
 
 WHEN = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 

@@ -17,7 +17,7 @@ from riverbed.testing import Processes, free_port, wait_for
 from riverbed_contracts import CloudEvent, event_from_entry
 from riverbed_contracts.email import SendEmail
 from riverbed_contracts.registry import new_event
-from riverbed_email.delivery import outcome_event_id
+from riverbed_email.domain.outcome_events import outcome_event_id
 from riverbed_email.keys import email_sent_key
 from riverbed_email.testing import ScriptedSmtpServer
 

@@ -22,7 +22,7 @@ from riverbed.cli import main
 from riverbed.schedules import ScheduleDefinition, Scheduler, parse_time
 from riverbed.testing import RedisServer
 from riverbed_contracts.email import SendEmail
-from riverbed_email.templates import TemplateRenderer
+from riverbed_email.adapters.templates import TemplateRenderer
 
 SERVICE = Path(__file__).parents[1]
 SHIPPED = SERVICE / "templates"

@@ -23,18 +23,16 @@ from riverbed.testing import message_for, wait_for
 from riverbed_contracts import CloudEvent
 from riverbed_contracts.email import SendEmail
 from riverbed_contracts.registry import new_event
-from riverbed_email.addresses import DomainLabels
-from riverbed_email.compose import OutgoingEmail
-from riverbed_email.delivery import (
-    AttemptsExhausted,
-    Delivery,
-    DeliveryPolicy,
-    SmtpDeferred,
-    outcome_event_id,
-)
-from riverbed_email.outcomes import SmtpResult
-from riverbed_email.ports import FailedRecord, SentRecord, Suppression
-from riverbed_email.templates import TemplateRenderer
+from riverbed_email.adapters.records import Recorder
+from riverbed_email.adapters.templates import TemplateRenderer
+from riverbed_email.domain.addresses import DomainLabels
+from riverbed_email.domain.compose import OutgoingEmail
+from riverbed_email.domain.errors import AttemptsExhausted, SmtpDeferred
+from riverbed_email.domain.outcome_events import outcome_event_id
+from riverbed_email.domain.records import FailedRecord, SentRecord, Suppression
+from riverbed_email.domain.smtp_replies import SmtpResult
+from riverbed_email.entrypoints.handlers import EmailRequestedHandler
+from riverbed_email.service_layer.delivery import Delivery, DeliveryPolicy
 
 TEMPLATES = Path(__file__).parents[1] / "templates"
 SECRET_BODY = "the-body-must-never-be-logged"
@@ -147,10 +145,15 @@ class World:
 
     @property
     def delivery(self) -> Delivery:
-        """One handler per world, as one process has one (its in-memory state matters)."""
+        """One use case per world, as one process has one (its in-memory state matters)."""
         if self._delivery is None:
             self._delivery = self._make()
         return self._delivery
+
+    @property
+    def handle(self) -> EmailRequestedHandler:
+        """The consumer's handler over :attr:`delivery`, as the runtime calls it."""
+        return EmailRequestedHandler(self.delivery)
 
     def _make(self) -> Delivery:
         async def publish(events: Sequence[CloudEvent]) -> None:
@@ -175,6 +178,7 @@ class World:
             sender=self.sender,
             suppressions=self.suppressions,
             ledger=self.ledger,
+            recorder=Recorder(self.ledger, sleep=sleep),
             throttle=self.throttle,
             publish=publish,
             domain_labels=DomainLabels(["example.com"]),
@@ -200,7 +204,7 @@ async def test_an_accepted_send_is_recorded_under_the_event_id_then_email_sent_p
     world: World,
 ) -> None:
     event = request()
-    assert await world.delivery(message_for(event)) == [], "the handler publishes, not the runtime"
+    assert await world.handle(message_for(event)) == [], "the handler publishes, not the runtime"
     [sent] = world.published
     assert sent.type == "email.sent.v1"
     assert sent.data == {
@@ -221,8 +225,8 @@ async def test_a_redelivered_request_already_accepted_publishes_the_same_email_s
     world: World,
 ) -> None:
     event = request()
-    await world.delivery(message_for(event))
-    await world.delivery(message_for(event, attempt=2))
+    await world.handle(message_for(event))
+    await world.handle(message_for(event, attempt=2))
     assert len(world.sender.sent) == 1
     first, again = world.published
     assert again.model_dump() == first.model_dump(), "the same event: id, time, data"
@@ -231,7 +235,7 @@ async def test_a_redelivered_request_already_accepted_publishes_the_same_email_s
 
 async def test_every_outcome_event_id_is_derived_from_the_request(world: World) -> None:
     event = request()
-    await world.delivery(message_for(event))
+    await world.handle(message_for(event))
     [sent] = world.published
     assert sent.id == outcome_event_id(event.id, "sent")
     assert outcome_event_id(event.id, "sent") != outcome_event_id(event.id, "failed")
@@ -240,7 +244,7 @@ async def test_every_outcome_event_id_is_derived_from_the_request(world: World) 
 async def test_a_template_request_is_rendered_into_the_message(world: World) -> None:
     event = request(to="ada@example.com", subject=None, text=None, template="welcome",
                     variables={"name": "Ada"})  # fmt: skip
-    await world.delivery(message_for(event))
+    await world.handle(message_for(event))
     [email] = world.sender.sent
     assert email.message["Subject"] == "Welcome to Riverbed, Ada"
     assert email.message.get_content_type() == "multipart/alternative"
@@ -254,7 +258,7 @@ async def test_a_suppressed_address_is_skipped_with_email_suppressed(world: Worl
         "ada@example.com", "550 5.1.1 no such user", 550, event_id="earlier"
     )
     event = request(to="Ada@Example.com")
-    assert await world.delivery(message_for(event)) == []
+    assert await world.handle(message_for(event)) == []
     assert world.sender.sent == []
     [suppressed] = world.published
     assert suppressed.type == "email.suppressed.v1"
@@ -273,7 +277,7 @@ async def test_a_suppressed_address_is_skipped_with_email_suppressed(world: Worl
 async def test_a_greylisting_reply_is_retried_and_slows_the_domain_down(world: World) -> None:
     world.sender.results = [SmtpResult(451, "4.7.1 greylisted", "rcpt")]
     with pytest.raises(SmtpDeferred, match=re.escape("451 4.7.1 greylisted")):
-        await world.delivery(message_for(request()))
+        await world.handle(message_for(request()))
     assert world.throttle.slowed == ["example.com"]
     assert world.published == []
     assert world.ledger.records == {}
@@ -283,7 +287,7 @@ async def test_a_greylisting_reply_is_retried_and_slows_the_domain_down(world: W
 async def test_a_dropped_connection_is_retried_without_slowing_down(world: World) -> None:
     world.sender.results = [SmtpResult(None, "connection dropped", "transaction")]
     with pytest.raises(SmtpDeferred, match="no reply"):
-        await world.delivery(message_for(request()))
+        await world.handle(message_for(request()))
     assert world.throttle.slowed == []
 
 
@@ -293,7 +297,7 @@ async def test_the_last_attempt_records_and_publishes_email_failed_then_dead_let
     world.sender.results = [SmtpResult(451, "4.7.1 greylisted", "rcpt")]
     event = request()
     with pytest.raises(AttemptsExhausted, match=re.escape("gave up after 5 attempts: 451 4.7.1")):
-        await world.delivery(message_for(event, attempt=5))
+        await world.handle(message_for(event, attempt=5))
     [failed] = world.published
     assert failed.type == "email.failed.v1"
     assert failed.id == outcome_event_id(event.id, "failed")
@@ -309,7 +313,7 @@ async def test_a_delivery_past_the_last_attempt_gives_up_without_trying_the_rela
     # the last attempt was cut off (a crash, a timeout) before any outcome was recorded
     event = request()
     with pytest.raises(AttemptsExhausted, match="the last one did not complete"):
-        await world.delivery(message_for(event, attempt=6))
+        await world.handle(message_for(event, attempt=6))
     assert world.sender.sent == []
     [failed] = world.published
     assert (failed.id, failed.data["permanent"], failed.data["attempts"]) == (
@@ -324,9 +328,9 @@ async def test_a_send_accepted_on_the_last_attempt_is_reported_sent_past_it(
     world: World,
 ) -> None:
     event = request()
-    await world.delivery(message_for(event, attempt=5))
+    await world.handle(message_for(event, attempt=5))
     # cut off before the acknowledgement; the runtime's grace delivery comes back here
-    await world.delivery(message_for(event, attempt=6))
+    await world.handle(message_for(event, attempt=6))
     assert [e.type for e in world.published] == ["email.sent.v1", "email.sent.v1"]
     assert len({e.id for e in world.published}) == 1
     assert len(world.sender.sent) == 1
@@ -341,7 +345,7 @@ async def test_a_550_suppresses_the_address_records_publishes_email_failed_and_d
     world.sender.results = [SmtpResult(550, "5.1.1 no such user", "rcpt")]
     event = request(to="Ada@Example.com")
     with pytest.raises(PermanentError, match=re.escape("550 5.1.1 no such user")):
-        await world.delivery(message_for(event))
+        await world.handle(message_for(event))
     suppression = world.suppressions.entries_["ada@example.com"]
     assert (suppression.smtp_code, suppression.event_id) == (550, event.id)
     [failed] = world.published
@@ -360,7 +364,7 @@ async def test_a_550_suppresses_the_address_records_publishes_email_failed_and_d
 async def test_a_policy_refusal_is_permanent_but_does_not_suppress(world: World) -> None:
     world.sender.results = [SmtpResult(554, "5.7.1 refused by policy", "data")]
     with pytest.raises(PermanentError):
-        await world.delivery(message_for(request()))
+        await world.handle(message_for(request()))
     assert world.suppressions.entries_ == {}
     assert [e.type for e in world.published] == ["email.failed.v1"]
 
@@ -372,10 +376,10 @@ async def test_a_refused_request_redelivered_publishes_the_same_email_failed_and
     world.sender.results = [SmtpResult(554, "5.7.1 refused by policy", "data"), ACCEPTED]
     event = request()
     with pytest.raises(PermanentError, match="554"):
-        await world.delivery(message_for(event))
+        await world.handle(message_for(event))
     # cut off before the runtime dead-lettered it: redelivered
     with pytest.raises(PermanentError, match="554"):
-        await world.delivery(message_for(event, attempt=2))
+        await world.handle(message_for(event, attempt=2))
     assert len(world.sender.sent) == 1
     first, again = world.published
     assert again.model_dump() == first.model_dump()
@@ -390,7 +394,7 @@ async def test_a_suppression_of_this_very_request_without_its_record_is_finished
         "ada@example.com", "550 5.1.1 no such user", 550, event_id=event.id
     )
     with pytest.raises(PermanentError, match="550"):
-        await world.delivery(message_for(event, attempt=2))
+        await world.handle(message_for(event, attempt=2))
     assert world.sender.sent == []
     [failed] = world.published
     assert (failed.type, failed.id) == ("email.failed.v1", outcome_event_id(event.id, "failed"))
@@ -401,7 +405,7 @@ async def test_a_missing_variable_records_publishes_email_failed_and_dead_letter
 ) -> None:
     event = request(subject=None, text=None, template="welcome", variables={})
     with pytest.raises(PermanentError, match="variable missing: 'name' is undefined"):
-        await world.delivery(message_for(event))
+        await world.handle(message_for(event))
     assert world.sender.sent == []
     [failed] = world.published
     assert failed.data["permanent"] is True
@@ -413,7 +417,7 @@ async def test_a_missing_variable_records_publishes_email_failed_and_dead_letter
 async def test_a_missing_template_is_named(world: World) -> None:
     event = request(subject=None, text=None, template="no-such-template")
     with pytest.raises(PermanentError, match="template 'no-such-template' not found"):
-        await world.delivery(message_for(event))
+        await world.handle(message_for(event))
 
 
 # -- pacing ----------------------------------------------------------------------------
@@ -421,7 +425,7 @@ async def test_a_missing_template_is_named(world: World) -> None:
 
 async def test_a_short_wait_for_the_domain_rate_is_waited_out_in_process(world: World) -> None:
     world.throttle.waits = [300, 500]
-    await world.delivery(message_for(request()))
+    await world.handle(message_for(request()))
     assert world.slept == [0.3, 0.5]
     assert len(world.sender.sent) == 1
 
@@ -429,7 +433,7 @@ async def test_a_short_wait_for_the_domain_rate_is_waited_out_in_process(world: 
 async def test_a_long_wait_for_the_domain_rate_reschedules_the_request(world: World) -> None:
     world.throttle.waits = [1_500, 1_500]
     with pytest.raises(RetryLater) as caught:
-        await world.delivery(message_for(request()))
+        await world.handle(message_for(request()))
     assert world.slept == [1.5]
     assert 1_500 <= caught.value.delay_ms <= 3_000
     assert caught.value.counts_as_delivery is False, "waiting for our pace is no attempt"
@@ -440,7 +444,7 @@ async def test_a_rescheduled_request_on_its_last_attempt_is_not_given_up(world: 
     world.throttle.waits = [5_000]
     last = message_for(request(), attempt=world.max_attempts)
     with pytest.raises(RetryLater):
-        await world.delivery(last)
+        await world.handle(last)
     assert world.published == [], "no email.failed: the last attempt has not been made"
 
 
@@ -452,10 +456,10 @@ async def test_a_marker_write_that_fails_is_retried_before_the_handler_returns(
 ) -> None:
     world.ledger.failures = 7
     event = request()
-    await world.delivery(message_for(event))
+    await world.handle(message_for(event))
     assert event.id in world.ledger.records
     assert world.ledger.writes == 8
-    await world.delivery(message_for(event, attempt=2))
+    await world.handle(message_for(event, attempt=2))
     assert len(world.sender.sent) == 1
 
 
@@ -464,12 +468,12 @@ async def test_while_redis_is_away_the_handler_waits_and_a_redelivery_here_never
 ) -> None:
     world.ledger.failures = 10**9  # Redis away until the test says otherwise
     event = request()
-    first = asyncio.create_task(world.delivery(message_for(event)))
+    first = asyncio.create_task(world.handle(message_for(event)))
     await wait_for(lambda: world.ledger.writes > 20, what="the marker write to be retried")
     assert not first.done(), "the handler holds its entry while the marker is unwritten"
     assert world.published == []
     # the same request handed to this process again (another entry, a handler timeout)
-    again = asyncio.create_task(world.delivery(message_for(event, attempt=2)))
+    again = asyncio.create_task(world.handle(message_for(event, attempt=2)))
     await wait_for(lambda: world.ledger.writes > 40, what="more retries")
     assert not again.done()
 
@@ -485,7 +489,7 @@ async def test_a_handler_cut_off_while_its_marker_waits_leaves_the_writing_to_th
 ) -> None:
     world.ledger.failures = 10**9
     event = request()
-    handler = asyncio.create_task(world.delivery(message_for(event)))
+    handler = asyncio.create_task(world.handle(message_for(event)))
     await wait_for(lambda: world.ledger.writes > 5, what="the marker write to be retried")
     handler.cancel()  # the runtime's handler timeout, or the shutdown drain
     with pytest.raises(asyncio.CancelledError):
@@ -499,7 +503,7 @@ async def test_a_handler_cut_off_while_its_marker_waits_leaves_the_writing_to_th
 async def test_records_still_unwritten_when_the_service_stops_are_named(world: World) -> None:
     world.ledger.failures = 10**9
     event = request()
-    handler = asyncio.create_task(world.delivery(message_for(event)))
+    handler = asyncio.create_task(world.handle(message_for(event)))
     await wait_for(lambda: world.ledger.writes > 5, what="the marker write to be retried")
     handler.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -513,7 +517,7 @@ async def test_an_outcome_event_that_cannot_be_published_yet_is_retried_until_it
 ) -> None:
     world.publish_failures = 6
     event = request()
-    await world.delivery(message_for(event))
+    await world.handle(message_for(event))
     [sent] = world.published
     assert sent.id == outcome_event_id(event.id, "sent")
 
@@ -529,9 +533,9 @@ async def test_a_cancel_swallowed_inside_a_publish_still_ends_the_handler(world:
         except asyncio.CancelledError:
             raise RedisConnectionError("Connection closed by server.") from None
 
-    world.delivery.publish = publish_swallowing_the_cancel
+    world.delivery.reporter.publish = publish_swallowing_the_cancel
     with pytest.raises(asyncio.CancelledError):
-        await world.delivery(message_for(request()))
+        await world.handle(message_for(request()))
     assert len(world.sender.sent) == 1
 
 
@@ -541,7 +545,7 @@ async def test_a_give_up_whose_record_fails_is_retried_before_email_failed(world
     world.publish_failures = 3
     event = request()
     with pytest.raises(PermanentError):
-        await world.delivery(message_for(event))
+        await world.handle(message_for(event))
     assert world.ledger.failed[event.id].reason == "554 5.7.1 refused by policy"
     assert [e.type for e in world.published] == ["email.failed.v1"]
 
@@ -550,7 +554,7 @@ async def test_a_request_another_replica_is_sending_is_not_sent_here(world: Worl
     event = request()
     world.ledger.leases[event.id] = "another-replica"
     with pytest.raises(RetryLater) as caught:
-        await world.delivery(message_for(event, attempt=2))
+        await world.handle(message_for(event, attempt=2))
     assert world.sender.sent == []
     assert world.published == []
     assert caught.value.counts_as_delivery is False, "waiting for a sibling is no attempt"
@@ -561,9 +565,9 @@ async def test_a_request_another_replica_is_sending_is_not_sent_here(world: Worl
 async def test_the_lease_is_released_once_the_outcome_is_recorded(world: World) -> None:
     sent, refused = request(), request(to="bob@example.com")
     world.sender.results = [ACCEPTED, SmtpResult(550, "5.1.1 no such user", "rcpt")]
-    await world.delivery(message_for(sent))
+    await world.handle(message_for(sent))
     with pytest.raises(PermanentError):
-        await world.delivery(message_for(refused))
+        await world.handle(message_for(refused))
     assert world.ledger.released == [sent.id, refused.id]
     assert world.ledger.leases == {}
 
@@ -571,7 +575,7 @@ async def test_the_lease_is_released_once_the_outcome_is_recorded(world: World) 
 async def test_the_lease_is_kept_while_the_marker_waits_for_redis(world: World) -> None:
     world.ledger.failures = 10**9
     event = request()
-    handler = asyncio.create_task(world.delivery(message_for(event)))
+    handler = asyncio.create_task(world.handle(message_for(event)))
     await wait_for(lambda: world.ledger.writes > 5, what="the marker write to be retried")
     handler.cancel()  # cut off: the lease must still keep other replicas off
     with pytest.raises(asyncio.CancelledError):
@@ -583,8 +587,8 @@ async def test_the_lease_is_kept_while_the_marker_waits_for_redis(world: World) 
 async def test_two_deliveries_of_one_request_in_one_process_send_once(world: World) -> None:
     world.sender.answer = asyncio.Event()  # the relay takes its time with the first
     event = request()
-    first = asyncio.create_task(world.delivery(message_for(event)))
-    second = asyncio.create_task(world.delivery(message_for(event, entry_id="0-2")))
+    first = asyncio.create_task(world.handle(message_for(event)))
+    second = asyncio.create_task(world.handle(message_for(event, entry_id="0-2")))
     await wait_for(lambda: len(world.sender.sent) == 1, what="the first send under way")
     world.sender.answer.set()
     await asyncio.gather(first, second)
@@ -600,9 +604,9 @@ async def test_logs_never_contain_the_body(
 ) -> None:
     configure_logging("INFO", "json")
     world.sender.results = [ACCEPTED, SmtpResult(550, "5.1.1 no such user", "rcpt")]
-    await world.delivery(message_for(request()))
+    await world.handle(message_for(request()))
     with pytest.raises(PermanentError):
-        await world.delivery(message_for(request(html=f"<p>{SECRET_BODY}</p>")))
+        await world.handle(message_for(request(html=f"<p>{SECRET_BODY}</p>")))
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [line["event"] for line in lines] == [
         "accepted by the relay",

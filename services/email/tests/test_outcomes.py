@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from riverbed_email.outcomes import SmtpResult, Stage, Verdict, classify, enhanced_status
+from riverbed_email.domain.smtp_replies import SmtpResult, Stage, Verdict, classify, enhanced_status
 
 
 def result(code: int | None, text: str = "", stage: Stage = "rcpt") -> SmtpResult:

@@ -34,13 +34,13 @@ from riverbed.testing import RedisServer, fast_settings, wait_for
 from riverbed_contracts import CloudEvent, event_from_entry
 from riverbed_contracts.email import SendEmail
 from riverbed_contracts.registry import new_event
+from riverbed_email.adapters.redis_stores import RedisSendLedger
+from riverbed_email.adapters.smtp import SmtpSender
 from riverbed_email.bootstrap import create_service
-from riverbed_email.compose import OutgoingEmail, message_id_for
-from riverbed_email.delivery import outcome_event_id
+from riverbed_email.domain.compose import OutgoingEmail, message_id_for
+from riverbed_email.domain.outcome_events import outcome_event_id
+from riverbed_email.domain.smtp_replies import SmtpResult
 from riverbed_email.keys import email_sent_key
-from riverbed_email.outcomes import SmtpResult
-from riverbed_email.smtp import SmtpSender
-from riverbed_email.store import RedisSendLedger
 from riverbed_email.testing import ScriptedSmtpServer
 
 from .conftest import settings_for

@@ -302,3 +302,19 @@ async def test_metrics_of_the_email_service_are_served_on_metrics(
         body = (await client.get("/metrics")).text
     assert 'riverbed_email_sent_total{domain="example.com"}' in body
     assert 'riverbed_email_smtp_seconds_bucket{le="0.01",verdict="sent"}' in body
+
+
+async def test_the_lifespan_wires_the_settings_and_gives_records_a_pool_of_their_own(
+    start_email: ServiceFactory, harness: Harness
+) -> None:
+    service = await start(start_email, harness, email={"max_attempts": 7})
+    delivery = service.container.delivery
+    assert delivery.policy.max_attempts == 7
+    request = await harness.request(harness.address("lifespan"))
+    await harness.wait_outcome("email.sent", request)
+    assert delivery.recorder.ledger._redis is not service.redis, "the records' own pool"
+
+    await service.stop()
+    with pytest.raises(RuntimeError, match="not started"):
+        _ = service.container
+    assert len(delivery.recorder) == 0, "every record written before the lifespan closed"

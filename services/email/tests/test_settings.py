@@ -8,8 +8,8 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from riverbed_email.bootstrap import create_service
-from riverbed_email.delivery import GRACE_DELIVERIES
+from riverbed_email.bootstrap import create_service, delivery_policy
+from riverbed_email.service_layer.delivery import GRACE_DELIVERIES
 from riverbed_email.settings import DEFAULT_RETRY_SCHEDULE_MS, EmailSettings
 
 
@@ -89,8 +89,10 @@ def test_the_password_never_shows_in_the_settings_repr() -> None:
 
 
 def test_the_service_gives_up_after_email_max_attempts_not_the_runtime_default() -> None:
-    service = create_service(EmailSettings(max_attempts=9))
-    assert service.delivery.policy.max_attempts == 9
+    settings = EmailSettings(max_attempts=9)
+    service = create_service(settings)
+    assert delivery_policy(settings).max_attempts == 9  # what the lifespan wires
+
     # the runtime's limit leaves room for a last attempt cut off before its outcome
     assert service.consumer_settings.max_deliveries == 9 + GRACE_DELIVERIES
     [subscription] = service.subscriptions

@@ -8,10 +8,10 @@ from typing import Any
 import aiosmtplib
 
 from riverbed.testing import free_port
-from riverbed_email.compose import OutgoingEmail, compose
-from riverbed_email.outcomes import Verdict, classify
-from riverbed_email.smtp import SmtpSender, result_of_transaction
-from riverbed_email.templates import Content
+from riverbed_email.adapters.smtp import SmtpSender, result_of_transaction
+from riverbed_email.domain.compose import OutgoingEmail, compose
+from riverbed_email.domain.content import Content
+from riverbed_email.domain.smtp_replies import Verdict, classify
 from riverbed_email.testing import ScriptedSmtpServer
 
 from .conftest import SmtpFactory, Tls, settings_for

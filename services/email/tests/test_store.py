@@ -6,8 +6,12 @@ import pytest
 import redis.asyncio
 
 from riverbed_email import keys
-from riverbed_email.ports import FailedRecord, SentRecord, Suppression
-from riverbed_email.store import RedisDomainThrottle, RedisSendLedger, RedisSuppressionList
+from riverbed_email.adapters.redis_stores import (
+    RedisDomainThrottle,
+    RedisSendLedger,
+    RedisSuppressionList,
+)
+from riverbed_email.domain.records import FailedRecord, SentRecord, Suppression
 
 pytestmark = pytest.mark.integration
 
@@ -15,8 +19,8 @@ pytestmark = pytest.mark.integration
 async def test_a_suppression_is_shared_normalized_and_keeps_its_first_reason(
     redis_client: redis.asyncio.Redis, unique: str
 ) -> None:
-    replica_a = RedisSuppressionList(lambda: redis_client)
-    replica_b = RedisSuppressionList(lambda: redis_client)
+    replica_a = RedisSuppressionList(redis_client)
+    replica_b = RedisSuppressionList(redis_client)
     address = f"Ada-{unique}@Example.com"
     try:
         assert await replica_a.add(Suppression(address, "550 5.1.1 no such user", 550, "ev-1"))
@@ -45,7 +49,7 @@ async def test_a_suppression_written_by_hand_is_still_honoured(
     address = f"hand-{unique}@example.com"
     await redis_client.hset(keys.email_suppression_key(), address, "complained by phone")
     try:
-        found = await RedisSuppressionList(lambda: redis_client).get(address)
+        found = await RedisSuppressionList(redis_client).get(address)
         assert found is not None
         assert found.reason == "complained by phone"
     finally:
@@ -55,7 +59,7 @@ async def test_a_suppression_written_by_hand_is_still_honoured(
 async def test_the_send_ledger_records_once_with_a_ttl(
     redis_client: redis.asyncio.Redis, unique: str
 ) -> None:
-    ledger = RedisSendLedger(lambda: redis_client, ttl_s=3600)
+    ledger = RedisSendLedger(redis_client, ttl_s=3600)
     event_id = f"ev-{unique}"
     assert await ledger.get(event_id) is None
     record = SentRecord("<m@x>", 2, 1_700_000_000_000)
@@ -69,7 +73,7 @@ async def test_the_send_ledger_records_once_with_a_ttl(
 async def test_the_ledger_records_a_give_up_once_with_a_ttl(
     redis_client: redis.asyncio.Redis, unique: str
 ) -> None:
-    ledger = RedisSendLedger(lambda: redis_client, ttl_s=3600)
+    ledger = RedisSendLedger(redis_client, ttl_s=3600)
     event_id = f"ev-{unique}"
     assert await ledger.failure(event_id) is None
     record = FailedRecord("exhausted", "451 4.7.1 greylisted", False, 451, 20, 1_700_000_000_000)
@@ -85,8 +89,8 @@ async def test_the_ledger_records_a_give_up_once_with_a_ttl(
 async def test_the_sending_lease_is_one_holders_until_released_or_run_out(
     redis_client: redis.asyncio.Redis, unique: str
 ) -> None:
-    replica_a = RedisSendLedger(lambda: redis_client, ttl_s=3600)
-    replica_b = RedisSendLedger(lambda: redis_client, ttl_s=3600)
+    replica_a = RedisSendLedger(redis_client, ttl_s=3600)
+    replica_b = RedisSendLedger(redis_client, ttl_s=3600)
     event_id = f"ev-{unique}"
     key = keys.email_sending_key(event_id)
     try:
@@ -107,7 +111,7 @@ async def test_a_domain_gets_its_burst_then_must_wait(
     redis_client: redis.asyncio.Redis, unique: str
 ) -> None:
     throttle = RedisDomainThrottle(
-        lambda: redis_client, per_second=0.01, burst=3, slowdown_window_s=60, max_level=4
+        redis_client, per_second=0.01, burst=3, slowdown_window_s=60, max_level=4
     )  # one send per 100 s: nothing refills while the test runs
     domain = f"{unique}.test"
     waits = [await throttle.take(domain) for _ in range(4)]
@@ -121,7 +125,7 @@ async def test_a_domain_that_asks_us_to_slow_down_gets_less_and_the_level_expire
     redis_client: redis.asyncio.Redis, unique: str
 ) -> None:
     throttle = RedisDomainThrottle(
-        lambda: redis_client, per_second=0.04, burst=8, slowdown_window_s=60, max_level=2
+        redis_client, per_second=0.04, burst=8, slowdown_window_s=60, max_level=2
     )
     domain = f"{unique}.test"
     assert [await throttle.slow_down(domain) for _ in range(3)] == [1, 2, 2]  # capped

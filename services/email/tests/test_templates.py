@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from riverbed_contracts.email import SendEmail
-from riverbed_email.templates import Content, RenderError, TemplateRenderer
+from riverbed_email.adapters.templates import TemplateRenderer
+from riverbed_email.domain.content import Content, RenderError
 
 SHIPPED = Path(__file__).parents[1] / "templates"
 

@@ -1,10 +1,5 @@
-"""Entry point: ``riverbed-email`` (or ``python -m riverbed_email``); see ``cli``."""
-
-from __future__ import annotations
-
-import sys
+"""Entry point: ``python -m riverbed_email`` runs ``riverbed-email``; see ``cli``."""
 
 from riverbed_email.cli import main
 
-if __name__ == "__main__":
-    sys.exit(main())
+raise SystemExit(main())

@@ -14,7 +14,6 @@ request's event id to that file and waits forever (until the test's SIGKILL) at 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +23,7 @@ from riverbed.consumer import Message
 from riverbed.publisher import Publisher
 from riverbed_contracts import CloudEvent
 from riverbed_email.bootstrap import create_service
+from riverbed_email.entrypoints.handlers import EmailRequestedHandler
 from riverbed_email.settings import EmailSettings
 
 
@@ -32,16 +32,17 @@ async def pause_forever(pause_file: str, event_id: str) -> None:
     await asyncio.Event().wait()  # until SIGKILL
 
 
-def pause_when_handler_returned(service: Any, pause_file: str) -> None:
-    [subscription] = service.subscriptions
-    handler = subscription.handler
+def pause_when_handler_returned(pause_file: str) -> None:
+    handle = EmailRequestedHandler.__call__
 
-    async def send_then_pause(message: Message[Any]) -> Sequence[CloudEvent] | None:
-        events = await handler(message)
+    async def send_then_pause(
+        self: EmailRequestedHandler, message: Message[Any]
+    ) -> list[CloudEvent]:
+        events = await handle(self, message)
         await pause_forever(pause_file, message.event.id)
         return events
 
-    service.subscriptions[0] = dataclasses.replace(subscription, handler=send_then_pause)
+    EmailRequestedHandler.__call__ = send_then_pause  # type: ignore[method-assign]
 
 
 def pause_when_publishing_sent(pause_file: str) -> None:
@@ -64,7 +65,7 @@ def main() -> None:
     if pause_file:
         where = os.environ.get("WORKER_PAUSE_AT", "returned")
         if where == "returned":
-            pause_when_handler_returned(service, pause_file)
+            pause_when_handler_returned(pause_file)
         elif where == "publishing-sent":
             pause_when_publishing_sent(pause_file)
         else:

@@ -1,37 +1,39 @@
-"""The small interfaces the delivery logic needs; adapters implement them, tests fake them.
+"""The small interfaces the delivery use case needs; adapters implement them, tests fake them.
 
-- :class:`EmailSender` — hands one message to an SMTP relay (``riverbed_email.smtp``);
+- :class:`Renderer` — the request's content, from a template or as given
+  (``adapters.templates``);
+- :class:`EmailSender` — hands one message to an SMTP relay (``adapters.smtp``);
 - :class:`SuppressionList`, :class:`SendLedger`, :class:`DomainThrottle` — state shared by
-  every replica (``riverbed_email.store``, in Redis);
-- :class:`SentRecord`, :class:`FailedRecord` — what became of a request, recorded under its
-  event id before its outcome event is published, so a redelivery publishes that same event;
+  every replica (``adapters.redis_stores``, in Redis);
+- :class:`OutcomeRecorder` — writes outcome records and keeps those Redis has not taken yet
+  (``adapters.records``);
 - :data:`Publish` — appends events to their streams before the request is settled.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Protocol
 
 from riverbed_contracts import CloudEvent
-from riverbed_email.compose import OutgoingEmail
-from riverbed_email.outcomes import SmtpResult
+from riverbed_contracts.email import SendEmail
+from riverbed_email.domain.compose import OutgoingEmail
+from riverbed_email.domain.content import Content
+from riverbed_email.domain.records import FailedRecord, OutcomeRecord, SentRecord, Suppression
+from riverbed_email.domain.smtp_replies import SmtpResult
+
+
+class Renderer(Protocol):
+    def render(self, request: SendEmail) -> Content:
+        """The request's content; raises :class:`~riverbed_email.domain.content.RenderError`
+        when it cannot be had (no such template, a missing variable)."""
+        ...
 
 
 class EmailSender(Protocol):
     async def send(self, email: OutgoingEmail) -> SmtpResult:
         """Send ``email`` to its one recipient; report every outcome, never raise for SMTP."""
         ...
-
-
-@dataclass(frozen=True)
-class Suppression:
-    address: str  # normalized (see riverbed_email.addresses.normalize)
-    reason: str
-    smtp_code: int | None = None
-    event_id: str | None = None  # the request whose refusal put it there, if any
-    at_ms: int = 0  # when, ms since the epoch
 
 
 class SuppressionList(Protocol):
@@ -48,30 +50,6 @@ class SuppressionList(Protocol):
     def entries(self) -> AsyncIterator[Suppression]: ...
 
 
-@dataclass(frozen=True)
-class SentRecord:
-    message_id: str
-    attempts: int
-    at_ms: int  # ms since the epoch
-
-
-#: why a request was given up: the relay refused it, every attempt was deferred, or the
-#: request itself cannot be sent (template, variable, address); the metric's reason label
-FailureKind = Literal["rejected", "exhausted", "invalid"]
-
-
-@dataclass(frozen=True)
-class FailedRecord:
-    """A request given up: the content of its ``email.failed``, as first decided."""
-
-    kind: FailureKind
-    reason: str
-    permanent: bool
-    smtp_code: int | None
-    attempts: int
-    at_ms: int  # ms since the epoch
-
-
 class SendLedger(Protocol):
     """What became of requests, by request event id: accepted by the relay, or given up."""
 
@@ -79,9 +57,7 @@ class SendLedger(Protocol):
 
     async def failure(self, event_id: str) -> FailedRecord | None: ...
 
-    async def record_many(
-        self, records: Sequence[tuple[str, SentRecord | FailedRecord]]
-    ) -> list[bool]:
+    async def record_many(self, records: Sequence[tuple[str, OutcomeRecord]]) -> list[bool]:
         """Record each (event id, record) unless its request already has one of that kind,
         in one round trip; per record, True when this call recorded it."""
         ...
@@ -93,6 +69,29 @@ class SendLedger(Protocol):
 
     async def release(self, event_id: str, holder: str) -> None:
         """Give the lease up, if ``holder`` still has it."""
+        ...
+
+
+class OutcomeRecorder(Protocol):
+    """Outcome records on their way to the ledger: never forgotten by this process."""
+
+    def unwritten(self, event_id: str) -> OutcomeRecord | None:
+        """The record of this request made in this process and not yet stored, if any."""
+        ...
+
+    async def written(self, event_id: str) -> None:
+        """Return once this request's record (if one is waiting here) is stored."""
+        ...
+
+    async def record(
+        self, event_id: str, record: OutcomeRecord, *, since: float | None = None
+    ) -> None:
+        """Store ``record`` under ``event_id``; return once it is stored. ``since``:
+        ``time.perf_counter()`` when the outcome was decided."""
+        ...
+
+    async def close(self) -> list[str]:
+        """Stop writing; the request ids whose record was never stored."""
         ...
 
 

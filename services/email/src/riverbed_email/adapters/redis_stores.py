@@ -1,28 +1,28 @@
-"""State shared by every email replica, in Redis (key names in :mod:`riverbed.keys`).
+"""State shared by every email replica, in Redis (key names in :mod:`riverbed_email.keys`).
 
 - :class:`RedisSuppressionList` — one hash, address -> why (no TTL: an operator removes);
 - :class:`RedisSendLedger` — one record per accepted request (the sent marker) and one per
   request given up, each ``SET NX`` with a TTL; and the lease of the replica sending a
-  request, taken and released by scripts that compare its holder's token;
+  request, taken and released by scripts that compare its holder's token (``lua/``);
 - :class:`RedisDomainThrottle` — GCRA per recipient domain (:mod:`riverbed.ratelimit`),
   slowed down for a while by each throttling reply.
 
-Each takes a callable returning the client, because the service opens Redis at start.
+Each takes an open client (the service's lifespan opens and closes it).
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Final
 
 from riverbed.connection import Redis
 from riverbed.ratelimit import RateLimiter
 from riverbed.scripts import LuaScript
 from riverbed_email import keys
-from riverbed_email.addresses import normalize
-from riverbed_email.ports import FailedRecord, SentRecord, Suppression
+from riverbed_email.domain.addresses import normalize
+from riverbed_email.domain.records import FailedRecord, OutcomeRecord, SentRecord, Suppression
 
 
 def _now_ms() -> int:
@@ -30,12 +30,12 @@ def _now_ms() -> int:
 
 
 class RedisSuppressionList:
-    def __init__(self, redis: Callable[[], Redis]) -> None:
+    def __init__(self, redis: Redis) -> None:
         self._redis = redis
         self._key = keys.email_suppression_key()
 
     async def get(self, address: str) -> Suppression | None:
-        raw = await self._redis().hget(self._key, normalize(address))
+        raw = await self._redis.hget(self._key, normalize(address))
         return None if raw is None else self._decode(normalize(address), raw)
 
     async def add(self, suppression: Suppression) -> bool:
@@ -48,13 +48,13 @@ class RedisSuppressionList:
                 "at_ms": suppression.at_ms or _now_ms(),
             }
         )
-        return bool(await self._redis().hsetnx(self._key, address, value))
+        return bool(await self._redis.hsetnx(self._key, address, value))
 
     async def remove(self, address: str) -> bool:
-        return bool(await self._redis().hdel(self._key, normalize(address)))
+        return bool(await self._redis.hdel(self._key, normalize(address)))
 
     async def entries(self) -> AsyncIterator[Suppression]:
-        async for field, raw in self._redis().hscan_iter(self._key, count=500):
+        async for field, raw in self._redis.hscan_iter(self._key, count=500):
             address = field.decode() if isinstance(field, bytes) else str(field)
             yield self._decode(address, raw)
 
@@ -75,25 +75,12 @@ class RedisSuppressionList:
             return Suppression(address=address, reason=text or "suppressed")
 
 
-#: Take the sending lease unless another holder has it. KEYS: lease. ARGV: holder, lease ms.
-#: Returns 0 (held by ARGV[1] now), else the ms the other holder's lease still runs.
-_HOLD: Final = LuaScript("""
-local current = redis.call('GET', KEYS[1])
-if current and current ~= ARGV[1] then
-  return math.max(redis.call('PTTL', KEYS[1]), 1)
-end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return 0
-""")
-
-#: Give the sending lease up if ARGV[1] still holds it (a lease that ran out and was taken
-#: by another replica is theirs). KEYS: lease. ARGV: holder.
-_RELEASE: Final = LuaScript("""
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-""")
+#: the package of this service's Lua scripts
+SCRIPTS: Final = "riverbed_email.adapters.lua"
+#: take a request's sending lease unless another holder has it
+HOLD_SCRIPT: Final = LuaScript.load(SCRIPTS, "send_lease_hold")
+#: give a request's sending lease up if its holder still has it
+RELEASE_SCRIPT: Final = LuaScript.load(SCRIPTS, "send_lease_release")
 
 
 def _sent_json(record: SentRecord) -> str:
@@ -116,19 +103,19 @@ def _failed_json(record: FailedRecord) -> str:
 
 
 class RedisSendLedger:
-    def __init__(self, redis: Callable[[], Redis], *, ttl_s: int) -> None:
+    def __init__(self, redis: Redis, *, ttl_s: int) -> None:
         self._redis = redis
         self.ttl_s = ttl_s
 
     async def hold(self, event_id: str, holder: str, lease_ms: int) -> int:
         key = keys.email_sending_key(event_id)
-        return int(await _HOLD(self._redis(), keys=[key], args=[holder, lease_ms]))
+        return int(await HOLD_SCRIPT(self._redis, keys=[key], args=[holder, lease_ms]))
 
     async def release(self, event_id: str, holder: str) -> None:
-        await _RELEASE(self._redis(), keys=[keys.email_sending_key(event_id)], args=[holder])
+        await RELEASE_SCRIPT(self._redis, keys=[keys.email_sending_key(event_id)], args=[holder])
 
     async def get(self, event_id: str) -> SentRecord | None:
-        raw = await self._redis().get(keys.email_sent_key(event_id))
+        raw = await self._redis.get(keys.email_sent_key(event_id))
         if raw is None:
             return None
         data = json.loads(raw)
@@ -142,12 +129,10 @@ class RedisSendLedger:
         [stored] = await self.record_many([(event_id, record)])
         return stored
 
-    async def record_many(
-        self, records: Sequence[tuple[str, SentRecord | FailedRecord]]
-    ) -> list[bool]:
+    async def record_many(self, records: Sequence[tuple[str, OutcomeRecord]]) -> list[bool]:
         # one round trip, not a transaction: the keys are per request (other slots in a
         # cluster), and each SET NX stands alone
-        async with self._redis().pipeline(transaction=False) as pipe:
+        async with self._redis.pipeline(transaction=False) as pipe:
             for event_id, record in records:
                 if isinstance(record, SentRecord):
                     pipe.set(
@@ -163,7 +148,7 @@ class RedisSendLedger:
             return [bool(stored) for stored in await pipe.execute()]
 
     async def failure(self, event_id: str) -> FailedRecord | None:
-        raw = await self._redis().get(keys.email_failed_key(event_id))
+        raw = await self._redis.get(keys.email_failed_key(event_id))
         if raw is None:
             return None
         data = json.loads(raw)
@@ -187,7 +172,7 @@ class RedisDomainThrottle:
 
     def __init__(
         self,
-        redis: Callable[[], Redis],
+        redis: Redis,
         *,
         per_second: float,
         burst: int,
@@ -195,14 +180,15 @@ class RedisDomainThrottle:
         max_level: int,
     ) -> None:
         self._redis = redis
-        self._limiter = RateLimiter(redis, per_second=per_second, burst=burst)
+        # the runtime's limiter still takes a callable (a client opened after wiring)
+        self._limiter = RateLimiter(lambda: redis, per_second=per_second, burst=burst)
         self.per_second = per_second
         self.burst = burst
         self.slowdown_window_ms = slowdown_window_s * 1000
         self.max_level = max_level
 
     async def level(self, domain: str) -> int:
-        raw = await self._redis().get(keys.email_domain_slowdown_key(domain))
+        raw = await self._redis.get(keys.email_domain_slowdown_key(domain))
         return min(int(raw), self.max_level) if raw is not None else 0
 
     async def take(self, domain: str) -> int:
@@ -217,7 +203,7 @@ class RedisDomainThrottle:
     async def slow_down(self, domain: str) -> int:
         """One level slower for the window (each throttling reply extends the window)."""
         key = keys.email_domain_slowdown_key(domain)
-        async with self._redis().pipeline(transaction=True) as pipe:
+        async with self._redis.pipeline(transaction=True) as pipe:
             pipe.incr(key)
             pipe.pexpire(key, self.slowdown_window_ms)
             level, _ = await pipe.execute()

@@ -1,11 +1,12 @@
-"""The :class:`~riverbed_email.ports.EmailSender` that talks SMTP, with aiosmtplib.
+"""The ``EmailSender`` (``service_layer.ports``) that talks SMTP, with aiosmtplib.
 
 One connection per message, one recipient per message: a refusal is then about that
 one address, and a slow or broken relay holds up one request, not a batch. Every way a
-send can end is reported as an :class:`SmtpResult` (see ``outcomes``); nothing from the
-SMTP conversation is raised to the caller. Failing to say goodbye (``QUIT``) after the
-relay accepted the message is not a failure: the message is the relay's by then, and
-``QUIT`` runs in the background so that the send is reported (and recorded) at once.
+send can end is reported as an :class:`SmtpResult` (see ``domain.smtp_replies``);
+nothing from the SMTP conversation is raised to the caller. Failing to say goodbye
+(``QUIT``) after the relay accepted the message is not a failure: the message is the
+relay's by then, and ``QUIT`` runs in the background so that the send is reported (and
+recorded) at once.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ import ssl
 import aiosmtplib
 import structlog
 
-from riverbed_email.compose import OutgoingEmail
-from riverbed_email.outcomes import SmtpResult, Stage
+from riverbed_email.domain.compose import OutgoingEmail
+from riverbed_email.domain.smtp_replies import SmtpResult, Stage
 from riverbed_email.settings import EmailSettings
 
 log = structlog.get_logger(__name__)

@@ -39,11 +39,12 @@ import structlog
 
 from riverbed.eventloop import raise_if_cancelled
 from riverbed_email import metrics
-from riverbed_email.ports import FailedRecord, SendLedger, SentRecord
+from riverbed_email.domain.records import OutcomeRecord, SentRecord
+from riverbed_email.service_layer.ports import SendLedger
 
 log = structlog.get_logger(__name__)
 
-Record = SentRecord | FailedRecord
+Record = OutcomeRecord
 
 #: s; the writer's pause after a failed write, doubled after each failure up to the longest,
 #: so once Redis is back every waiting record is written within about the longest pause
@@ -72,7 +73,8 @@ metrics.UNRECORDED_NOW.set_function(lambda: sum(len(r) for r in list(_recorders)
 
 
 class Recorder:
-    """Writes outcome records to the ledger; keeps the ones Redis has not taken yet."""
+    """Writes outcome records to the ledger; keeps the ones Redis has not taken yet
+    (the :class:`~riverbed_email.service_layer.ports.OutcomeRecorder` of the service)."""
 
     def __init__(
         self, ledger: SendLedger, *, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep

@@ -17,8 +17,8 @@ from email.message import EmailMessage
 from email.utils import format_datetime
 from urllib.parse import quote
 
-from riverbed_email.addresses import normalize
-from riverbed_email.templates import Content
+from riverbed_email.domain.addresses import normalize
+from riverbed_email.domain.content import Content
 
 #: RFC 5322 folds headers at 78 characters; a URL cannot be folded, and Python would
 #: otherwise encode a long List-Unsubscribe as an RFC 2047 word that clients do not read
@@ -54,7 +54,7 @@ class Unsubscribe:
 
 @dataclass(frozen=True)
 class OutgoingEmail:
-    """What an :class:`~riverbed_email.ports.EmailSender` is asked to send."""
+    """What an :class:`~riverbed_email.service_layer.ports.EmailSender` is asked to send."""
 
     sender: str  # envelope MAIL FROM
     recipient: str  # the one envelope RCPT TO

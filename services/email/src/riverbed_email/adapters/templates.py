@@ -1,4 +1,5 @@
-"""What an email says: a template rendered with the caller's variables, or raw content.
+"""The ``Renderer`` of requests: a template rendered with the caller's variables, or raw
+content.
 
 A template is a folder in the templates directory::
 
@@ -9,13 +10,12 @@ A template is a folder in the templates directory::
 Variables are untrusted input: templates run in Jinja's sandbox, HTML is autoescaped
 (``.html`` files only: the text part and the subject are not HTML) and an undefined
 variable is an error (``StrictUndefined``) rather than an empty string in a customer's
-inbox. Every failure is a :class:`RenderError` whose message names the template and what
-was missing or wrong — and never contains the rendered content.
+inbox. Every failure is a ``RenderError`` (``domain.content``) whose message names the
+template and what was missing or wrong — and never contains the rendered content.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,26 +23,11 @@ import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 
 from riverbed_contracts.email import SendEmail
+from riverbed_email.domain.content import Content, RenderError, one_line
 
 SUBJECT = "subject.txt"
 TEXT = "body.txt"
 HTML = "body.html"
-
-
-class RenderError(Exception):
-    """The request cannot be rendered: no such template, a missing variable, a bad template."""
-
-
-@dataclass(frozen=True)
-class Content:
-    subject: str
-    text: str
-    html: str | None = None
-
-
-def one_line(subject: str) -> str:
-    """A subject on one line: a header cannot hold a line break (header injection)."""
-    return " ".join(subject.split())
 
 
 class TemplateRenderer:

@@ -1,0 +1,1 @@
+"""The email service's ports over real parts: SMTP (aiosmtplib), Redis, Jinja templates."""

@@ -1,0 +1,1 @@
+"""The email service's Redis Lua scripts, loaded with ``riverbed.scripts.LuaScript.load``."""

@@ -1,0 +1,1 @@
+"""The email service's use case (deliver one request) and the ports it needs."""
