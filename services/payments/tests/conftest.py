@@ -23,7 +23,7 @@ from riverbed.testing import ScratchDatabase, fast_settings, scratch_database
 from riverbed_contracts import CloudEvent, Payload
 from riverbed_contracts.registry import new_event
 from riverbed_payments.adapters import migrate
-from riverbed_payments.adapters.sql import create_engine, sqlite_url
+from riverbed_payments.adapters.database import create_engine, sqlite_url
 from riverbed_payments.bootstrap import PaymentsService, create_service
 from riverbed_payments.settings import INBOUND_STREAMS, PaymentsSettings
 

@@ -21,7 +21,8 @@ from riverbed import keys
 from riverbed.publisher import Publisher
 from riverbed.testing import free_port, wait_for
 from riverbed_contracts import event_from_entry
-from riverbed_payments.adapters.sql import SqlLedger, create_engine, sqlite_url
+from riverbed_payments.adapters.database import create_engine, sqlite_url
+from riverbed_payments.adapters.ledger import SqlLedger
 from riverbed_payments.adapters.tables import outbox, postings, processed_messages, transactions
 from riverbed_payments.settings import INBOUND_STREAMS
 from riverbed_payments.testing import succeeded

@@ -14,7 +14,7 @@ from sqlalchemy import delete, insert, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from riverbed_payments.adapters.sql import SqlLedger
+from riverbed_payments.adapters.ledger import SqlLedger
 from riverbed_payments.adapters.tables import accounts, postings, transactions
 from riverbed_payments.domain import ledger
 from riverbed_payments.testing import T0

@@ -34,7 +34,7 @@ from schemathesis.transport import SerializationContext
 
 from riverbed.settings import RedisSettings
 from riverbed.testing import fast_settings, free_port, sync_redis_client
-from riverbed_payments.adapters.sql import sqlite_url
+from riverbed_payments.adapters.database import sqlite_url
 from riverbed_payments.bootstrap import PaymentsService, create_service
 from riverbed_payments.settings import INBOUND_STREAMS, PaymentsSettings
 

@@ -18,11 +18,12 @@ from riverbed.consumer import Message
 from riverbed.errors import PermanentError, RetryLater
 from riverbed.testing import message_for
 from riverbed_contracts import CloudEvent
-from riverbed_payments.service_layer.recording import (
+from riverbed_payments.entrypoints.handlers import payment_events
+from riverbed_payments.service_layer.out_of_order import (
     OUT_OF_ORDER_MAX_RETRY_MS,
-    Recorder,
     out_of_order_delay_ms,
 )
+from riverbed_payments.service_layer.recording import Recorder
 from riverbed_payments.settings import PaymentsSettings
 from riverbed_payments.testing import T0, dispute_closed, refunded
 
@@ -89,7 +90,7 @@ def rejected(reason: str) -> float:
 
 async def deferral(recorder: Recorder, message: Message[Any]) -> RetryLater:
     with pytest.raises(RetryLater) as caught:
-        await recorder(message)
+        await payment_events(recorder)(message)
     return caught.value
 
 
@@ -127,7 +128,7 @@ async def test_past_the_bound_it_is_a_permanent_error_saying_what_it_waited_for_
     clock.advance(1)
     before = rejected("out_of_order_expired")
     with pytest.raises(PermanentError) as caught:
-        await recorder(first_seen_at_t0(event))
+        await payment_events(recorder)(first_seen_at_t0(event))
     text = str(caught.value)
     assert text.startswith(f"payment.refunded.v1 {event.id}: gave up after waiting 60 min")
     assert "PAYMENTS_OUT_OF_ORDER_MAX_WAIT_S is 60 min" in text
@@ -143,7 +144,7 @@ async def test_a_dispute_closing_before_its_opening_waits_the_same_way(
     assert (put_back.delay_ms, put_back.counts_as_delivery) == (BASE_MS, False)
     clock.advance(int(MAX_WAIT_S * 1000) + 1)
     with pytest.raises(PermanentError, match="dispute dp_early is not recorded"):
-        await recorder(first_seen_at_t0(event))
+        await payment_events(recorder)(first_seen_at_t0(event))
 
 
 async def test_a_first_seen_time_ahead_of_the_clock_counts_as_no_wait(

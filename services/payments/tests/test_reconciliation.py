@@ -14,7 +14,7 @@ from riverbed import keys
 from riverbed.publisher import Publisher
 from riverbed.testing import wait_for
 from riverbed_contracts import CloudEvent, event_from_entry
-from riverbed_payments.entrypoints.cli import DISCREPANCIES, reconcile
+from riverbed_payments.cli import DISCREPANCIES, reconcile
 from riverbed_payments.keys import reconciliation_lease_key
 from riverbed_payments.testing import payout, refunded, report_csv, report_line, succeeded
 

@@ -13,10 +13,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from riverbed.errors import PermanentError, RetryLater
 from riverbed.testing import message_for
 from riverbed_contracts import CloudEvent
-from riverbed_payments.adapters.sql import SqlLedger
+from riverbed_payments.adapters.ledger import SqlLedger
 from riverbed_payments.adapters.tables import outbox
 from riverbed_payments.domain import ledger
 from riverbed_payments.domain.ledger import Kind
+from riverbed_payments.entrypoints.handlers import payment_events
 from riverbed_payments.service_layer.recording import Recorder
 from riverbed_payments.testing import (
     T0,
@@ -45,7 +46,8 @@ def recorder(engine: AsyncEngine) -> Recorder:
 async def handle(recorder: Recorder, event: CloudEvent) -> None:
     # first received by the group at the recorder's "now": an early event has waited 0 ms
     first_seen_ms = int(T0.timestamp() * 1000)
-    await recorder(dataclasses.replace(message_for(event), first_seen_ms=first_seen_ms))
+    message = dataclasses.replace(message_for(event), first_seen_ms=first_seen_ms)
+    await payment_events(recorder)(message)
 
 
 async def balances(engine: AsyncEngine) -> dict[tuple[str, str], int]:

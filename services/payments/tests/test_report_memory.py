@@ -9,8 +9,8 @@ from typing import Any
 from sqlalchemy import func, select
 
 from riverbed_payments.adapters import migrate
+from riverbed_payments.adapters.database import create_engine
 from riverbed_payments.adapters.reports import SqlReports
-from riverbed_payments.adapters.sql import create_engine
 from riverbed_payments.adapters.tables import report_lines
 from riverbed_payments.service_layer.reconciliation import Reconciler
 from riverbed_payments.testing import T0, report_csv, report_line

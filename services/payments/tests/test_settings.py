@@ -6,7 +6,7 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from riverbed_payments.__main__ import create_service
+from riverbed_payments.bootstrap import create_service
 from riverbed_payments.settings import PaymentsSettings
 
 

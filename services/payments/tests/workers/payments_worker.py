@@ -12,11 +12,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 from riverbed.consumer import Handler, Message
-from riverbed_payments.bootstrap import create_service
+from riverbed.lifespan import Lifespan, Resources
+from riverbed_payments.bootstrap import Container, create_service
 from riverbed_payments.settings import PaymentsSettings
 
 
@@ -30,14 +33,25 @@ def pause_after(handler: Handler, pause_file: Path) -> Handler:
     return handle_then_pause
 
 
+def pausing(
+    lifespan: Lifespan[PaymentsSettings, Container], pause_file: Path
+) -> Lifespan[PaymentsSettings, Container]:
+    """``lifespan``, its container's payment handler pausing after each event."""
+
+    @asynccontextmanager
+    async def paused(settings: PaymentsSettings, resources: Resources) -> AsyncIterator[Container]:
+        async with lifespan(settings, resources) as container:
+            handler = pause_after(container.payment_events, pause_file)
+            yield dataclasses.replace(container, payment_events=handler)
+
+    return paused
+
+
 def main() -> None:
     service = create_service(PaymentsSettings())
     pause_file = os.environ.get("WORKER_PAUSE_FILE")
     if pause_file:
-        service.subscriptions[:] = [
-            dataclasses.replace(s, handler=pause_after(s.handler, Path(pause_file)))
-            for s in service.subscriptions
-        ]
+        service.lifespan = pausing(service.lifespan, Path(pause_file))
     service.run()
 
 

@@ -1,4 +1,5 @@
-"""Settlement reports and their reconciliation in SQL: lines in, classes and totals out.
+"""Settlement reports and their reconciliation in SQL: lines in, classes and totals out
+(what the ledger says of each line: ``adapters/ledger_figures.py``).
 
 Every method is one short transaction over at most one chunk of lines, so a report
 of any size is stored and matched in bounded memory. Events the job emits go into
@@ -11,26 +12,16 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, case, exists, func, insert, select, tuple_, update
+from sqlalchemy import and_, case, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from riverbed_payments.adapters.sql import READ_ONLY, LedgerSession, OutboxMessage, upsert
-from riverbed_payments.adapters.tables import (
-    postings,
-    report_lines,
-    report_payouts,
-    reports,
-    transactions,
-)
-from riverbed_payments.domain import ledger
+from riverbed.outbox import OutboxMessage, add_to_outbox
+from riverbed_payments.adapters import ledger_figures
+from riverbed_payments.adapters.database import read_only, upsert
+from riverbed_payments.adapters.tables import outbox, report_lines, report_payouts, reports
 from riverbed_payments.domain.ledger import Kind
-from riverbed_payments.domain.reconciliation import (
-    REPORTED_KINDS,
-    LedgerFigures,
-    LineClass,
-    PayoutTotals,
-    ReportLine,
-)
+from riverbed_payments.domain.reconciliation import LineClass, PayoutTotals, ReportLine
+from riverbed_payments.service_layer.ports import FiguresByKey
 
 _COUNTS = (
     "lines",
@@ -44,9 +35,12 @@ _COUNTS = (
 
 
 class SqlReports:
+    """The :class:`~riverbed_payments.service_layer.ports.ReportStore` over SQL, and the
+    reads the API makes of reports."""
+
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
-        self.reader = engine.execution_options(**{READ_ONLY: True})
+        self.reader = read_only(engine)
 
     # -- receiving -------------------------------------------------------------------------
 
@@ -132,35 +126,9 @@ class SqlReports:
 
     async def ledger_figures(
         self, provider: str, wanted: Sequence[tuple[str, str]]
-    ) -> dict[tuple[str, str], LedgerFigures]:
+    ) -> FiguresByKey:
         """(kind, provider id) -> the ledger's figures for that transaction, where recorded."""
-        if not wanted:
-            return {}
-        query = (
-            select(
-                transactions.c.id,
-                transactions.c.kind,
-                transactions.c.provider_ref,
-                postings.c.account,
-                postings.c.currency,
-                func.sum(postings.c.amount),
-            )
-            .join(postings, postings.c.transaction_id == transactions.c.id)
-            .where(
-                and_(
-                    transactions.c.provider == provider,
-                    tuple_(transactions.c.kind, transactions.c.provider_ref).in_(list(wanted)),
-                )
-            )
-            .group_by(
-                transactions.c.id,
-                transactions.c.kind,
-                transactions.c.provider_ref,
-                postings.c.account,
-                postings.c.currency,
-            )
-        )
-        return _figures(provider, (await self._read(query)))
+        return await ledger_figures.recorded(self.reader, provider, wanted)
 
     async def _read(self, query: Any) -> list[Any]:
         async with self.reader.connect() as conn:
@@ -179,62 +147,16 @@ class SqlReports:
                 await conn.execute(
                     update(report_lines).where(report_lines.c.seq == seq).values(**values)
                 )
-            await LedgerSession(conn).add_outbox(events, at=at)
+            await add_to_outbox(conn, outbox, events, at=at)
 
     async def not_in_report(
-        self,
-        report_id: str,
-        provider: str,
-        start: datetime,
-        end: datetime,
-        limit: int,
-    ) -> dict[tuple[str, str], LedgerFigures]:
-        """Ledger transactions in the period that move the provider balance and that no line of
-        the report (nor an earlier pass of this job) accounts for."""
-        in_report = exists().where(
-            and_(
-                report_lines.c.report_id == report_id,
-                report_lines.c.kind == transactions.c.kind,
-                report_lines.c.source == transactions.c.provider_ref,
-            )
+        self, report_id: str, provider: str, start: datetime, end: datetime, limit: int
+    ) -> FiguresByKey:
+        """Ledger transactions of the period the report does not account for (at most
+        ``limit``)."""
+        return await ledger_figures.not_in_report(
+            self.reader, report_id, provider, start, end, limit
         )
-        ids = (
-            select(transactions.c.id)
-            .where(
-                and_(
-                    transactions.c.provider == provider,
-                    transactions.c.kind.in_([k.value for k in REPORTED_KINDS]),
-                    transactions.c.occurred_at >= start,
-                    transactions.c.occurred_at <= end,
-                    ~in_report,
-                )
-            )
-            .order_by(transactions.c.id)
-            .limit(limit)
-        )
-        found = [row[0] for row in await self._read(ids)]
-        if not found:
-            return {}
-        query = (
-            select(
-                transactions.c.id,
-                transactions.c.kind,
-                transactions.c.provider_ref,
-                postings.c.account,
-                postings.c.currency,
-                func.sum(postings.c.amount),
-            )
-            .join(postings, postings.c.transaction_id == transactions.c.id)
-            .where(transactions.c.id.in_(found))
-            .group_by(
-                transactions.c.id,
-                transactions.c.kind,
-                transactions.c.provider_ref,
-                postings.c.account,
-                postings.c.currency,
-            )
-        )
-        return _figures(provider, await self._read(query))
 
     async def add_missing(
         self, rows: Sequence[dict[str, Any]], events: Sequence[OutboxMessage], at: datetime
@@ -247,7 +169,7 @@ class SqlReports:
                     insert(report_lines).values(**row).returning(report_lines.c.seq)
                 )
                 seqs.append(int(result.scalar_one()))
-            await LedgerSession(conn).add_outbox(events, at=at)
+            await add_to_outbox(conn, outbox, events, at=at)
         return seqs
 
     async def payout_totals(self, report_id: str) -> list[PayoutTotals]:
@@ -320,7 +242,7 @@ class SqlReports:
                 ]
             )
             await conn.execute(statement.on_conflict_do_nothing())
-            await LedgerSession(conn).add_outbox(events, at=at)
+            await add_to_outbox(conn, outbox, events, at=at)
 
     async def class_counts(self, report_id: str) -> dict[str, int]:
         query = (
@@ -346,7 +268,7 @@ class SqlReports:
                 .where(reports.c.id == report_id)
                 .values(status="completed", completed_at=at, **values)
             )
-            await LedgerSession(conn).add_outbox([event], at=at)
+            await add_to_outbox(conn, outbox, [event], at=at)
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -394,27 +316,6 @@ class SqlReports:
             .order_by(report_payouts.c.payout_id, report_payouts.c.currency)
         )
         return [dict(row._mapping) for row in await self._read(query)]
-
-
-def _figures(provider: str, rows: Sequence[Any]) -> dict[tuple[str, str], LedgerFigures]:
-    """Per (kind, provider id): net on the provider balance, fees booked, the currency."""
-    net: dict[tuple[str, str], int] = {}
-    fee: dict[tuple[str, str], int] = {}
-    meta: dict[tuple[str, str], tuple[str, str]] = {}
-    for transaction_id, kind, provider_ref, account, currency, total in rows:
-        key = (kind, provider_ref)
-        meta.setdefault(key, (transaction_id, currency))
-        net.setdefault(key, 0)
-        if account == ledger.provider_balance(provider):
-            net[key] += int(total)
-        elif account == ledger.provider_fees(provider):
-            fee[key] = fee.get(key, 0) + int(total)
-    return {
-        key: LedgerFigures(
-            transaction_id=meta[key][0], currency=meta[key][1], net=net[key], fee=fee.get(key)
-        )
-        for key in meta
-    }
 
 
 __all__ = ["LineClass", "SqlReports"]

@@ -11,6 +11,8 @@ import re
 from decimal import Decimal, InvalidOperation
 from typing import Final
 
+from riverbed.errors import RiverbedError
+
 _EXPONENT_0 = "BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX UYI VND VUV XAF XOF XPF"
 _EXPONENT_3 = "BHD IQD JOD KWD LYD OMR TND"
 _EXPONENT_4 = "CLF UYW"
@@ -34,7 +36,7 @@ EXPONENTS: Final[dict[str, int]] = {
 _DECIMAL = re.compile(r"^[+-]?[0-9]+(\.[0-9]+)?$")
 
 
-class InvalidAmount(ValueError):
+class InvalidAmount(RiverbedError, ValueError):
     """An amount or currency the ledger refuses (permanent: retrying cannot help)."""
 
 

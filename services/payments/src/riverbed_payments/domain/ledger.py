@@ -30,6 +30,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Final
 
+from riverbed.errors import RiverbedError
 from riverbed_payments.domain.currency import InvalidAmount, check_currency
 
 #: namespace of every deterministic id this service makes (transactions, emitted events)
@@ -70,7 +71,7 @@ class Kind(StrEnum):
     PAYOUT = "payout"
 
 
-class UnbalancedTransaction(ValueError):
+class UnbalancedTransaction(RiverbedError, ValueError):
     """Postings that do not sum to zero per currency, or that are not postings at all."""
 
 
@@ -180,6 +181,47 @@ def _same_currency(given: str, expected: str, what: str) -> None:
         raise InvalidAmount(f"{what} is in {given}, but the payment is in {expected}")
 
 
+def _within_payment(paid: PaymentFacts, amount: int, currency: str, what: str) -> str:
+    """Refuse a refund or dispute (``what``) of ``amount`` that the payment cannot cover:
+    another currency, or more than is left after what was refunded and disputed."""
+    check_currency(currency)
+    _positive(amount, "amount")
+    _same_currency(currency, paid.currency, f"the {what}")
+    left = paid.amount - paid.refunded - paid.disputed
+    if amount > left:
+        raise InvalidAmount(
+            f"{what} of {amount} exceeds what is left of payment {paid.provider_payment_id}: "
+            f"{left} of {paid.amount} (refunded {paid.refunded}, disputed {paid.disputed})"
+        )
+    return currency
+
+
+def _transaction(
+    kind: Kind,
+    provider: str,
+    provider_ref: str,
+    builder: _Builder,
+    *,
+    payment_ref: str | None,
+    reverses: str | None,
+    occurred_at: datetime,
+    description: str = "",
+) -> Transaction:
+    """The transaction of ``kind`` about provider object ``provider_ref``: its id derives
+    from those, so the same fact always gets the same transaction."""
+    return Transaction(
+        id=transaction_id(kind, provider, provider_ref),
+        kind=kind,
+        provider=provider,
+        provider_ref=provider_ref,
+        payment_ref=payment_ref,
+        reverses=reverses,
+        occurred_at=occurred_at,
+        postings=tuple(builder.postings),
+        description=description,
+    )
+
+
 def payment(
     *,
     provider: str,
@@ -201,17 +243,15 @@ def payment(
         .post(provider_balance(provider), amount - fee, currency)
         .post(provider_fees(provider), fee, currency)
         .post(SALES, -amount, currency)
-        .postings
     )
-    return Transaction(
-        id=transaction_id(Kind.PAYMENT, provider, provider_payment_id),
-        kind=Kind.PAYMENT,
-        provider=provider,
-        provider_ref=provider_payment_id,
+    return _transaction(
+        Kind.PAYMENT,
+        provider,
+        provider_payment_id,
+        postings,
         payment_ref=provider_payment_id,
         reverses=None,
         occurred_at=occurred_at,
-        postings=tuple(postings),
         description=description,
     )
 
@@ -226,30 +266,20 @@ def refund(
     reason: str | None = None,
 ) -> Transaction:
     """A reversing transaction: refunds +amount, provider balance -amount (fees stay spent)."""
-    check_currency(currency)
-    _positive(amount, "amount")
-    _same_currency(currency, paid.currency, "the refund")
-    left = paid.amount - paid.refunded - paid.disputed
-    if amount > left:
-        raise InvalidAmount(
-            f"refund of {amount} exceeds what is left of payment {paid.provider_payment_id}: "
-            f"{left} of {paid.amount} (refunded {paid.refunded}, disputed {paid.disputed})"
-        )
+    _within_payment(paid, amount, currency, "refund")
     postings = (
         _Builder()
         .post(REFUNDS, amount, currency)
         .post(provider_balance(paid.provider), -amount, currency)
-        .postings
     )
-    return Transaction(
-        id=transaction_id(Kind.REFUND, paid.provider, provider_refund_id),
-        kind=Kind.REFUND,
-        provider=paid.provider,
-        provider_ref=provider_refund_id,
+    return _transaction(
+        Kind.REFUND,
+        paid.provider,
+        provider_refund_id,
+        postings,
         payment_ref=paid.provider_payment_id,
         reverses=paid.transaction_id,
         occurred_at=occurred_at,
-        postings=tuple(postings),
         description=reason or "",
     )
 
@@ -265,35 +295,24 @@ def dispute_opened(
     reason: str | None = None,
 ) -> Transaction:
     """Funds withdrawn (provider balance -> disputed) plus the dispute fee, if any."""
-    check_currency(currency)
-    _positive(amount, "amount")
-    _same_currency(currency, paid.currency, "the dispute")
-    left = paid.amount - paid.refunded - paid.disputed
-    if amount > left:
-        raise InvalidAmount(
-            f"dispute of {amount} exceeds what is left of payment {paid.provider_payment_id}: "
-            f"{left} of {paid.amount}"
-        )
+    _within_payment(paid, amount, currency, "dispute")
     fee = fee or 0
     if fee < 0:
         raise InvalidAmount(f"dispute fee_amount must be >= 0, got {fee}")
-    balance = provider_balance(paid.provider)
     postings = (
         _Builder()
         .post(disputed(paid.provider), amount, currency)
         .post(provider_fees(paid.provider), fee, currency)
-        .post(balance, -(amount + fee), currency)
-        .postings
+        .post(provider_balance(paid.provider), -(amount + fee), currency)
     )
-    return Transaction(
-        id=transaction_id(Kind.DISPUTE, paid.provider, provider_dispute_id),
-        kind=Kind.DISPUTE,
-        provider=paid.provider,
-        provider_ref=provider_dispute_id,
+    return _transaction(
+        Kind.DISPUTE,
+        paid.provider,
+        provider_dispute_id,
+        postings,
         payment_ref=paid.provider_payment_id,
         reverses=paid.transaction_id,
         occurred_at=occurred_at,
-        postings=tuple(postings),
         description=reason or "",
     )
 
@@ -304,7 +323,6 @@ def dispute_closed(
     """Won: reverse the withdrawal (disputed -> provider balance). Lost: write it off."""
     check_currency(currency)
     _same_currency(currency, dispute.currency, "the dispute's closing")
-    held = disputed(dispute.provider)
     if won:
         kind, other = Kind.DISPUTE_REVERSAL, provider_balance(dispute.provider)
     else:
@@ -312,18 +330,16 @@ def dispute_closed(
     postings = (
         _Builder()
         .post(other, dispute.amount, dispute.currency)
-        .post(held, -dispute.amount, dispute.currency)
-        .postings
+        .post(disputed(dispute.provider), -dispute.amount, dispute.currency)
     )
-    return Transaction(
-        id=transaction_id(kind, dispute.provider, dispute.provider_dispute_id),
-        kind=kind,
-        provider=dispute.provider,
-        provider_ref=dispute.provider_dispute_id,
+    return _transaction(
+        kind,
+        dispute.provider,
+        dispute.provider_dispute_id,
+        postings,
         payment_ref=dispute.provider_payment_id,
         reverses=dispute.transaction_id if won else None,
         occurred_at=occurred_at,
-        postings=tuple(postings),
         description="dispute won" if won else "dispute lost",
     )
 
@@ -335,20 +351,16 @@ def payout(
     check_currency(currency)
     _positive(amount, "amount")
     postings = (
-        _Builder()
-        .post(BANK, amount, currency)
-        .post(provider_balance(provider), -amount, currency)
-        .postings
+        _Builder().post(BANK, amount, currency).post(provider_balance(provider), -amount, currency)
     )
-    return Transaction(
-        id=transaction_id(Kind.PAYOUT, provider, provider_payout_id),
-        kind=Kind.PAYOUT,
-        provider=provider,
-        provider_ref=provider_payout_id,
+    return _transaction(
+        Kind.PAYOUT,
+        provider,
+        provider_payout_id,
+        postings,
         payment_ref=None,
         reverses=None,
         occurred_at=occurred_at,
-        postings=tuple(postings),
     )
 
 

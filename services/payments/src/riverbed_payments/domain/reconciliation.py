@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Final
 
+from riverbed.errors import RiverbedError
 from riverbed_payments.domain.currency import InvalidAmount, check_currency, to_minor_units
 from riverbed_payments.domain.ledger import Kind
 
@@ -58,7 +59,7 @@ class LineClass(StrEnum):
     AMOUNT_MISMATCH = "amount_mismatch"
 
 
-class ReportError(ValueError):
+class ReportError(RiverbedError, ValueError):
     """The report cannot be read; ``line`` is the 1-based CSV line (header = 1), if any."""
 
     def __init__(self, message: str, line: int | None = None) -> None:

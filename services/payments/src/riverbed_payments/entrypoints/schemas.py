@@ -9,7 +9,7 @@ from typing import Annotated, Any, Final
 from fastapi import Query
 from pydantic import AfterValidator, BaseModel, Field
 
-from riverbed_payments.adapters.sql import Balance, StoredTransaction
+from riverbed_payments.service_layer.ports import Balance, StoredTransaction
 
 #: the largest row id a cursor can name: ids are signed 64-bit integers (SQLite's INTEGER,
 #: PostgreSQL's BIGINT), and a larger number would overflow the database driver
@@ -59,20 +59,7 @@ class TransactionOut(BaseModel):
 
     @classmethod
     def of(cls, t: StoredTransaction) -> TransactionOut:
-        return cls(
-            id=t.id,
-            kind=t.kind.value,
-            provider=t.provider,
-            provider_ref=t.provider_ref,
-            payment_ref=t.payment_ref,
-            reverses_id=t.reverses_id,
-            description=t.description,
-            occurred_at=t.occurred_at,
-            recorded_at=t.recorded_at,
-            event_id=t.event_id,
-            postings=[PostingOut(account=p.account, amount=p.amount, currency=p.currency)
-                      for p in t.postings],
-        )  # fmt: skip
+        return cls.model_validate(t, from_attributes=True)
 
 
 class TransactionList(BaseModel):
@@ -88,7 +75,7 @@ class BalanceOut(BaseModel):
 
     @classmethod
     def of(cls, b: Balance) -> BalanceOut:
-        return cls(account=b.account, currency=b.currency, balance=b.balance, postings=b.postings)
+        return cls.model_validate(b, from_attributes=True)
 
 
 class BalanceList(BaseModel):

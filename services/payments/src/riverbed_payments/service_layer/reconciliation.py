@@ -27,13 +27,11 @@ from typing import Any
 
 import structlog
 
-from riverbed_contracts import CloudEvent
+from riverbed.errors import RiverbedError
+from riverbed.outbox import OutboxMessage
 from riverbed_contracts.payments import ReconciliationCompleted, ReconciliationMismatch
-from riverbed_contracts.registry import get_spec, new_event
-from riverbed_payments import SOURCE, metrics
-from riverbed_payments.adapters.reports import SqlReports
-from riverbed_payments.adapters.sql import OutboxMessage
-from riverbed_payments.domain.ledger import Kind, deterministic_id
+from riverbed_payments import metrics
+from riverbed_payments.domain.ledger import Kind
 from riverbed_payments.domain.reconciliation import (
     LedgerFigures,
     LineClass,
@@ -45,7 +43,8 @@ from riverbed_payments.domain.reconciliation import (
     parse_line,
     split_record,
 )
-from riverbed_payments.service_layer.ports import Clock
+from riverbed_payments.service_layer.events import own_event, routed
+from riverbed_payments.service_layer.ports import Clock, ReportStore
 
 log = structlog.get_logger(__name__)
 
@@ -59,7 +58,7 @@ _TYPE_OF_KIND = {
 }
 
 
-class TooLarge(Exception):
+class TooLarge(RiverbedError):
     """The upload is larger than the configured limit."""
 
 
@@ -70,7 +69,7 @@ def new_report_id() -> str:
 class Reconciler:
     def __init__(
         self,
-        store: SqlReports,
+        store: ReportStore,
         *,
         stream_for: Callable[[str], str],
         clock: Clock,
@@ -86,9 +85,6 @@ class Reconciler:
         self.max_bytes = max_bytes
         self.max_record_chars = max_record_chars
         self.on_commit = on_commit
-
-    def _outbox(self, event: CloudEvent) -> OutboxMessage:
-        return OutboxMessage(event, self.stream_for(get_spec(event.type).stream))
 
     # -- receiving ---------------------------------------------------------------------------
 
@@ -182,7 +178,7 @@ class Reconciler:
                 for c in ("missing_in_ledger", "missing_at_provider", "amount_mismatch")
             ) + counts.get("payouts_unbalanced", 0)
             now = self.clock()
-            completed = new_event(
+            completed = own_event(
                 ReconciliationCompleted(
                     report_id=report_id,
                     provider=provider,
@@ -198,12 +194,12 @@ class Reconciler:
                     period_end=report["period_end"],
                     completed_at=now,
                 ),
-                id=deterministic_id("payment.reconciliation.completed.v1", report_id),
-                source=SOURCE,
+                "payment.reconciliation.completed.v1",
+                report_id,
                 subject=report_id,
-                time=now,
+                at=now,
             )
-            await self.store.complete(report_id, counts, self._outbox(completed), now)
+            await self.store.complete(report_id, counts, routed(completed, self.stream_for), now)
         except Exception as error:
             log.error("reconciliation failed", report_id=report_id, error=str(error))
             await self.store.fail(report_id, f"{type(error).__name__}: {error}", self.clock())
@@ -217,15 +213,15 @@ class Reconciler:
         return done
 
     def _mismatch(self, report_id: str, provider: str, key: str, **fields: Any) -> OutboxMessage:
-        now = self.clock()
-        event = new_event(
+        event = own_event(
             ReconciliationMismatch(report_id=report_id, provider=provider, **fields),
-            id=deterministic_id("payment.reconciliation.mismatch.v1", report_id, key),
-            source=SOURCE,
+            "payment.reconciliation.mismatch.v1",
+            report_id,
+            key,
             subject=report_id,
-            time=now,
+            at=self.clock(),
         )
-        return self._outbox(event)
+        return routed(event, self.stream_for)
 
     async def _match_lines(self, report_id: str, provider: str) -> None:
         while True:
@@ -237,33 +233,13 @@ class Reconciler:
             )
             updates, events = [], []
             for row in rows:
-                line = ReportLine(
-                    line=row.line,
-                    id=row.provider_txn_id,
-                    type=row.type,
-                    kind=Kind(row.kind),
-                    source=row.source,
-                    amount=row.amount,
-                    fee=row.fee,
-                    net=row.net,
-                    currency=row.currency,
-                    payout_id=row.payout_id,
-                    created=row.created,
-                )
                 found = figures.get((row.kind, row.source))
-                line_class, detail = classify(line, found)
+                line_class, detail = classify(_report_line(row), found)
                 metrics.RECONCILIATION_LINES.labels(line_class.value).inc()
                 updates.append(
-                    {
-                        "seq": row.seq,
-                        "class": line_class.value,
-                        "ledger_transaction_id": found.transaction_id if found else None,
-                        "ledger_amount": found.amount if found else None,
-                        "ledger_fee": found.fee if found else None,
-                        "ledger_net": found.net if found else None,
-                        "detail": detail or None,
-                    }
-                )
+                    {"seq": row.seq, "class": line_class.value, **_ledger_side(found),
+                     "detail": detail or None}
+                )  # fmt: skip
                 if line_class is not LineClass.MATCHED:
                     events.append(
                         self._mismatch(
@@ -279,10 +255,7 @@ class Reconciler:
                             provider_amount=row.amount,
                             provider_fee=row.fee,
                             provider_net=row.net,
-                            ledger_amount=found.amount if found else None,
-                            ledger_fee=found.fee if found else None,
-                            ledger_net=found.net if found else None,
-                            ledger_transaction_id=found.transaction_id if found else None,
+                            **_ledger_side(found),
                             detail=detail,
                         )
                     )
@@ -313,10 +286,7 @@ class Reconciler:
                         source=source,
                         line_type=_TYPE_OF_KIND.get(kind),
                         currency=found.currency,
-                        ledger_amount=found.amount,
-                        ledger_fee=found.fee,
-                        ledger_net=found.net,
-                        ledger_transaction_id=found.transaction_id,
+                        **_ledger_side(found),
                         detail=detail,
                     )
                 )
@@ -359,9 +329,34 @@ def _missing_row(
         "source": source,
         "currency": found.currency,
         "class": LineClass.MISSING_AT_PROVIDER.value,
-        "ledger_transaction_id": found.transaction_id,
-        "ledger_amount": found.amount,
-        "ledger_fee": found.fee,
-        "ledger_net": found.net,
+        **_ledger_side(found),
         "detail": detail,
     }
+
+
+def _ledger_side(found: LedgerFigures | None) -> dict[str, Any]:
+    """The ledger's figures of a line (all None where the ledger has no transaction), as
+    both the stored line and its mismatch event name them."""
+    return {
+        "ledger_transaction_id": found.transaction_id if found else None,
+        "ledger_amount": found.amount if found else None,
+        "ledger_fee": found.fee if found else None,
+        "ledger_net": found.net if found else None,
+    }
+
+
+def _report_line(row: Any) -> ReportLine:
+    """A stored line (a ``report_lines`` row) as the domain classifies it."""
+    return ReportLine(
+        line=row.line,
+        id=row.provider_txn_id,
+        type=row.type,
+        kind=Kind(row.kind),
+        source=row.source,
+        amount=row.amount,
+        fee=row.fee,
+        net=row.net,
+        currency=row.currency,
+        payout_id=row.payout_id,
+        created=row.created,
+    )

@@ -1,6 +1,6 @@
 """The ledger and the processed-messages record over SQLAlchemy 2 (async): SQLite or PostgreSQL.
 
-One engine per process, made by :func:`create_engine` in the composition root. A
+One engine per process (``adapters/database.py``), opened by the lifespan. A
 handler's whole effect — the processed-message row, the ledger transaction, the
 outbox rows — is one database transaction (:meth:`SqlLedger.unit`).
 
@@ -15,20 +15,15 @@ dispute is checked against it, so two refunds of one payment cannot both pass.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, event, func, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy import Select, and_, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from riverbed.outbox import OutboxMessage as OutboxMessage  # re-exported: the use cases use it
-from riverbed.outbox import add_to_outbox
-from riverbed.sql import sqlite_url as sqlite_url  # re-exported: tests and the CLI use it
+from riverbed.outbox import OutboxMessage, add_to_outbox
+from riverbed_payments.adapters.database import read_only, upsert
 from riverbed_payments.adapters.tables import (
     accounts,
     outbox,
@@ -39,70 +34,7 @@ from riverbed_payments.adapters.tables import (
 )
 from riverbed_payments.domain import ledger
 from riverbed_payments.domain.ledger import DisputeFacts, Kind, PaymentFacts, Posting, Transaction
-
-#: execution option of the read-only engine: SQLite begins its transactions deferred
-READ_ONLY = "payments_read_only"
-
-
-def create_engine(
-    url: str, *, schema: str | None = None, connect_args: Mapping[str, Any] | None = None
-) -> AsyncEngine:
-    """An async engine for ``url``; SQLite gets WAL, a busy timeout, foreign keys, its directory.
-
-    ``schema`` (PostgreSQL): the schema the tables live in (the connection's search_path).
-    """
-    parsed = make_url(url)
-    args = dict(connect_args or {})
-    if schema is not None:
-        if parsed.get_backend_name() != "postgresql":
-            raise ValueError("a database schema can be set for PostgreSQL only")
-        args.setdefault("server_settings", {})["search_path"] = schema
-    if parsed.get_backend_name() != "sqlite":
-        return create_async_engine(url, pool_pre_ping=True, connect_args=args, hide_parameters=True)
-    database = parsed.database
-    if database and database != ":memory:" and not database.startswith("file:"):
-        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    engine = create_async_engine(url, connect_args=args, hide_parameters=True)
-
-    @event.listens_for(engine.sync_engine, "connect")
-    def _pragmas(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves (below)
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")  # readers don't block the writer
-        cursor.execute("PRAGMA busy_timeout=10000")  # ms to wait for the write lock
-        cursor.execute("PRAGMA foreign_keys=ON")  # the ledger's deferred key needs them
-        cursor.close()
-
-    @event.listens_for(engine.sync_engine, "begin")
-    def _begin(connection: Any) -> None:
-        read_only = connection.get_execution_options().get(READ_ONLY, False)
-        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
-
-    return engine
-
-
-def upsert(dialect: str, table: Any) -> Any:
-    """INSERT … ON CONFLICT for this dialect (both support it the same way)."""
-    if dialect == "postgresql":
-        return postgresql.insert(table)
-    if dialect == "sqlite":
-        return sqlite.insert(table)
-    raise NotImplementedError(f"database {dialect!r} is not supported (SQLite, PostgreSQL)")
-
-
-@dataclass(frozen=True)
-class StoredTransaction:
-    id: str
-    kind: Kind
-    provider: str
-    provider_ref: str
-    payment_ref: str | None
-    reverses_id: str | None
-    description: str
-    occurred_at: datetime
-    recorded_at: datetime
-    event_id: str
-    postings: tuple[Posting, ...]
+from riverbed_payments.service_layer.ports import Balance, StoredTransaction
 
 
 class LedgerSession:
@@ -178,21 +110,12 @@ class LedgerSession:
         payment_id = (await self.conn.execute(header)).scalar_one_or_none()
         if payment_id is None:
             return None
-        sums = (
-            select(
-                transactions.c.kind,
-                postings.c.account,
-                postings.c.currency,
-                func.sum(postings.c.amount),
-            )
-            .join(postings, postings.c.transaction_id == transactions.c.id)
-            .where(
-                and_(
-                    transactions.c.provider == provider,
-                    transactions.c.payment_ref == provider_payment_id,
-                )
-            )
-            .group_by(transactions.c.kind, postings.c.account, postings.c.currency)
+        sums = posting_sums(
+            transactions.c.kind,
+            where=and_(
+                transactions.c.provider == provider,
+                transactions.c.payment_ref == provider_payment_id,
+            ),
         )
         amount = refunded = withdrawn = reinstated = 0
         currency = ""
@@ -284,6 +207,17 @@ class LedgerSession:
         await add_to_outbox(self.conn, outbox, messages, at=at)
 
 
+def posting_sums(*keys: Any, where: Any) -> Select[Any]:
+    """Per ``keys`` (columns of ``transactions``), account and currency: the sum of the
+    postings of the transactions ``where`` selects. Rows: (*keys, account, currency, sum)."""
+    return (
+        select(*keys, postings.c.account, postings.c.currency, func.sum(postings.c.amount))
+        .join(postings, postings.c.transaction_id == transactions.c.id)
+        .where(where)
+        .group_by(*keys, postings.c.account, postings.c.currency)
+    )
+
+
 async def transactions_where(conn: AsyncConnection, condition: Any) -> list[StoredTransaction]:
     """Transactions matching ``condition`` with their postings, oldest first."""
     rows = (
@@ -320,20 +254,12 @@ async def transactions_where(conn: AsyncConnection, condition: Any) -> list[Stor
     ]
 
 
-@dataclass(frozen=True)
-class Balance:
-    account: str
-    currency: str
-    balance: int  # minor units, debit positive
-    postings: int
-
-
 class SqlLedger:
     """Units of work and read queries over the ledger tables."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
-        self.reader = engine.execution_options(**{READ_ONLY: True})
+        self.reader = read_only(engine)
 
     @contextlib.asynccontextmanager
     async def unit(self) -> AsyncIterator[LedgerSession]:
