@@ -15,12 +15,13 @@ attempt cut off before its outcome was out is delivered once more and gives up w
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from riverbed.backoff import Backoff
 from riverbed.connection import Redis, connect
-from riverbed.lifespan import Lifespan, Resources
+from riverbed.lifespan import Resources
 from riverbed.service import Service
 from riverbed.settings import ConsumerSettings, RedisSettings
 from riverbed_email.adapters.records import Recorder
@@ -103,32 +104,31 @@ def wire_delivery(
     )
 
 
-def lifespan_with(sender: EmailSender | None) -> Lifespan[EmailSettings, Container]:
-    """The service's lifespan; ``sender`` replaces the SMTP relay (tests)."""
-
-    @contextlib.asynccontextmanager
-    async def lifespan(settings: EmailSettings, resources: Resources) -> AsyncIterator[Container]:
-        pool_settings = resources.redis_settings.model_copy(
-            update={"max_connections": RECORD_CONNECTIONS}
+@contextlib.asynccontextmanager
+async def lifespan(
+    settings: EmailSettings, resources: Resources, *, sender: EmailSender | None = None
+) -> AsyncIterator[Container]:
+    """Open the records' own pool, wire the use case, yield; after the drain, name the
+    records Redis never took, then close the pool. ``sender`` replaces the relay (tests)."""
+    pool_settings = resources.redis_settings.model_copy(
+        update={"max_connections": RECORD_CONNECTIONS}
+    )
+    records_redis = connect(pool_settings)
+    try:
+        delivery = wire_delivery(
+            settings,
+            resources,
+            records_redis=records_redis,
+            sender=sender or SmtpSender(settings),
         )
-        records_redis = connect(pool_settings)
         try:
-            delivery = wire_delivery(
-                settings,
-                resources,
-                records_redis=records_redis,
-                sender=sender or SmtpSender(settings),
-            )
-            try:
-                yield Container(delivery, EmailRequestedHandler(delivery))
-            finally:
-                # after the drain, which let handlers waiting for Redis finish within the
-                # shutdown timeout: what is still unrecorded can only be logged
-                await delivery.close()
+            yield Container(delivery, EmailRequestedHandler(delivery))
         finally:
-            await records_redis.aclose()
-
-    return lifespan
+            # after the drain, which let handlers waiting for Redis finish within the
+            # shutdown timeout: what is still unrecorded can only be logged
+            await delivery.close()
+    finally:
+        await records_redis.aclose()
 
 
 def create_service(
@@ -149,7 +149,7 @@ def create_service(
     )
     service: Service[EmailSettings, Container] = Service(
         settings,
-        lifespan_with(sender),
+        functools.partial(lifespan, sender=sender),
         redis_settings=redis_settings,
         consumer_settings=consumer_settings,
     )
