@@ -19,10 +19,7 @@ from riverbed.schedules.definition import ScheduleError
 from riverbed.schedules.timing import TimingError
 
 #: classes another change roots on RiverbedError; strict, so the mark goes once it has
-_ROOTED_ELSEWHERE = {
-    "riverbed.cli.UsageError": "the operator CLI's split roots it",
-    "riverbed.cli.usage.UsageError": "the operator CLI's split roots it",
-}
+_ROOTED_ELSEWHERE: dict[str, str] = {}
 
 
 def _exception_classes() -> list[type[BaseException]]:

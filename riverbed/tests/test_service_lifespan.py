@@ -18,6 +18,7 @@ from fastapi import Depends
 from riverbed.consumer import Message
 from riverbed.entrypoint import Command, service_main
 from riverbed.lifespan import Resources
+from riverbed.problems import install as install_problems
 from riverbed.publisher import Publisher
 from riverbed.service import Service, container_of
 from riverbed.settings import RedisSettings, ServiceSettings
@@ -110,6 +111,7 @@ async def test_a_failing_lifespan_fails_start_and_closes_redis(redis_url: str) -
 async def test_routes_reach_the_container_and_get_503_outside_it(redis_url: str) -> None:
     journal = Journal()
     service = make_service(redis_url, journal)
+    install_problems(service.app)
 
     @service.app.get("/steps")
     async def steps(container: Journal = Depends(container_of)) -> list[str]:  # noqa: B008
@@ -117,7 +119,10 @@ async def test_routes_reach_the_container_and_get_503_outside_it(redis_url: str)
 
     transport = httpx.ASGITransport(app=service.app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
-        assert (await http.get("/steps")).status_code == 503
+        starting = await http.get("/steps")
+        assert starting.status_code == 503
+        assert starting.headers["retry-after"] == "1"
+        assert starting.json()["type"].endswith("/starting")
         await service.start()
         try:
             answer = await http.get("/steps")

@@ -36,7 +36,7 @@ from typing import Any, Generic
 
 import structlog
 import uvicorn
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, Request
 
 from riverbed import eventloop, metrics
 from riverbed.background import cancel_tasks, every, logged, retention_loop
@@ -54,6 +54,7 @@ from riverbed.lifespan import ContainerT, Lifespan, Resources, SettingsT, no_res
 from riverbed.logging import configure_logging
 from riverbed.monitor import StreamMonitor
 from riverbed.ops import ReadinessCheck, ops_router
+from riverbed.problems import Problem
 from riverbed.publisher import Publisher
 from riverbed.schedules import Scheduler
 from riverbed.settings import (
@@ -382,14 +383,21 @@ class Service(Generic[SettingsT, ContainerT]):
 
 
 def container_of(request: Request) -> Any:
-    """FastAPI dependency: the container of the service serving ``request``; a 503 while
-    the service is starting or stopping. Services wrap it in typed dependencies of their
-    own (one per resource a route needs)."""
+    """FastAPI dependency: the container of the service serving ``request``. While the
+    service starts or stops it raises a 503 ``starting`` problem with ``Retry-After: 1``
+    (answered by :func:`riverbed.problems.install`'s handlers). Services wrap it in typed
+    dependencies of their own, one per resource a route needs."""
     service: Service[Any, Any] = request.app.state.service
     try:
         return service.container
     except RuntimeError:
-        raise HTTPException(503, detail="the service is starting or stopping") from None
+        raise Problem(
+            503,
+            "starting",
+            "Service starting",
+            "the service is not ready; retry shortly",
+            headers={"Retry-After": "1"},
+        ) from None
 
 
 async def _not_started(message: Any) -> None:

@@ -15,10 +15,11 @@ from typing import Any
 
 from riverbed import keys
 from riverbed.entry_ids import is_entry_id
+from riverbed.errors import RiverbedError
 from riverbed_contracts.registry import get_spec
 
 
-class UsageError(Exception):
+class UsageError(RiverbedError):
     """Something the operator asked that cannot be done as asked; the message says why."""
 
 

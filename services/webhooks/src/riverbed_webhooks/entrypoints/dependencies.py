@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from typing import Annotated, Protocol
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, Request
 
 from riverbed.service import container_of
-from riverbed_webhooks.entrypoints.problems import Problem
 from riverbed_webhooks.service_layer import endpoints, ports, replay
 
 
@@ -32,14 +31,8 @@ class Started(Protocol):
 
 
 def started(request: Request) -> Started:
-    """The container, or a 503 problem while the service starts or stops."""
-    try:
-        container: Started = container_of(request)
-    except HTTPException:
-        raise Problem(
-            503, "starting", "Service starting", "the service is not ready; retry shortly",
-            headers={"Retry-After": "1"},
-        ) from None  # fmt: skip
+    """The container; a 503 ``starting`` problem while the service starts or stops."""
+    container: Started = container_of(request)
     return container
 
 
