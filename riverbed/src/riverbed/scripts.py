@@ -86,7 +86,4 @@ CANCEL: Final = _runtime("delay_cancel")
 CARRY_OVER_LEGACY: Final = _runtime("delay_carry_over_legacy")
 
 #: move one dead-lettered entry back onto its stream (the operator CLI's replay)
-REPLAY_DEAD_LETTER_SCRIPT: Final = _runtime("dead_letter_replay")
-#: the replay script's source, for a caller that registers it on its client itself
-#: (``redis.register_script``); new callers use :data:`REPLAY_DEAD_LETTER_SCRIPT`
-REPLAY_DEAD_LETTER: Final = REPLAY_DEAD_LETTER_SCRIPT.source
+REPLAY_DEAD_LETTER: Final = _runtime("dead_letter_replay")
