@@ -28,9 +28,6 @@ from riverbed.cli.queries import known_stream, text
 from riverbed.cli.render import dead_letter_table, print_json, print_table
 from riverbed.connection import Redis
 
-#: moves one dead-lettered entry back onto its stream, if it is still there (atomic)
-
-
 async def cmd_dlq_list(redis: Redis, args: argparse.Namespace, out: Console, err: Console) -> int:
     stream = await known_stream(redis, args.stream)
     shown: list[DeadLetter] = []
@@ -78,7 +75,10 @@ async def _replay(
     vanished: list[str] = []
     stream_key, dlq_key = keys.stream_key(stream), keys.dead_letter_key(stream)
     for entry in replayable:
-        new_id = await scripts.REPLAY_DEAD_LETTER(redis, keys=[stream_key, dlq_key], args=[entry.dlq_id])
+        # moves the entry back onto its stream if it is still there (atomic)
+        new_id = await scripts.REPLAY_DEAD_LETTER(
+            redis, keys=[stream_key, dlq_key], args=[entry.dlq_id]
+        )
         if new_id is None:
             vanished.append(entry.dlq_id)  # replayed or purged by someone else meanwhile
             continue
