@@ -28,6 +28,7 @@ from riverbed.cli.queries import known_stream, text
 from riverbed.cli.render import dead_letter_table, print_json, print_table
 from riverbed.connection import Redis
 
+
 async def cmd_dlq_list(redis: Redis, args: argparse.Namespace, out: Console, err: Console) -> int:
     stream = await known_stream(redis, args.stream)
     shown: list[DeadLetter] = []
