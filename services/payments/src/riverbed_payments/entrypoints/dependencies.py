@@ -6,13 +6,12 @@ from __future__ import annotations
 
 from typing import Annotated, Protocol
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, Request
 
 from riverbed.service import container_of
 from riverbed_payments.adapters.ledger import SqlLedger
 from riverbed_payments.adapters.reconciliation_jobs import ReconciliationJobs
 from riverbed_payments.adapters.reports import SqlReports
-from riverbed_payments.entrypoints.problems import Problem
 from riverbed_payments.service_layer.reconciliation import Reconciler
 
 
@@ -26,15 +25,8 @@ class Serving(Protocol):
 
 
 def _container(request: Request) -> Serving:
-    """The service's container; its 503 is this API's ``starting`` problem (the runtime's
-    own is a generic one, without Retry-After)."""
-    try:
-        serving: Serving = container_of(request)
-    except HTTPException:
-        raise Problem(
-            503, "starting", "Service starting", "the service is not ready; retry shortly",
-            headers={"Retry-After": "1"},
-        ) from None  # fmt: skip
+    """The service's container; a 503 ``starting`` problem while it starts or stops."""
+    serving: Serving = container_of(request)
     return serving
 
 
