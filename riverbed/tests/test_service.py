@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import signal
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from riverbed import keys
 from riverbed.consumer import Message
 from riverbed.errors import PermanentError
+from riverbed.lifespan import Resources
 from riverbed.monitor import StreamMonitor
 from riverbed.publisher import Publisher
 from riverbed.service import Service
@@ -283,7 +286,7 @@ async def test_without_a_cache_url_the_cache_shares_the_streams_redis(redis_url:
         await service.stop()
 
 
-async def test_shutdown_steps_run_after_the_drain_while_redis_is_still_open(
+async def test_the_lifespan_resumes_after_the_drain_while_redis_is_still_open(
     redis_url: str, redis_client: redis.asyncio.Redis, unique: str
 ) -> None:
     stream, marker = f"t.{unique}", f"test:{unique}:drained"
@@ -294,18 +297,19 @@ async def test_shutdown_steps_run_after_the_drain_while_redis_is_still_open(
         await release.wait()
         handled.append(message.event.id)
 
+    @contextlib.asynccontextmanager
+    async def lifespan(settings: ServiceSettings, resources: Resources) -> AsyncIterator[None]:
+        yield None
+        # after the yield: the last handler has finished, and the service's Redis answers
+        await resources.redis.set(marker, ",".join(handled))
+
     service = Service(
         ServiceSettings(service_name="drain-test", port=free_port()),
+        lifespan,
         redis_settings=RedisSettings(url=redis_url),
         consumer_settings=fast_settings(),
     )
     service.subscribe(stream, slow, group="g")
-
-    async def after_drain() -> None:
-        # the last handler has finished, and the service's Redis still answers
-        await service.redis.set(marker, ",".join(handled))
-
-    service.on_drained(after_drain)
     await service.start()
     event = make_event(1)
     await Publisher(redis_client).publish(event, stream=stream)
@@ -317,7 +321,7 @@ async def test_shutdown_steps_run_after_the_drain_while_redis_is_still_open(
 
 
 async def test_a_background_loop_stops_even_when_a_redis_call_swallows_its_cancellation() -> None:
-    from riverbed.service import cancel_tasks, every
+    from riverbed.background import cancel_tasks, every
 
     inside = asyncio.Event()
 

@@ -201,3 +201,13 @@ SCHEDULE_MISFIRES_SKIPPED = Counter(
     "Due occurrences skipped after downtime: only the most recent missed one is published",
     ["schedule"],
 )
+
+
+def acknowledged_total() -> int:
+    """Entries this process acknowledged since it started, over every stream and group."""
+    return sum(
+        int(sample.value)
+        for metric in ACKNOWLEDGED.collect()
+        for sample in metric.samples
+        if sample.name.endswith("_total")
+    )

@@ -5,8 +5,8 @@ service's own resources in order (a database, an HTTP client, a second Redis poo
 top of what the runtime opened for it (:class:`Resources`), and yields one typed
 *container* holding the wired use cases. :class:`Service` then, and only then, starts the
 consumers, the periodic chores and the background tasks, and serves HTTP; on SIGTERM or
-SIGINT it stops reading, drains in-flight work within the configured timeout, stops the
-chores, leaves the lifespan (which closes what it opened, in reverse order) and closes
+SIGINT it cancels the chores, stops reading, drains in-flight work within the configured
+timeout, resumes the lifespan (which closes what it opened, in reverse order) and closes
 Redis, then exits 0 with a one-line summary.
 
 ::
@@ -113,7 +113,6 @@ class Service(Generic[SettingsT, ContainerT]):
         self._lifespan_exit: contextlib.AsyncExitStack | None = None
         self._stop_requested = asyncio.Event()
         self._background: list[asyncio.Task[None]] = []
-        self._on_drained: list[Callable[[], Awaitable[object]]] = []
         self.app = app or FastAPI(title=f"riverbed {settings.service_name}")
         self.app.state.service = self
         self.app.include_router(
@@ -163,11 +162,6 @@ class Service(Generic[SettingsT, ContainerT]):
         service runs; it is cancelled at shutdown before the consumers drain."""
         self._chores.append(_Chore(name, task, None, failing=f"{name} stopped"))
 
-    def on_drained(self, step: Callable[[], Awaitable[object]]) -> None:
-        """Run ``step`` at shutdown once the consumers have drained, before the lifespan
-        is left. Each step gets the drain's time limit; a failing step is logged."""
-        self._on_drained.append(step)
-
     @property
     def redis(self) -> Redis:
         if self._redis is None:
@@ -185,11 +179,6 @@ class Service(Generic[SettingsT, ContainerT]):
         if not self._started:
             raise RuntimeError("the service has not started: its lifespan runs in start()")
         return self._container  # type: ignore[return-value]
-
-    @container.setter
-    def container(self, container: ContainerT) -> None:
-        # transitional, for services still wiring in start() instead of a lifespan
-        self._container = container
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -285,12 +274,6 @@ class Service(Generic[SettingsT, ContainerT]):
         for consumer in self.consumers:
             consumer.stop()
         await asyncio.gather(*(consumer.join() for consumer in self.consumers))
-        for step in self._on_drained:
-            try:
-                await asyncio.wait_for(step(), timeout=self.consumer_settings.shutdown_timeout_s)
-            except Exception as error:
-                log.warning("shutdown step failed", step=repr(step), error=str(error))
-        self._on_drained.clear()
         if self._lifespan_exit is not None:
             exit_stack, self._lifespan_exit = self._lifespan_exit, None
             try:
@@ -353,7 +336,7 @@ class Service(Generic[SettingsT, ContainerT]):
             "service stopped",
             service=self.settings.service_name,
             uptime_s=round(time.monotonic() - started, 1),
-            acknowledged=_acknowledged_total(),
+            acknowledged=metrics.acknowledged_total(),
         )
 
     def run(self) -> None:
@@ -408,12 +391,3 @@ def _bind(
     run: Callable[[ContainerT], Awaitable[object]], container: ContainerT
 ) -> Callable[[], Awaitable[object]]:
     return lambda: run(container)
-
-
-def _acknowledged_total() -> int:
-    return sum(
-        int(sample.value)
-        for metric in metrics.ACKNOWLEDGED.collect()
-        for sample in metric.samples
-        if sample.name.endswith("_total")
-    )
