@@ -10,7 +10,7 @@ import pytest
 
 from riverbed.service import Service
 from riverbed.settings import RedisSettings
-from riverbed_gateway.app import create_gateway
+from riverbed_gateway.bootstrap import create_service
 from riverbed_gateway.settings import GatewaySettings
 
 GatewayFactory = Callable[..., Any]
@@ -24,7 +24,7 @@ async def start_gateway(redis_url: str) -> AsyncIterator[GatewayFactory]:
     async def factory(**overrides: Any) -> tuple[Service, httpx.AsyncClient]:
         values: dict[str, Any] = {"local_api_key": "test-key", "log_format": "json"}
         values.update(overrides)
-        service = create_gateway(
+        service = create_service(
             GatewaySettings(**values), redis_settings=RedisSettings(url=redis_url)
         )
         await service.start()

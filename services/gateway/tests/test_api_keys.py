@@ -13,9 +13,9 @@ from riverbed import keys
 from riverbed.delay import DelayStore
 from riverbed.settings import RedisSettings
 from riverbed.testing import RedisServer, free_port, sync_redis_client
-from riverbed_gateway.app import create_gateway
-from riverbed_gateway.auth import PUBLIC_TYPES, KeyConfigurationError, KeyStore, hash_key
+from riverbed_gateway.bootstrap import create_service
 from riverbed_gateway.cli import main
+from riverbed_gateway.domain.api_keys import PUBLIC_TYPES, KeyConfigurationError, hash_key
 from riverbed_gateway.keys import api_keys_key, rate_limit_key
 from riverbed_gateway.settings import GatewaySettings
 
@@ -152,7 +152,7 @@ def test_clashing_configured_keys_are_refused_at_start_up(
     settings: dict[str, Any], named: str
 ) -> None:
     with pytest.raises(KeyConfigurationError) as refused:
-        create_gateway(GatewaySettings(**settings))
+        create_service(GatewaySettings(**settings))
     assert named in str(refused.value)
     for secret in ("one", "two", "same"):
         assert f"'{secret}'" not in str(refused.value), "no key is ever shown"
@@ -186,13 +186,14 @@ async def test_a_key_in_redis_with_a_configured_name_stops_the_gateway_at_start_
         hash_key("stored-secret"),
         json.dumps({"name": "mailer", "scopes": ["*"]}),
     )
-    service = create_gateway(settings, redis_settings=RedisSettings(url=own_redis.url))
+    service = create_service(settings, redis_settings=RedisSettings(url=own_redis.url))
     with pytest.raises(KeyConfigurationError, match="the key 'mailer' in Redis has the name"):
         await service.start()
-    assert service.stopped.is_set(), "what start() opened is closed again"
+    with pytest.raises(RuntimeError, match="not started"):
+        _ = service.redis  # what start() opened is closed again
 
     client.hdel(api_keys_key(), hash_key("stored-secret"))
-    service = create_gateway(settings, redis_settings=RedisSettings(url=own_redis.url))
+    service = create_service(settings, redis_settings=RedisSettings(url=own_redis.url))
     await service.start()
     await service.stop()
 
@@ -201,7 +202,7 @@ async def test_a_stored_key_authenticates_within_its_scopes_until_revoked(
     start_gateway: Any,
 ) -> None:
     service, http = await start_gateway(key_cache_s=0)
-    store = KeyStore(lambda: service.redis, service.settings)  # type: ignore[arg-type]
+    store = service.container.keys
     name = f"bot-{uuid.uuid4().hex[:8]}"
     presented, _ = await store.create(name, ["email.*"])
     auth = {"Authorization": f"Bearer {presented}"}
@@ -218,7 +219,7 @@ async def test_a_key_created_again_under_a_revoked_name_is_a_new_identity(
     """Revoked and created again, a name does not hand the old key's events to the new one:
     its events kept for later, its idempotency records and its derived ids stay behind."""
     service, http = await start_gateway(key_cache_s=0)
-    store = KeyStore(lambda: service.redis, service.settings)  # type: ignore[arg-type]
+    store = service.container.keys
     name = f"tenant-{uuid.uuid4().hex[:8]}"
     first, old = await store.create(name, ["email.*"])
     body = {**email(), "id": "order-1", "delay": 3600}

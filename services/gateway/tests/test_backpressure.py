@@ -24,7 +24,7 @@ from riverbed.errors import RetryLater
 from riverbed.service import Service
 from riverbed.settings import RedisSettings
 from riverbed.testing import RedisServer, fast_settings, wait_for
-from riverbed_gateway.app import create_gateway
+from riverbed_gateway.bootstrap import create_service
 from riverbed_gateway.settings import GatewaySettings
 
 pytestmark = pytest.mark.integration
@@ -54,7 +54,7 @@ async def start_private_gateway(own_redis: RedisServer) -> AsyncIterator[Any]:
     started: list[tuple[Service, httpx.AsyncClient, redis.asyncio.Redis]] = []
 
     async def factory(**overrides: Any) -> Gateway:
-        service = create_gateway(
+        service = create_service(
             GatewaySettings(local_api_key="test-key", **overrides),
             redis_settings=RedisSettings(url=own_redis.url),
         )
@@ -76,7 +76,7 @@ async def start_private_gateway(own_redis: RedisServer) -> AsyncIterator[Any]:
 
 
 async def sample(service: Service) -> None:
-    await service.app.state.backpressure.sample_now(STREAM)
+    await service.container.backpressure.sample_now(STREAM)
 
 
 async def test_acknowledged_entries_and_what_waits_for_later_do_not_count(

@@ -24,7 +24,7 @@ from riverbed.delay import DelayStore
 from riverbed.service import Service
 from riverbed.settings import RedisSettings
 from riverbed.testing import RedisServer, wait_for
-from riverbed_gateway.app import create_gateway
+from riverbed_gateway.bootstrap import create_service
 from riverbed_gateway.keys import request_idempotency_key
 from riverbed_gateway.settings import GatewaySettings
 
@@ -433,7 +433,7 @@ async def private_gateway(
     own_redis: RedisServer,
 ) -> AsyncIterator[tuple[Service, httpx.AsyncClient, redis.asyncio.Redis]]:
     """A gateway on a Redis of its own, keys alice and mallory, and a client of that Redis."""
-    service = create_gateway(
+    service = create_service(
         GatewaySettings(api_keys=[key_config("alice"), key_config("mallory")]),
         redis_settings=RedisSettings(url=own_redis.url),
     )

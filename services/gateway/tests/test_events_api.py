@@ -191,7 +191,7 @@ async def test_same_idempotency_key_while_the_first_is_in_flight_is_409(
     key = uuid.uuid4().hex
     body = json.dumps(email()).encode()
     # the first request holds the key: what a concurrent twin finds
-    from riverbed_gateway.idempotency import fingerprint
+    from riverbed_gateway.domain.idempotency import fingerprint
 
     record = {"state": "in_flight", "fingerprint": fingerprint("POST", "/v1/events", body)}
     await redis_client.set(request_idempotency_key("local", key), json.dumps(record), px=30_000)
@@ -266,10 +266,10 @@ async def test_no_api_key_ever_appears_in_the_logs(
 
 async def test_redis_down_is_503_and_nothing_is_claimed_to_be_published(own_redis: Any) -> None:
     from riverbed.settings import RedisSettings
-    from riverbed_gateway.app import create_gateway
+    from riverbed_gateway.bootstrap import create_service
     from riverbed_gateway.settings import GatewaySettings
 
-    service = create_gateway(
+    service = create_service(
         GatewaySettings(local_api_key="test-key"),
         redis_settings=RedisSettings(url=own_redis.url, socket_timeout=1, connect_timeout=1),
     )

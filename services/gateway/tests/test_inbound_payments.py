@@ -419,10 +419,10 @@ async def test_outcomes_are_counted_per_provider(inbound: Inbound) -> None:
 
 async def test_backpressure_is_503_and_leaves_no_marker(own_redis: Any) -> None:
     from riverbed.settings import RedisSettings
-    from riverbed_gateway.app import create_gateway
+    from riverbed_gateway.bootstrap import create_service
     from riverbed_gateway.settings import GatewaySettings
 
-    service = create_gateway(
+    service = create_service(
         GatewaySettings(inbound_secrets={"stripe": [SECRET]}, max_unhandled_events=1),
         redis_settings=RedisSettings(url=own_redis.url),
     )
@@ -438,7 +438,7 @@ async def test_backpressure_is_503_and_leaves_no_marker(own_redis: Any) -> None:
             )
             for _ in range(2):
                 assert (await gateway.post(succeeded(), SECRET)).status_code == 202
-            await service.app.state.backpressure.sample_now("payment.succeeded")
+            await service.container.backpressure.sample_now("payment.succeeded")
             event = succeeded()
             refused = await gateway.post(event, SECRET)
             assert refused.status_code == 503
@@ -561,8 +561,8 @@ async def test_a_failure_without_any_code_and_an_event_without_id_are_422(
     ids=["uppercase", "braces", "no-secret"],
 )
 def test_a_misconfigured_provider_is_refused_at_start_up(secrets: dict[str, list[str]]) -> None:
-    from riverbed_gateway.app import create_gateway
+    from riverbed_gateway.bootstrap import create_service
     from riverbed_gateway.settings import GatewaySettings
 
     with pytest.raises(ValueError, match="inbound provider"):
-        create_gateway(GatewaySettings(inbound_secrets=secrets))
+        create_service(GatewaySettings(inbound_secrets=secrets))

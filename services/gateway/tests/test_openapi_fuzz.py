@@ -49,7 +49,7 @@ from riverbed.service import Service
 from riverbed.settings import RedisSettings
 from riverbed.testing import free_port, sync_redis_client
 from riverbed_contracts.registry import STREAMS
-from riverbed_gateway.app import create_gateway
+from riverbed_gateway.bootstrap import create_service
 from riverbed_gateway.keys import rate_limit_key, request_idempotency_key
 from riverbed_gateway.settings import GatewaySettings
 
@@ -75,7 +75,7 @@ class ServedGateway:
         self.api_key = "rbk_" + secrets.token_urlsafe(32)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.service: Service = create_gateway(
+        self.service: Service = create_service(
             GatewaySettings(
                 api_keys=[{"name": self.key_name, "key": self.api_key}],
                 # a provider configured, so its endpoint validates instead of answering 404
@@ -187,7 +187,7 @@ def _openapi_document() -> dict[str, Any]:
     from a fixture, ``schemathesis.pytest.from_fixture``, fails on pytest 9: schemathesis
     4.32 sets ``request.node._nodeid``, which pytest 9 no longer has.)
     """
-    document: dict[str, Any] = create_gateway(GatewaySettings()).app.openapi()
+    document: dict[str, Any] = create_service(GatewaySettings()).app.openapi()
     return document
 
 

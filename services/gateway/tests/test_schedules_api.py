@@ -22,8 +22,9 @@ from riverbed.schedules import occurrence_event_id, parse_time
 from riverbed.service import Service
 from riverbed.settings import RedisSettings
 from riverbed.testing import RedisServer, wait_for
-from riverbed_gateway.app import create_gateway
-from riverbed_gateway.auth import KeyStore
+from riverbed_gateway.adapters.redis_key_store import KeyStore
+from riverbed_gateway.bootstrap import create_service
+from riverbed_gateway.domain.api_keys import configured_keys
 from riverbed_gateway.settings import GatewaySettings
 
 pytestmark = pytest.mark.integration
@@ -55,7 +56,7 @@ async def start(own_redis: RedisServer) -> AsyncIterator[Start]:
             "log_format": "json",
         }
         values.update(overrides)
-        service = create_gateway(
+        service = create_service(
             GatewaySettings(**values), redis_settings=RedisSettings(url=own_redis.url)
         )
         await service.start()
@@ -97,7 +98,7 @@ ROUTES = [
 def admin_routes() -> list[tuple[str, str]]:
     """Every (method, path) of the admin API, read from the app itself, so that a route added
     later is covered; path parameters filled in with 'digest'."""
-    app = create_gateway(GatewaySettings(admin_api_key="admin-key")).app  # never started
+    app = create_service(GatewaySettings(admin_api_key="admin-key")).app  # never started
     found = [
         (method, re.sub(r"\{[^}]+\}", "digest", route.path))
         for route in iter_route_contexts(app.routes)
@@ -119,7 +120,7 @@ async def test_only_the_admin_key_is_accepted(
 ) -> None:
     http = await start(key_cache_s=0)
     async with redis.asyncio.Redis.from_url(own_redis.url) as client:
-        store = KeyStore(lambda: client, GatewaySettings())  # type: ignore[arg-type,return-value]
+        store = KeyStore(client, configured_keys(GatewaySettings()), cache_s=0)
         stored, _ = await store.create("stored-everything", ["*"])
     ingestion_keys = [INGESTION, CONFIGURED, {"Authorization": f"Bearer {stored}"}]
     for headers in ingestion_keys:  # each ingestion key works where it belongs…

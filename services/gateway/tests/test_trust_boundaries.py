@@ -30,8 +30,8 @@ from riverbed.settings import RedisSettings
 from riverbed.testing import RedisServer, fast_settings, wait_for
 from riverbed_contracts import MAX_JSON_DEPTH, event_from_entry, validate_data
 from riverbed_contracts.registry import REGISTRY
-from riverbed_gateway.app import create_gateway
-from riverbed_gateway.auth import PUBLIC_TYPES
+from riverbed_gateway.bootstrap import create_service
+from riverbed_gateway.domain.api_keys import PUBLIC_TYPES
 from riverbed_gateway.settings import GatewaySettings
 
 pytestmark = pytest.mark.integration
@@ -161,7 +161,7 @@ async def test_a_source_of_the_clients_own_is_kept_and_the_default_names_the_key
 @pytest.fixture
 async def private_gateway(own_redis: RedisServer) -> AsyncIterator[tuple[Service, str, str]]:
     """A gateway on a Redis of its own with the keys alice and bob."""
-    service = create_gateway(
+    service = create_service(
         GatewaySettings(
             api_keys=[
                 {"name": "alice", "key": "alice-secret", "scopes": ["email.*"]},

@@ -1,4 +1,4 @@
-"""``riverbed-gateway``: serve (no arguments), or manage API keys.
+"""``riverbed-gateway``: serve (no arguments, or ``serve``), or manage API keys.
 
     riverbed-gateway keys create NAME --scope PATTERN [--scope PATTERN ...]   prints the key once
     riverbed-gateway keys list                        names, ids and scopes, never keys
@@ -24,19 +24,48 @@ from collections.abc import Sequence
 
 from riverbed import eventloop
 from riverbed.connection import redis_connection
+from riverbed.entrypoint import Command, service_main
 from riverbed.settings import RedisSettings
-from riverbed_gateway.app import create_gateway
-from riverbed_gateway.auth import KeyConfigurationError, KeyStore, ScopeError, scopes_help
+from riverbed_gateway.adapters.redis_key_store import KeyStore
+from riverbed_gateway.bootstrap import create_service
+from riverbed_gateway.domain.api_keys import (
+    ApiKey,
+    KeyConfigurationError,
+    ScopeError,
+    configured_keys,
+    scopes_help,
+)
 from riverbed_gateway.settings import GatewaySettings
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="riverbed-gateway", description=__doc__.split("\n")[0])
-    commands = parser.add_subparsers(dest="command")
-    keys = commands.add_parser("keys", help="manage API keys").add_subparsers(
-        dest="action", required=True
-    )
-    create = keys.add_parser("create", help="create a key and print it (shown once)")
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return service_main(
+            argv,
+            prog="riverbed-gateway",
+            description=__doc__.split("\n")[0],
+            serve=lambda: create_service(GatewaySettings()),
+            commands=[
+                Command(
+                    "keys",
+                    "manage API keys",
+                    run=lambda arguments: eventloop.run(_keys(arguments)),
+                    add_arguments=_keys_arguments,
+                )
+            ],
+        )
+    except KeyConfigurationError as error:
+        # the configuration is wrong, not the code: the message, without a traceback
+        given = sys.argv[1:] if argv is None else list(argv)
+        serving = not given or given[0] == "serve"
+        doing = "refusing to start" if serving else "configuration"
+        print(f"riverbed-gateway: {doing}: {error}", file=sys.stderr)
+        return 2
+
+
+def _keys_arguments(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="action", required=True)
+    create = actions.add_parser("create", help="create a key and print it (shown once)")
     create.add_argument("name", help="a name for the key: letters, digits, '.', '_' or '-'")
     create.add_argument(
         "--scope",
@@ -45,49 +74,21 @@ def _parser() -> argparse.ArgumentParser:
         help="public event-type pattern it may publish (repeatable, at least one), e.g. "
         "'email.*' or 'payment.succeeded.v1'; '*' for every public type",
     )
-    listing = keys.add_parser("list", help="list keys (names, ids and scopes)")
+    listing = actions.add_parser("list", help="list keys (names, ids and scopes)")
     listing.add_argument("--json", action="store_true", help="machine-readable output")
-    revoke = keys.add_parser("revoke", help="revoke a key by name")
+    revoke = actions.add_parser("revoke", help="revoke a key by name")
     revoke.add_argument("name")
-    return parser
 
 
 async def _keys(arguments: argparse.Namespace) -> int:
     settings = GatewaySettings()
+    configured = configured_keys(settings)  # their names are taken
     async with redis_connection(RedisSettings()) as redis:
-        store = KeyStore(lambda: redis, settings)  # the configured keys: their names are taken
+        store = KeyStore(redis, configured, cache_s=settings.key_cache_s)
         if arguments.action == "create":
-            if not _valid_name(arguments.name):
-                print(
-                    f"invalid key name {arguments.name!r}: use letters, digits, '.', '_' or '-'",
-                    file=sys.stderr,
-                )
-                return 2
-            if not arguments.scope:
-                print(f"give the key's scopes with --scope; {scopes_help()}", file=sys.stderr)
-                return 2
-            try:
-                presented, key = await store.create(arguments.name, arguments.scope)
-            except ScopeError as error:
-                print(error, file=sys.stderr)
-                return 2
-            except ValueError as error:
-                print(error, file=sys.stderr)
-                return 1
-            print(presented)
-            print(
-                f"created {key.name!r} (id {key.id}) with scopes {list(key.scopes)}; "
-                "this is the only time the key is shown",
-                file=sys.stderr,
-            )
-        elif arguments.action == "list":
-            found = await store.list()
-            if arguments.json:
-                listed = [{"name": k.name, "id": k.id, "scopes": list(k.scopes)} for k in found]
-                print(json.dumps(listed))
-            else:
-                for key in found:
-                    print(f"{key.name}\t{key.id}\t{','.join(key.scopes)}")
+            return await _create(store, arguments.name, arguments.scope)
+        if arguments.action == "list":
+            _print_keys(await store.list(), as_json=arguments.json)
         elif not await store.revoke(arguments.name):
             print(f"no API key named {arguments.name!r}", file=sys.stderr)
             return 1
@@ -96,19 +97,38 @@ async def _keys(arguments: argparse.Namespace) -> int:
     return 0
 
 
+async def _create(store: KeyStore, name: str, scopes: list[str]) -> int:
+    if not _valid_name(name):
+        print(f"invalid key name {name!r}: use letters, digits, '.', '_' or '-'", file=sys.stderr)
+        return 2
+    if not scopes:
+        print(f"give the key's scopes with --scope; {scopes_help()}", file=sys.stderr)
+        return 2
+    try:
+        presented, key = await store.create(name, scopes)
+    except ScopeError as error:
+        print(error, file=sys.stderr)
+        return 2
+    except ValueError as error:
+        print(error, file=sys.stderr)
+        return 1
+    print(presented)
+    print(
+        f"created {key.name!r} (id {key.id}) with scopes {list(key.scopes)}; "
+        "this is the only time the key is shown",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _print_keys(found: list[ApiKey], *, as_json: bool) -> None:
+    if as_json:
+        listed = [{"name": k.name, "id": k.id, "scopes": list(k.scopes)} for k in found]
+        print(json.dumps(listed))
+    else:
+        for key in found:
+            print(f"{key.name}\t{key.id}\t{','.join(key.scopes)}")
+
+
 def _valid_name(name: str) -> bool:
     return 0 < len(name) <= 64 and all(c.isalnum() or c in "._-" for c in name)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    arguments = _parser().parse_args(argv)
-    try:
-        if arguments.command is None:
-            create_gateway(GatewaySettings()).run()
-            return 0
-        return eventloop.run(_keys(arguments))
-    except KeyConfigurationError as error:
-        # the configuration is wrong, not the code: the message, without a traceback
-        doing = "refusing to start" if arguments.command is None else "configuration"
-        print(f"riverbed-gateway: {doing}: {error}", file=sys.stderr)
-        return 2

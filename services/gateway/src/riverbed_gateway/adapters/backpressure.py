@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import structlog
@@ -25,8 +24,8 @@ import structlog
 from riverbed import keys
 from riverbed.connection import Redis
 from riverbed.delay import DelayStore
+from riverbed.problems import Problem
 from riverbed_gateway import metrics
-from riverbed_gateway.problems import Problem
 from riverbed_gateway.settings import GatewaySettings
 
 log = structlog.get_logger(__name__)
@@ -51,7 +50,9 @@ class Unhandled:
 
 
 class Backpressure:
-    def __init__(self, redis: Callable[[], Redis], settings: GatewaySettings) -> None:
+    """The backpressure probe: samples target streams in the background, refuses at once."""
+
+    def __init__(self, redis: Redis, settings: GatewaySettings) -> None:
         self._redis = redis
         self.ceiling = settings.max_unhandled_events
         self.refresh_s = settings.backpressure_refresh_s
@@ -111,7 +112,7 @@ class Backpressure:
 
     async def unhandled(self, stream: str) -> Unhandled:
         """What ``stream`` has not handled yet (three round trips; sampling only)."""
-        redis = self._redis()
+        redis = self._redis
         key = keys.stream_key(stream)
         length = int(await redis.xlen(key))
         behind, behind_group = 0, None

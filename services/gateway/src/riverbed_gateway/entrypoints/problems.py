@@ -3,7 +3,7 @@ clients that went away counted as such."""
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
 import structlog
 from fastapi import FastAPI, Request, Response
@@ -15,11 +15,13 @@ from riverbed_gateway import metrics
 
 __all__ = [
     "CLIENT_CLOSED_REQUEST",
+    "ERRORS",
     "PROBLEM_JSON",
     "Problem",
     "client_gone",
     "field_errors",
     "install",
+    "problem_responses",
 ]
 
 log = structlog.get_logger(__name__)
@@ -50,3 +52,31 @@ def install(app: FastAPI) -> problems.Responder:
         return client_gone(request.method, getattr(route, "path", None) or "unmatched")
 
     return respond
+
+
+#: a problem document as the OpenAPI document shows it
+_PROBLEM_SCHEMA: Final = {
+    "type": "object",
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+    },
+    "required": ["type", "title", "status", "detail"],
+}
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries: each status answered with a problem document."""
+    return {
+        status: {
+            "description": "problem details (RFC 9457)",
+            "content": {PROBLEM_JSON: {"schema": dict(_PROBLEM_SCHEMA)}},
+        }
+        for status in statuses
+    }
+
+
+#: every status any route refuses with, as documented responses (descriptions overridable)
+ERRORS: Final = problem_responses(400, 401, 403, 409, 413, 415, 422, 429, 503)

@@ -18,29 +18,24 @@ with 401, because a schedule publishes events of any type, forever. Without
 
 Refusals are problem documents: 422 for a definition that cannot be stored (the detail says
 what is accepted: cron fields, IANA zone names, interval bounds, the known types; ``errors``
-holds the data's field errors), 404 for an unknown name. The schedules themselves, and who
+holds the data's field errors), 404 for an unknown name
+(:mod:`riverbed_gateway.service_layer.schedules_admin`). The schedules themselves, and who
 publishes them (the gateway runs a scheduler), are described in :mod:`riverbed.schedules`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Annotated, Any, Literal
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, Final, Literal
 
 from fastapi import APIRouter, Depends, Path, Response, status
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, SecretStr
 
-from riverbed.connection import Redis
-from riverbed.problems import bearer_key_check
-from riverbed.schedules import (
-    NAME_HELP,
-    ScheduleDefinition,
-    ScheduleError,
-    ScheduleStore,
-    ScheduleView,
-    check_name,
-)
-from riverbed_gateway.problems import PROBLEM_JSON, Problem
+from riverbed.problems import Problem, bearer_key_check
+from riverbed.schedules import NAME_HELP, ScheduleView
+from riverbed_gateway.entrypoints.dependencies import SchedulesAdminDep
+from riverbed_gateway.entrypoints.problems import problem_responses
+from riverbed_gateway.service_layer.schedules_admin import SchedulesAdmin
 from riverbed_gateway.settings import ADMIN_KEY_SETTING
 
 Status = Literal["active", "paused", "finished", "moving", "missing"]
@@ -133,120 +128,50 @@ class Upserted(BaseModel):
     schedule: ScheduleOut
 
 
-def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    schema = {
-        "type": "object",
-        "properties": {
-            "type": {"type": "string"},
-            "title": {"type": "string"},
-            "status": {"type": "integer"},
-            "detail": {"type": "string"},
-        },
-        "required": ["type", "title", "status", "detail"],
-    }
-    return {
-        code: {
-            "description": "problem details (RFC 9457)",
-            "content": {PROBLEM_JSON: {"schema": schema}},
-        }
-        for code in statuses
-    }
-
-
-def _name(name: str) -> str:
-    try:
-        return check_name(name)
-    except ScheduleError as error:
-        raise _invalid(error) from None
-
-
 ScheduleName = Annotated[str, Path(description=f"the schedule's name: {NAME_HELP}")]
 
 
-def _invalid(error: ScheduleError) -> Problem:
-    extra: dict[str, Any] = {"errors": error.errors} if error.errors else {}
-    return Problem(422, "invalid-schedule", "Invalid schedule", str(error), **extra)
-
-
-def _not_found(name: str) -> Problem:
-    return Problem(
-        404,
-        "not-found",
-        "Schedule not found",
-        f"no schedule named {name!r}; GET /v1/schedules lists them",
-    )
-
-
-def router(admin_api_key: SecretStr | None, redis: Callable[[], Redis]) -> APIRouter:
+def router(admin_api_key: SecretStr | None) -> APIRouter:
     """The schedules routes, behind ``admin_api_key``; without one, a 503 naming the
     setting for every schedules path (and nothing in the OpenAPI document)."""
     if admin_api_key is None:
         return _disabled()
     authorized = bearer_key_check(admin_api_key.get_secret_value(), setting=ADMIN_KEY_SETTING)
     api = APIRouter(prefix="/v1/schedules", tags=["schedules"], dependencies=[Depends(authorized)])
+    _pause_and_resume(api)
 
-    def store() -> ScheduleStore:
-        return ScheduleStore(redis())
+    @api.get("", summary="Every schedule", responses=problem_responses(401, 503))
+    async def list_schedules(admin: SchedulesAdminDep) -> ScheduleList:
+        return ScheduleList(schedules=[ScheduleOut.of(v) for v in await admin.list()])
 
-    @api.post(
-        "/{name}:pause",
-        summary="Stop firing until resumed",
-        responses=_problems(401, 404, 422, 503),
-    )
-    async def pause(name: ScheduleName) -> ScheduleOut:
-        view = await store().pause(_name(name))
-        if view is None:
-            raise _not_found(name)
-        return ScheduleOut.of(view)
-
-    @api.post(
-        "/{name}:resume",
-        summary="Fire again, from the next occurrence after now (no catch-up)",
-        responses=_problems(401, 404, 422, 503),
-    )
-    async def resume(name: ScheduleName) -> ScheduleOut:
-        view = await store().resume(_name(name))
-        if view is None:
-            raise _not_found(name)
-        return ScheduleOut.of(view)
-
-    @api.get("", summary="Every schedule", responses=_problems(401, 503))
-    async def list_schedules() -> ScheduleList:
-        return ScheduleList(schedules=[ScheduleOut.of(v) for v in await store().list()])
-
-    @api.get("/{name}", summary="One schedule", responses=_problems(401, 404, 422, 503))
-    async def get_schedule(name: ScheduleName) -> ScheduleOut:
-        view = await store().get(_name(name))
-        if view is None:
-            raise _not_found(name)
-        return ScheduleOut.of(view)
+    @api.get("/{name}", summary="One schedule", responses=problem_responses(401, 404, 422, 503))
+    async def get_schedule(name: ScheduleName, admin: SchedulesAdminDep) -> ScheduleOut:
+        return ScheduleOut.of(await admin.get(name))
 
     @api.put(
         "/{name}",
         summary="Create or change a schedule (the same definition again changes nothing)",
         responses={
             201: {"model": Upserted, "description": "created"},
-            **_problems(400, 401, 422, 503),
+            **problem_responses(400, 401, 422, 503),
         },
     )
-    async def put_schedule(name: ScheduleName, body: ScheduleIn, response: Response) -> Upserted:
-        try:
-            definition = ScheduleDefinition(
-                name=_name(name),
-                type=body.type,
-                data=body.data,
-                cron=body.cron,
-                tz=body.tz,
-                every_s=body.every_s,
-                subject=body.subject,
-                source=body.source,
-                start_ms=_ms(body.start),
-                end_ms=_ms(body.end),
-                limit=body.limit,
-            )
-            upserted = await store().upsert(definition)
-        except ScheduleError as error:
-            raise _invalid(error) from None
+    async def put_schedule(
+        name: ScheduleName, body: ScheduleIn, response: Response, admin: SchedulesAdminDep
+    ) -> Upserted:
+        upserted = await admin.upsert(
+            name,
+            type=body.type,
+            data=body.data,
+            cron=body.cron,
+            tz=body.tz,
+            every_s=body.every_s,
+            subject=body.subject,
+            source=body.source,
+            start_ms=_ms(body.start),
+            end_ms=_ms(body.end),
+            limit=body.limit,
+        )
         if upserted.outcome == "created":
             response.status_code = status.HTTP_201_CREATED
         return Upserted(outcome=upserted.outcome, schedule=ScheduleOut.of(upserted.schedule))
@@ -255,14 +180,41 @@ def router(admin_api_key: SecretStr | None, redis: Callable[[], Redis]) -> APIRo
         "/{name}",
         status_code=status.HTTP_204_NO_CONTENT,
         summary="Remove a schedule: it fires no more",
-        responses=_problems(401, 404, 422, 503),
+        responses=problem_responses(401, 404, 422, 503),
     )
-    async def delete_schedule(name: ScheduleName) -> Response:
-        if not await store().remove(_name(name)):
-            raise _not_found(name)
+    async def delete_schedule(name: ScheduleName, admin: SchedulesAdminDep) -> Response:
+        await admin.remove(name)
         return Response(status_code=status.HTTP_204_NO_CONTENT)
 
     return api
+
+
+#: the actions on one schedule: what each does, and which the admin use case takes
+_ACTIONS: Final = (
+    ("pause", "Stop firing until resumed"),
+    ("resume", "Fire again, from the next occurrence after now (no catch-up)"),
+)
+
+
+def _pause_and_resume(api: APIRouter) -> None:
+    """``POST /{name}:pause`` and ``:resume``, first: ``/{name}`` would take them as names."""
+    for action, summary in _ACTIONS:
+        api.add_api_route(
+            f"/{{name}}:{action}",
+            _action(action),
+            methods=["POST"],
+            name=action,
+            summary=summary,
+            responses=problem_responses(401, 404, 422, 503),
+        )
+
+
+def _action(action: str) -> Callable[[str, SchedulesAdmin], Awaitable[ScheduleOut]]:
+    async def act(name: ScheduleName, admin: SchedulesAdminDep) -> ScheduleOut:
+        change = admin.pause if action == "pause" else admin.resume
+        return ScheduleOut.of(await change(name))
+
+    return act
 
 
 def _ms(moment: AwareDatetime | None) -> int | None:

@@ -1,0 +1,1 @@
+"""The gateway's adapters: Redis implementations of the ports its use cases need."""

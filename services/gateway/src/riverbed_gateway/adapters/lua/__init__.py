@@ -1,0 +1,1 @@
+"""The gateway's Redis Lua scripts, loaded with ``riverbed.scripts.LuaScript.load``."""

@@ -1,0 +1,112 @@
+"""The gateway's ASGI middleware: the access log (outermost), and the fast path that
+serves the two ingestion routes ahead of FastAPI."""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Any, Final
+
+import structlog
+from fastapi import Response
+from starlette.requests import ClientDisconnect, Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from riverbed.problems import Responder
+from riverbed_gateway import metrics
+from riverbed_gateway.entrypoints import problems
+from riverbed_gateway.entrypoints.event_routes import answer_ingest
+
+log = structlog.get_logger("riverbed_gateway.access")
+
+
+class AccessLog:
+    """Pure ASGI middleware: request id, structured access log, metrics by route template."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        # a client's id becomes every event's correlationid: only a sane one is kept
+        request_id = given if _sane_request_id(given) else f"{random.getrandbits(128):032x}"
+        if request_id != given:
+            # handlers read the id from the request: give them the one we chose
+            scope["headers"] = [
+                *(h for h in scope["headers"] if h[0] != b"x-request-id"),
+                (b"x-request-id", request_id.encode()),
+            ]
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"x-request-id", request_id.encode("latin-1")),
+                ]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            metrics.REQUESTS.labels(template, str(status)).inc()
+            metrics.REQUEST_SECONDS.labels(template).observe(elapsed)
+            log.info(
+                "request",
+                method=scope["method"],
+                path=template,
+                status=status,
+                duration_ms=round(elapsed * 1000, 2),
+                request_id=request_id,
+            )
+
+
+class IngestFastPath:
+    """Serves the two ingestion routes straight from ASGI, ahead of FastAPI's routing,
+    dependency solving and middleware stack (measured: about twice the requests/s).
+
+    The FastAPI routes of the same paths stay, for the OpenAPI document; errors are
+    answered exactly as the app's exception handlers would. The ingestion use case is the
+    running service's (``app.state.service.container``): while the gateway is starting or
+    stopping, requests go on to those routes, which answer 503.
+    """
+
+    BATCH_BY_PATH: Final = {"/v1/events": False, "/v1/events:batch": True}
+
+    def __init__(self, app: ASGIApp, respond: Responder, routes: dict[str, Any]) -> None:
+        self.app = app
+        self.respond = respond
+        self.routes = routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        batch = self.BATCH_BY_PATH.get(scope.get("path", "")) if scope["type"] == "http" else None
+        if batch is None or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        try:
+            ingestion = scope["app"].state.service.container.ingestion
+        except RuntimeError:  # not started: the route's dependency answers
+            await self.app(scope, receive, send)
+            return
+        scope["route"] = self.routes[scope["path"]]  # the access log's route label
+        response: Response
+        try:
+            response = await answer_ingest(ingestion, Request(scope, receive), batch)
+        except ClientDisconnect:
+            response = problems.client_gone(scope["method"], scope["path"])
+        except Exception as error:
+            response = self.respond.for_exception(error)
+        await response(scope, receive, send)
+
+
+def _sane_request_id(value: str) -> bool:
+    return 0 < len(value) <= 128 and value.isascii() and value.isprintable()
