@@ -18,10 +18,11 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import redis.asyncio
 
@@ -181,3 +182,13 @@ def run_alone(description: str, run: Callable[[str, Options], Awaitable[list[str
     with bench_redis() as (url, where):
         note(f"Redis: {where}; {options.events} events; best of {options.repeat} rounds")
         eventloop.run(run(url, options))
+
+
+@asynccontextmanager
+async def closing_all(*clients: Any) -> AsyncIterator[None]:
+    """Close every client (anything with ``aclose()``) when the block ends, however."""
+    try:
+        yield
+    finally:
+        for client in clients:
+            await client.aclose()

@@ -32,6 +32,7 @@ from _common import (
     RawRedis,
     bench_line,
     best,
+    closing_all,
     delete_stream_family,
     emit,
     make_events,
@@ -172,7 +173,7 @@ async def run(url: str, options: Options) -> list[str]:
     client = connect(RedisSettings(url=url))  # the runtime's own client, as services get it
     raw_client = RawRedis.from_url(url)
     monitor = RawRedis.from_url(url)  # setup, polling, cleanup: off both timed clients
-    try:
+    async with closing_all(client, raw_client, monitor):
         events = make_events(options.events)
         warm = events[: min(WARM_UP_EVENTS, len(events))]
         await runtime_consume(client, monitor, warm)
@@ -219,15 +220,7 @@ async def run(url: str, options: Options) -> list[str]:
         elif best(runtime).per_second < 0.5 * best(raw).per_second:
             note("runtime consume is below half the raw loop: rerun with --profile for hot spots")
         return [line, decoding_line]
-    finally:
-        await client.aclose()
-        await raw_client.aclose()
-        await monitor.aclose()
-
-
-def main() -> None:
-    run_alone(__doc__.splitlines()[0], run)
 
 
 if __name__ == "__main__":
-    main()
+    run_alone(__doc__.splitlines()[0], run)

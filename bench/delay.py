@@ -44,6 +44,7 @@ from _common import (
     RawRedis,
     bench_line,
     best,
+    closing_all,
     delete_stream_family,
     emit,
     make_events,
@@ -460,21 +461,12 @@ async def run(url: str, options: Options) -> list[str]:
     raw_writer = RawRedis.from_url(url)
     raw_reader = RawRedis.from_url(url)
     monitor = RawRedis.from_url(url)  # setup, checks, cleanup: off the timed clients
-    try:
+    async with closing_all(client, raw_writer, raw_reader, monitor):
         lines = await bench_promote(client, monitor, options)
         lines += await bench_memory(options)
         lines += await bench_lateness(client, raw_writer, raw_reader, monitor, options)
         return lines
-    finally:
-        await client.aclose()
-        await raw_writer.aclose()
-        await raw_reader.aclose()
-        await monitor.aclose()
-
-
-def main() -> None:
-    run_alone(__doc__.splitlines()[0], run)
 
 
 if __name__ == "__main__":
-    main()
+    run_alone(__doc__.splitlines()[0], run)

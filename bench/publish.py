@@ -26,6 +26,7 @@ from _common import (
     RawRedis,
     bench_line,
     best,
+    closing_all,
     delete_stream_family,
     emit,
     make_events,
@@ -134,7 +135,7 @@ async def run(url: str, options: Options) -> list[str]:
     client = connect(RedisSettings(url=url))  # the runtime's own client, as services get it
     raw_client = RawRedis.from_url(url)
     monitor = RawRedis.from_url(url)  # cleanup, off both timed clients
-    try:
+    async with closing_all(client, raw_client, monitor):
         events = make_events(options.events)
         single_events = events[: max(options.events // 5, 1)]
         publisher = Publisher(client)
@@ -163,15 +164,7 @@ async def run(url: str, options: Options) -> list[str]:
                 )
             )
         return lines
-    finally:
-        await client.aclose()
-        await raw_client.aclose()
-        await monitor.aclose()
-
-
-def main() -> None:
-    run_alone(__doc__.splitlines()[0], run)
 
 
 if __name__ == "__main__":
-    main()
+    run_alone(__doc__.splitlines()[0], run)
