@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 from pydantic import ValidationError
+from pydantic_settings import SettingsConfigDict
 
 from riverbed.connection import redacted_url
-from riverbed.settings import ConsumerSettings, RedisSettings
+from riverbed.settings import AdminApiSettings, ConsumerSettings, RedisSettings
 
 
 def test_consumer_settings_read_their_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -56,3 +57,18 @@ def test_a_cache_url_of_an_unknown_scheme_is_refused_by_its_own_name() -> None:
     with pytest.raises(ValidationError, match="REDIS_CACHE_URL scheme 'http' is not supported"):
         RedisSettings(url="redis://127.0.0.1:6379/0", cache_url="http://cache:6379")
     assert RedisSettings(url="redis://h:1/0").cache_url is None
+
+
+class _AdminSettings(AdminApiSettings):
+    model_config = SettingsConfigDict(env_prefix="SOMESERVICE_")
+
+
+def test_an_admin_api_key_is_never_the_ingestion_key_and_blank_is_none(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("RIVERBED_API_KEY", "ingestion")
+    monkeypatch.setenv("SOMESERVICE_API_KEY", " ")
+    assert _AdminSettings().api_key is None
+    monkeypatch.setenv("SOMESERVICE_API_KEY", "ingestion")
+    with pytest.raises(ValidationError, match="SOMESERVICE_API_KEY must not be the ingestion"):
+        _AdminSettings()

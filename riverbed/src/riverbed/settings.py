@@ -6,7 +6,11 @@ Each service subclasses :class:`ServiceSettings` with its own prefix
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr, ValidationInfo, field_validator
+import hmac
+import os
+from typing import Any
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -180,3 +184,47 @@ class ServiceSettings(BaseSettings):
         ge=1,
         description="an idle keep-alive connection (after a response) is closed after this, s",
     )
+
+
+def admin_key(value: SecretStr | None, setting: str) -> SecretStr | None:
+    """``value`` as the key of a service's admin API, read from ``setting``: blank means none
+    (the API answers 503), and the ingestion key of this environment (``RIVERBED_API_KEY``)
+    is refused, so that whoever may post events cannot also administer the service (read
+    the ledger, hand out signing secrets)."""
+    if value is None or not value.get_secret_value().strip():
+        return None
+    ingestion = os.environ.get("RIVERBED_API_KEY", "")
+    if ingestion and hmac.compare_digest(value.get_secret_value().encode(), ingestion.encode()):
+        raise ValueError(
+            f"{setting} must not be the ingestion key (RIVERBED_API_KEY): give this admin API "
+            "a key of its own, e.g. `openssl rand -hex 32`"
+        )
+    return value
+
+
+def admin_key_field(setting: str) -> Any:
+    """The ``api_key`` setting of a service's admin API, read from variable ``setting``
+    (``PAYMENTS_API_KEY``) only: a service declares
+    ``api_key: SecretStr | None = admin_key_field("<PREFIX>API_KEY")``."""
+    return Field(
+        default=None,
+        validation_alias=AliasChoices(setting, "api_key"),
+        description=f"Bearer key of the /v1 API ({setting} only); without one the API answers 503",
+    )
+
+
+class AdminApiSettings(BaseSettings):
+    """Mixin of the settings of a service with an admin HTTP API behind a key of its own
+    (:func:`admin_key`): the webhooks and payments APIs hand out secrets and financial data,
+    so the gateway's ingestion key must never open them too.
+
+    Subclasses redeclare ``api_key`` with :func:`admin_key_field` to name its variable; the
+    check here names ``<env_prefix>API_KEY`` in its refusal.
+    """
+
+    api_key: SecretStr | None = None  # <env_prefix>API_KEY, unless redeclared
+
+    @field_validator("api_key")
+    @classmethod
+    def _admin_key(cls, value: SecretStr | None) -> SecretStr | None:
+        return admin_key(value, f"{cls.model_config.get('env_prefix', '')}API_KEY")

@@ -6,12 +6,10 @@ Durations carry their unit in the name.
 
 from __future__ import annotations
 
-import hmac
-import os
-
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
+from riverbed.settings import AdminApiSettings, admin_key_field
 from riverbed.sql import DatabaseServiceSettings, database_url_field
 
 #: the streams the ledger consumes
@@ -25,22 +23,7 @@ INBOUND_STREAMS = (
 )
 
 
-def admin_key(value: SecretStr | None, setting: str) -> SecretStr | None:
-    """``value`` as the admin key: blank means none (the API answers 503), and the ingestion
-    key of this environment (``RIVERBED_API_KEY``) is refused, so that whoever may post
-    events cannot also read the ledger."""
-    if value is None or not value.get_secret_value().strip():
-        return None
-    ingestion = os.environ.get("RIVERBED_API_KEY", "")
-    if ingestion and hmac.compare_digest(value.get_secret_value().encode(), ingestion.encode()):
-        raise ValueError(
-            f"{setting} must not be the ingestion key (RIVERBED_API_KEY): give this admin API "
-            "a key of its own, e.g. `openssl rand -hex 32`"
-        )
-    return value
-
-
-class PaymentsSettings(DatabaseServiceSettings):
+class PaymentsSettings(DatabaseServiceSettings, AdminApiSettings):
     # the rest of the configuration (errors never show the values) is DatabaseServiceSettings'
     model_config = SettingsConfigDict(env_prefix="PAYMENTS_")
 
@@ -53,12 +36,7 @@ class PaymentsSettings(DatabaseServiceSettings):
     # -- API ---------------------------------------------------------------------------
     # an admin key of its own, never the gateway's ingestion key (RIVERBED_API_KEY): the API
     # shows the ledger (financial data) and takes settlement reports
-    api_key: SecretStr | None = Field(
-        default=None,
-        validation_alias=AliasChoices("PAYMENTS_API_KEY", "api_key"),
-        description="Bearer key of the /v1 API (PAYMENTS_API_KEY only); without one the API "
-        "answers 503",
-    )
+    api_key: SecretStr | None = admin_key_field("PAYMENTS_API_KEY")
 
     # -- streams -------------------------------------------------------------------------
     stream_routes: dict[str, str] = Field(
@@ -109,11 +87,6 @@ class PaymentsSettings(DatabaseServiceSettings):
     reconciliation_sweep_s: float = Field(
         default=30.0, gt=0, description="how often unfinished reports are looked for, s"
     )
-
-    @field_validator("api_key")
-    @classmethod
-    def _admin_key(cls, value: SecretStr | None) -> SecretStr | None:
-        return admin_key(value, "PAYMENTS_API_KEY")
 
     def stream(self, logical: str) -> str:
         """The stream actually used for logical stream ``logical``."""

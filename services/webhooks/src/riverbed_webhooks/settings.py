@@ -6,33 +6,17 @@ Durations carry their unit in the name.
 
 from __future__ import annotations
 
-import hmac
 import ipaddress
-import os
 from datetime import timedelta
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from riverbed.settings import AdminApiSettings, admin_key_field
 from riverbed.sql import DatabaseServiceSettings, database_url_field
 
 
-def admin_key(value: SecretStr | None, setting: str) -> SecretStr | None:
-    """``value`` as the admin key: blank means none (the API answers 503), and the ingestion
-    key of this environment (``RIVERBED_API_KEY``) is refused, so that whoever may post
-    events cannot also administer this service."""
-    if value is None or not value.get_secret_value().strip():
-        return None
-    ingestion = os.environ.get("RIVERBED_API_KEY", "")
-    if ingestion and hmac.compare_digest(value.get_secret_value().encode(), ingestion.encode()):
-        raise ValueError(
-            f"{setting} must not be the ingestion key (RIVERBED_API_KEY): give this admin API "
-            "a key of its own, e.g. `openssl rand -hex 32`"
-        )
-    return value
-
-
-class WebhooksSettings(DatabaseServiceSettings):
+class WebhooksSettings(DatabaseServiceSettings, AdminApiSettings):
     # the rest of the configuration (errors never show the values) is DatabaseServiceSettings'
     model_config = SettingsConfigDict(env_prefix="WEBHOOKS_")
 
@@ -45,12 +29,7 @@ class WebhooksSettings(DatabaseServiceSettings):
     # -- management API ----------------------------------------------------------
     # an admin key of its own, never the gateway's ingestion key (RIVERBED_API_KEY): the API
     # hands out signing secrets and decides where this service sends requests
-    api_key: SecretStr | None = Field(
-        default=None,
-        validation_alias=AliasChoices("WEBHOOKS_API_KEY", "api_key"),
-        description="Bearer key of the /v1 API (WEBHOOKS_API_KEY only); without one the API "
-        "answers 503",
-    )
+    api_key: SecretStr | None = admin_key_field("WEBHOOKS_API_KEY")
 
     # -- what is delivered ---------------------------------------------------------
     source_streams: list[str] = Field(
@@ -134,11 +113,6 @@ class WebhooksSettings(DatabaseServiceSettings):
     log_prune_batch: int = Field(
         default=1_000, ge=1, le=100_000, description="deliveries deleted per transaction"
     )
-
-    @field_validator("api_key")
-    @classmethod
-    def _admin_key(cls, value: SecretStr | None) -> SecretStr | None:
-        return admin_key(value, "WEBHOOKS_API_KEY")
 
     @field_validator("allowed_networks")
     @classmethod
