@@ -63,13 +63,12 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from riverbed import eventloop
 from riverbed.backoff import Backoff
 from riverbed.publisher import Publisher
-from riverbed.sql import BigId, UtcDateTime
+from riverbed.sql import BigId, DatabaseServiceSettings, UtcDateTime, upsert
 from riverbed_contracts import CloudEvent
 
 log = structlog.get_logger(__name__)
@@ -136,16 +135,6 @@ class OutboxMessage:
     stream: str
 
 
-def _insert(conn: AsyncConnection, table: Table) -> Any:
-    """INSERT … ON CONFLICT for the connection's dialect (both spell it the same way)."""
-    dialect = conn.dialect.name
-    if dialect == "postgresql":
-        return postgresql.insert(table)
-    if dialect == "sqlite":
-        return sqlite.insert(table)
-    raise NotImplementedError(f"database {dialect!r} is not supported (SQLite, PostgreSQL)")
-
-
 async def add_to_outbox(
     conn: AsyncConnection, table: Table, messages: Sequence[OutboxMessage], *, at: datetime
 ) -> None:
@@ -164,7 +153,9 @@ async def add_to_outbox(
         for m in messages
     ]
     await conn.execute(
-        _insert(conn, table).values(rows).on_conflict_do_nothing(index_elements=["event_id"])
+        upsert(conn.dialect.name, table)
+        .values(rows)
+        .on_conflict_do_nothing(index_elements=["event_id"])
     )
 
 
@@ -376,3 +367,29 @@ class OutboxRelay:
                 continue  # more waiting: no pause
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.poll_interval_s)
+
+
+def outbox_relay(
+    settings: DatabaseServiceSettings,
+    engine: AsyncEngine,
+    table: Table,
+    publisher: Callable[[], Publisher],
+    *,
+    clock: Callable[[], datetime],
+    reader: AsyncEngine | None = None,
+) -> OutboxRelay:
+    """The relay of ``table`` as a service's ``<PREFIX>OUTBOX_*`` settings configure it
+    (:class:`riverbed.sql.DatabaseServiceSettings`), labelled with its service name: every
+    service with a database wires its relay this one way."""
+    return OutboxRelay(
+        engine,
+        table,
+        publisher,
+        service=settings.service_name,
+        clock=clock,
+        batch_size=settings.outbox_batch_size,
+        poll_interval_s=settings.outbox_poll_interval_s,
+        retention=timedelta(seconds=settings.outbox_retention_s),
+        max_backoff_s=settings.outbox_max_backoff_s,
+        reader=reader,
+    )

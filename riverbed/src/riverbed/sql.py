@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 import structlog
 from alembic import command
@@ -25,9 +25,10 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
-from sqlalchemy import BigInteger, Connection, DateTime, Integer, MetaData, text
-from sqlalchemy.engine import Dialect
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import BigInteger, Connection, DateTime, Integer, MetaData, event, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Dialect, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.types import TypeDecorator
 
 from riverbed.logging import configure_logging
@@ -67,6 +68,81 @@ BigId = BigInteger().with_variant(Integer(), "sqlite")
 def sqlite_url(path: str | os.PathLike[str]) -> str:
     """The SQLAlchemy URL of an SQLite file."""
     return f"sqlite+aiosqlite:///{Path(path)}"
+
+
+#: execution option of :func:`read_only` engines: on SQLite with ``immediate_writes``,
+#: their transactions begin deferred (plain ``BEGIN``)
+READ_ONLY: Final = "riverbed_read_only"
+
+
+def create_engine(
+    url: str,
+    *,
+    schema: str | None = None,
+    connect_args: Mapping[str, Any] | None = None,
+    busy_timeout_ms: int = 5_000,
+    foreign_keys: bool = False,
+    immediate_writes: bool = False,
+) -> AsyncEngine:
+    """An async engine for ``url``, the one shape every service with a database opens.
+
+    ``schema`` (PostgreSQL only): the schema the tables live in (the connection's
+    search_path). Error messages never show statement parameters (``hide_parameters``:
+    they may be signing secrets or payment data). SQLite gets its file's directory made,
+    WAL (readers do not block the writer), ``busy_timeout_ms`` to wait for a lock, and,
+    as a service needs them, ``foreign_keys`` on and ``immediate_writes``: every
+    transaction begins ``BEGIN IMMEDIATE`` (it takes the write lock at once, so two writers
+    queue on the busy timeout instead of one failing when it upgrades a read lock), except
+    on a :func:`read_only` engine.
+    """
+    parsed = make_url(url)
+    args = dict(connect_args or {})
+    if schema is not None:
+        if parsed.get_backend_name() != "postgresql":
+            raise ValueError("a database schema can be set for PostgreSQL only")
+        args.setdefault("server_settings", {})["search_path"] = schema
+    if parsed.get_backend_name() != "sqlite":
+        return create_async_engine(url, pool_pre_ping=True, connect_args=args, hide_parameters=True)
+    database = parsed.database
+    if database and database != ":memory:" and not database.startswith("file:"):
+        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    engine = create_async_engine(url, connect_args=args, hide_parameters=True)
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+        if immediate_writes:
+            dbapi_connection.isolation_level = None  # we issue BEGIN ourselves (below)
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        if foreign_keys:
+            cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    if immediate_writes:
+
+        @event.listens_for(engine.sync_engine, "begin")
+        def _begin(connection: Any) -> None:
+            deferred = connection.get_execution_options().get(READ_ONLY, False)
+            connection.exec_driver_sql("BEGIN" if deferred else "BEGIN IMMEDIATE")
+
+    return engine
+
+
+def read_only(engine: AsyncEngine) -> AsyncEngine:
+    """``engine`` for reads: on SQLite with ``immediate_writes`` its transactions do not
+    take the write lock."""
+    return engine.execution_options(**{READ_ONLY: True})
+
+
+def upsert(dialect: str, table: Any) -> Any:
+    """INSERT … ON CONFLICT for ``dialect`` (SQLite and PostgreSQL spell it the same way,
+    from different modules)."""
+    if dialect == "postgresql":
+        return postgresql.insert(table)
+    if dialect == "sqlite":
+        return sqlite.insert(table)
+    raise NotImplementedError(f"database {dialect!r} is not supported (SQLite, PostgreSQL)")
 
 
 def run_migrations_in_env(metadata: MetaData, *, service: str) -> None:

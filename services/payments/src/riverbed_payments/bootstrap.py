@@ -15,7 +15,7 @@ import functools
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import structlog
 from fastapi import FastAPI
@@ -23,11 +23,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from riverbed.consumer import Handler
 from riverbed.lifespan import Resources
-from riverbed.outbox import OutboxRelay
+from riverbed.outbox import OutboxRelay, outbox_relay
 from riverbed.service import Service
 from riverbed.settings import ConsumerSettings, RedisSettings
-from riverbed.sql import prepared_database
-from riverbed_payments.adapters.database import create_engine, read_only
+from riverbed.sql import prepared_database, read_only
+from riverbed_payments.adapters.database import create_engine
 from riverbed_payments.adapters.ledger import SqlLedger
 from riverbed_payments.adapters.migrate import MIGRATIONS
 from riverbed_payments.adapters.reconciliation_jobs import ReconciliationJobs
@@ -62,30 +62,19 @@ class Container:
 PaymentsService = Service[PaymentsSettings, Container]
 
 
-def outbox_relay(
-    settings: PaymentsSettings, engine: AsyncEngine, resources: Resources, clock: Clock
-) -> OutboxRelay:
-    """The relay of the ledger's outbox to the streams (the runtime's publisher)."""
-    return OutboxRelay(
-        engine,
-        outbox,
-        lambda: resources.publisher,
-        service=settings.service_name,
-        clock=clock,
-        batch_size=settings.outbox_batch_size,
-        poll_interval_s=settings.outbox_poll_interval_s,
-        retention=timedelta(seconds=settings.outbox_retention_s),
-        max_backoff_s=settings.outbox_max_backoff_s,
-        # samples are reads: SQLite must not take the write lock for them
-        reader=read_only(engine),
-    )
-
-
 def wire(
     settings: PaymentsSettings, engine: AsyncEngine, resources: Resources, clock: Clock
 ) -> Container:
     """Build the use cases on the open database and Redis (no I/O here)."""
-    relay = outbox_relay(settings, engine, resources, clock)
+    relay = outbox_relay(
+        settings,
+        engine,
+        outbox,
+        lambda: resources.publisher,
+        clock=clock,
+        # samples are reads: SQLite must not take the write lock for them
+        reader=read_only(engine),
+    )
     ledger = SqlLedger(engine)
     reports = SqlReports(engine)
     recorder = Recorder(

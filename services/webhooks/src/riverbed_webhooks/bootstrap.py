@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from riverbed.cache import Cache
 from riverbed.lifespan import Resources
-from riverbed.outbox import OutboxRelay
+from riverbed.outbox import OutboxRelay, outbox_relay
 from riverbed.service import Service
 from riverbed.settings import ConsumerSettings, RedisSettings
 from riverbed.sql import prepared_database
@@ -134,17 +134,7 @@ def wire(
 ) -> Container:
     """Build the use cases on the open resources (no I/O here)."""
     publisher = RoutingPublisher(resources.redis, settings.stream_routes)
-    relay = OutboxRelay(
-        engine,
-        outbox,
-        lambda: publisher,
-        service=settings.service_name,
-        clock=seams.clock,
-        batch_size=settings.outbox_batch_size,
-        poll_interval_s=settings.outbox_poll_interval_s,
-        retention=timedelta(seconds=settings.outbox_retention_s),
-        max_backoff_s=settings.outbox_max_backoff_s,
-    )
+    relay = outbox_relay(settings, engine, outbox, lambda: publisher, clock=seams.clock)
     # outcome events are queued with the records they report; a commit wakes the relay
     repository = SqlEndpointRepository(
         engine, stream_for=publisher.stream_for, on_commit=relay.notify

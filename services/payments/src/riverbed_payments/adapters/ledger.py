@@ -23,7 +23,7 @@ from sqlalchemy import Select, and_, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from riverbed.outbox import OutboxMessage, add_to_outbox
-from riverbed_payments.adapters.database import read_only, upsert
+from riverbed.sql import read_only, upsert
 from riverbed_payments.adapters.tables import (
     accounts,
     outbox,

@@ -16,8 +16,8 @@ from sqlalchemy import and_, case, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from riverbed.outbox import OutboxMessage, add_to_outbox
+from riverbed.sql import read_only, upsert
 from riverbed_payments.adapters import ledger_figures
-from riverbed_payments.adapters.database import read_only, upsert
 from riverbed_payments.adapters.tables import outbox, report_lines, report_payouts, reports
 from riverbed_payments.domain.ledger import Kind
 from riverbed_payments.domain.reconciliation import LineClass, PayoutTotals, ReportLine

@@ -16,16 +16,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from riverbed import sql
 from riverbed.outbox import OutboxMessage, add_to_outbox
 from riverbed.sql import sqlite_url as sqlite_url  # re-exported: tests and the CLI use it
+from riverbed.sql import upsert
 from riverbed_contracts import CloudEvent
 from riverbed_contracts.registry import get_spec
 from riverbed_webhooks.adapters.tables import outbox
@@ -34,34 +32,12 @@ from riverbed_webhooks.adapters.tables import outbox
 def create_engine(
     url: str, *, schema: str | None = None, connect_args: Mapping[str, Any] | None = None
 ) -> AsyncEngine:
-    """An async engine for ``url``; SQLite gets WAL, a busy timeout and its directory made.
+    """An async engine for ``url`` (the runtime's :func:`riverbed.sql.create_engine`);
+    SQLite gets WAL, a 5 s busy timeout and its directory made.
 
     ``schema`` (PostgreSQL): the schema the tables live in (the connection's search_path).
     """
-    parsed = make_url(url)
-    connect_args = dict(connect_args or {})
-    if schema is not None:
-        if parsed.get_backend_name() != "postgresql":
-            raise ValueError("a database schema can be set for PostgreSQL only")
-        connect_args.setdefault("server_settings", {})["search_path"] = schema
-    if parsed.get_backend_name() == "sqlite":
-        database = parsed.database
-        if database and database != ":memory:" and not database.startswith("file:"):
-            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, connect_args=connect_args, hide_parameters=True)
-
-        @event.listens_for(engine.sync_engine, "connect")
-        def _pragmas(dbapi_connection: Any, _record: Any) -> None:
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")  # readers don't block the writer
-            cursor.execute("PRAGMA busy_timeout=5000")  # ms to wait for a lock
-            cursor.close()
-
-        return engine
-    # hide_parameters: error messages must not carry signing secrets
-    return create_async_engine(
-        url, pool_pre_ping=True, connect_args=connect_args, hide_parameters=True
-    )
+    return sql.create_engine(url, schema=schema, connect_args=connect_args, busy_timeout_ms=5_000)
 
 
 def registry_stream(event_type: str) -> str:
@@ -97,11 +73,5 @@ class SqlStore:
             self.on_commit()
 
     def _upsert(self, table: Any) -> Any:
-        """INSERT … ON CONFLICT for this dialect (both support it the same way)."""
-        if self._dialect == "postgresql":
-            return postgresql.insert(table)
-        if self._dialect == "sqlite":
-            return sqlite.insert(table)
-        raise NotImplementedError(
-            f"database {self._dialect!r} is not supported (SQLite, PostgreSQL)"
-        )
+        """INSERT … ON CONFLICT for this engine's dialect."""
+        return upsert(self._dialect, table)
