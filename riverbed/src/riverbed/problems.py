@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Callable, Mapping
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import structlog
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import iter_route_contexts
+from pydantic import AfterValidator
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
@@ -23,6 +24,8 @@ from starlette.routing import compile_path
 from riverbed.errors import RiverbedError
 
 log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
 
 PROBLEM_JSON: Final = "application/problem+json"
 
@@ -57,6 +60,19 @@ def problem_responses(
         status: {"description": when[status], "content": {PROBLEM_JSON: {"schema": schema}}}
         for status in statuses
     }
+
+
+def responses_for(
+    when: Mapping[int, str], schema: Mapping[str, Any]
+) -> Callable[..., dict[int | str, dict[str, Any]]]:
+    """A service's ``problem_responses(*statuses)``: :func:`problem_responses` with its own
+    ``when`` (when its API answers each status) and ``schema`` bound, so that its routes
+    declare their refusals by status alone."""
+
+    def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+        return problem_responses(when, schema, *statuses)
+
+    return responses
 
 
 TYPE_BASE: Final = "https://riverbed.dev/problems/"
@@ -104,6 +120,25 @@ def field_errors(errors: list[Any], prefix: tuple[str | int, ...] = ()) -> list[
         {"loc": [*prefix, *error["loc"]], "msg": error["msg"], "type": error["type"]}
         for error in errors
     ]
+
+
+def not_found(title: str, detail: str) -> Problem:
+    """The 404 of a resource the API does not have (``title``: "Unknown delivery")."""
+    return Problem(404, "not-found", title, detail)
+
+
+def found_or_404(value: T | None, title: str, detail: str) -> T:
+    """``value``, what a route looked up; None (no such resource) answers :func:`not_found`."""
+    if value is None:
+        raise not_found(title, detail)
+    return value
+
+
+def invalid_request(detail: str, errors: list[dict[str, Any]]) -> Problem:
+    """The 422 of a request that does not match the API, its field ``errors`` listed (as
+    :func:`field_errors` gives them): the runtime's for what pydantic refuses, a service's
+    for what its own checks refuse, in the one shape clients read."""
+    return Problem(422, "invalid-request", "Invalid request", detail, errors=errors)
 
 
 class Responder:
@@ -169,15 +204,8 @@ def install(
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, error: RequestValidationError) -> JSONResponse:
-        return answer(
-            Problem(
-                422,
-                "invalid-request",
-                "Invalid request",
-                "the request does not match the API",
-                errors=field_errors(list(error.errors())),
-            )
-        )
+        errors = field_errors(list(error.errors()))
+        return answer(invalid_request("the request does not match the API", errors))
 
     async def _unavailable(_request: Request, error: Exception) -> JSONResponse:
         return answer(answer.unavailable_problem(error))
@@ -243,3 +271,31 @@ def bearer_key_check(api_key: str | None, *, setting: str) -> Callable[[Request]
             )
 
     return authorized
+
+
+#: the largest row id a cursor can name: ids are signed 64-bit integers (SQLite's INTEGER,
+#: PostgreSQL's BIGINT), and a larger number would overflow the database driver
+MAX_ROW_ID: Final = 2**63 - 1
+
+
+def row_cursor_query(low: int, meaning: str) -> Any:
+    """The ``Query`` of an optional row-id cursor parameter (``?after=``, ``?before=``)
+    from ``low`` to :data:`MAX_ROW_ID`, as the OpenAPI document shows it."""
+    return Query(
+        description=f"{meaning}: from {low} to {MAX_ROW_ID}",
+        json_schema_extra={"minimum": low, "maximum": MAX_ROW_ID},
+    )
+
+
+def row_cursor_check(name: str, low: int, meaning: str) -> AfterValidator:
+    """The check of row-id cursor parameter ``name``: out of range, a 422 whose message
+    states the whole accepted range (rather than a driver's overflow, a 500). Declared with
+    :func:`row_cursor_query`: ``Annotated[int | None, row_cursor_query(…), row_cursor_check(…)]``.
+    """
+
+    def check(value: int | None) -> int | None:
+        if value is not None and not low <= value <= MAX_ROW_ID:
+            raise ValueError(f"{name} is {meaning}: from {low} to {MAX_ROW_ID}")
+        return value
+
+    return AfterValidator(check)

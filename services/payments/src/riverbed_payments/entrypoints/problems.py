@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Final
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -31,11 +31,8 @@ WHEN: Final = {
     503: "no PAYMENTS_API_KEY configured, the service starting, or its database or Redis "
     "unreachable (Retry-After)",
 }
-
-
-def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI ``responses`` entries: each status answered with a problem document."""
-    return problems.problem_responses(WHEN, PROBLEM_SCHEMA, *statuses)
+#: OpenAPI ``responses`` entries: each status answered with a problem document
+problem_responses: Final = problems.responses_for(WHEN, PROBLEM_SCHEMA)
 
 
 def install(app: FastAPI) -> None:

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Path, Query, Request, Response, Security, status
 from fastapi.security import HTTPBearer
 
-from riverbed.problems import bearer_key_check
+from riverbed.problems import bearer_key_check, found_or_404
 from riverbed_payments.adapters.reports import SqlReports
 from riverbed_payments.entrypoints.dependencies import Jobs, LedgerReads, ReportReceiver, Reports
 from riverbed_payments.entrypoints.problems import Problem, problem_responses
@@ -94,10 +94,10 @@ async def list_transactions(
 
 @routes.get("/transactions/{transaction_id}", summary="One ledger transaction", responses=FOUND)
 async def get_transaction(transaction_id: TransactionId, ledger: LedgerReads) -> TransactionOut:
-    found = await ledger.transaction(transaction_id)
-    if found is None:
-        raise Problem(404, "not-found", "Unknown transaction", f"no transaction {transaction_id}")
-    return TransactionOut.of(found)
+    transaction = await ledger.transaction(transaction_id)
+    return TransactionOut.of(
+        found_or_404(transaction, "Unknown transaction", f"no transaction {transaction_id}")
+    )
 
 
 @routes.get(
@@ -198,10 +198,9 @@ async def list_reports(
 
 async def _report(reports: SqlReports, report_id: str) -> dict[str, Any]:
     """The report ``report_id``, or 404."""
-    found = await reports.get(report_id)
-    if found is None:
-        raise Problem(404, "not-found", "Unknown report", f"no reconciliation {report_id}")
-    return found
+    return found_or_404(
+        await reports.get(report_id), "Unknown report", f"no reconciliation {report_id}"
+    )
 
 
 @routes.get(

@@ -2,39 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated, Any, Final
+from typing import Annotated, Any
 
-from fastapi import Query
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import BaseModel, Field
 
+from riverbed.problems import row_cursor_check, row_cursor_query
 from riverbed_payments.service_layer.ports import Balance, StoredTransaction
-
-#: the largest row id a cursor can name: ids are signed 64-bit integers (SQLite's INTEGER,
-#: PostgreSQL's BIGINT), and a larger number would overflow the database driver
-MAX_ROW_ID: Final = 2**63 - 1
-
-
-def _row_cursor(name: str, low: int, meaning: str) -> Callable[[int | None], int | None]:
-    """A check of query parameter ``name`` whose refusal states the whole accepted range."""
-
-    def check(value: int | None) -> int | None:
-        if value is not None and not low <= value <= MAX_ROW_ID:
-            raise ValueError(f"{name} is {meaning}: from {low} to {MAX_ROW_ID}")
-        return value
-
-    return check
-
 
 #: ``?after=``: a report's lines after this line number (a ``LineList.next_after``)
 AfterLine = Annotated[
     int | None,
-    Query(
-        description=f"a line number (next_after): from 0 to {MAX_ROW_ID}",
-        json_schema_extra={"minimum": 0, "maximum": MAX_ROW_ID},
-    ),
-    AfterValidator(_row_cursor("after", 0, "a line number (next_after)")),
+    row_cursor_query(0, "a line number (next_after)"),
+    row_cursor_check("after", 0, "a line number (next_after)"),
 ]
 
 

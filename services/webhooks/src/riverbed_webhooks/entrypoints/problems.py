@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Final
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -27,11 +27,8 @@ WHEN: Final = {
     503: "no WEBHOOKS_API_KEY configured, the service starting, or its database or Redis "
     "unreachable (Retry-After)",
 }
-
-
-def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI ``responses`` entries: each status answered with a problem document."""
-    return problems.problem_responses(WHEN, PROBLEM_SCHEMA, *statuses)
+#: OpenAPI ``responses`` entries: each status answered with a problem document
+problem_responses: Final = problems.responses_for(WHEN, PROBLEM_SCHEMA)
 
 
 def install(app: FastAPI) -> None:
@@ -40,7 +37,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(NotFound)
     async def _not_found(_request: Request, error: NotFound) -> JSONResponse:
-        return answer(Problem(404, "not-found", f"Unknown {error.kind}", str(error)))
+        return answer(problems.not_found(f"Unknown {error.kind}", str(error)))
 
     @app.exception_handler(Conflict)
     async def _conflict(_request: Request, error: Conflict) -> JSONResponse:
@@ -48,12 +45,5 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Invalid)
     async def _invalid_value(_request: Request, error: Invalid) -> JSONResponse:
-        return answer(
-            Problem(
-                422,
-                "invalid-request",
-                "Invalid request",
-                str(error),
-                errors=[{"loc": ["body", error.field], "msg": str(error), "type": "value_error"}],
-            )
-        )
+        errors = [{"loc": ["body", error.field], "msg": str(error), "type": "value_error"}]
+        return answer(problems.invalid_request(str(error), errors))

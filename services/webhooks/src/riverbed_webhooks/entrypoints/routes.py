@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Response, Security, status
 from fastapi.security import HTTPBearer
 
-from riverbed.problems import bearer_key_check
+from riverbed.problems import bearer_key_check, found_or_404
 from riverbed_webhooks.domain.model import DeliveryStatus
 from riverbed_webhooks.entrypoints.dependencies import Clock, DeliveryLog, Manager, Replayer
 from riverbed_webhooks.entrypoints.problems import Problem, problem_responses
@@ -236,10 +236,10 @@ async def event_deliveries(event_id: EventId, delivery_log: DeliveryLog) -> Deli
 
 @router.get("/deliveries/{delivery_id}", summary="One delivery", responses=FOUND)
 async def get_delivery(delivery_id: DeliveryId, delivery_log: DeliveryLog) -> DeliveryOut:
-    found = await delivery_log.get_delivery(delivery_id)
-    if found is None:
-        raise Problem(404, "not-found", "Unknown delivery", f"no delivery {delivery_id!r}")
-    return DeliveryOut.of(found)
+    delivery = await delivery_log.get_delivery(delivery_id)
+    return DeliveryOut.of(
+        found_or_404(delivery, "Unknown delivery", f"no delivery {delivery_id!r}")
+    )
 
 
 @router.post(

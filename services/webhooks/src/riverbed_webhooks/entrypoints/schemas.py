@@ -2,43 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, Final
 
-from fastapi import Query
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic.config import JsonDict
 
+from riverbed.problems import row_cursor_check, row_cursor_query
 from riverbed_webhooks.domain.matching import FILTER_PATTERN
 from riverbed_webhooks.domain.model import Attempt, Delivery, Endpoint
 from riverbed_webhooks.domain.urls import MAX_URL_LENGTH
 from riverbed_webhooks.service_layer.endpoints import MAX_CONCURRENCY, MAX_FILTERS, MAX_RATE_PER_S
 
-#: the largest row id a cursor can name: ids are signed 64-bit integers (SQLite's INTEGER,
-#: PostgreSQL's BIGINT), and a larger number would overflow the database driver
-MAX_ROW_ID: Final = 2**63 - 1
-
-
-def _row_cursor(name: str, low: int, meaning: str) -> Callable[[int | None], int | None]:
-    """A check of query parameter ``name`` whose refusal states the whole accepted range."""
-
-    def check(value: int | None) -> int | None:
-        if value is not None and not low <= value <= MAX_ROW_ID:
-            raise ValueError(f"{name} is {meaning}: from {low} to {MAX_ROW_ID}")
-        return value
-
-    return check
-
-
 #: ``?before=``: attempts older than this attempt id (an ``AttemptList.next_before``)
 BeforeAttempt = Annotated[
     int | None,
-    Query(
-        description=f"an attempt id (next_before): from 1 to {MAX_ROW_ID}",
-        json_schema_extra={"minimum": 1, "maximum": MAX_ROW_ID},
-    ),
-    AfterValidator(_row_cursor("before", 1, "an attempt id (next_before)")),
+    row_cursor_query(1, "an attempt id (next_before)"),
+    row_cursor_check("before", 1, "an attempt id (next_before)"),
 ]
 
 
