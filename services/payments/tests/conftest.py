@@ -71,7 +71,7 @@ def sqlite_database(tmp_path: Path) -> Database:
 async def engine(database: Database) -> AsyncIterator[AsyncEngine]:
     """A migrated database (SQLite file or PostgreSQL schema of this test)."""
     found = create_engine(database.url, schema=database.schema)
-    assert await migrate.upgrade(found) == migrate.head_revision()
+    assert await migrate.MIGRATIONS.upgrade(found) == migrate.MIGRATIONS.head_revision()
     try:
         yield found
     finally:

@@ -19,12 +19,12 @@ async def test_migrate_brings_the_database_to_the_head_revision(
     monkeypatch.setenv("PAYMENTS_DATABASE_URL", url)
     # in a thread: the command runs an event loop of its own
     assert await asyncio.to_thread(main, ["migrate"]) == 0
-    head = migrate.head_revision()
+    head = migrate.MIGRATIONS.head_revision()
     said = capsys.readouterr().out.strip().splitlines()[-1]  # after the log lines
     assert said == f"payments database at revision {head}"
     engine = create_engine(url)
     try:
-        assert await migrate.current_revision(engine) == head
+        assert await migrate.MIGRATIONS.current_revision(engine) == head
     finally:
         await engine.dispose()
 

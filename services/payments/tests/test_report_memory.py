@@ -38,7 +38,7 @@ async def test_a_report_streams_into_storage_without_being_held_whole(
     sqlite_database: Any,
 ) -> None:
     engine = create_engine(sqlite_database.url)
-    await migrate.upgrade(engine)
+    await migrate.MIGRATIONS.upgrade(engine)
     reconciler = Reconciler(SqlReports(engine), stream_for=str, clock=lambda: T0, chunk_lines=500)
     tracemalloc.start()
     try:

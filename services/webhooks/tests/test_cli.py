@@ -21,13 +21,13 @@ def test_migrate_brings_the_database_to_the_head_revision(
     url = sqlite_url(tmp_path / "webhooks.db")
     monkeypatch.setenv("WEBHOOKS_DATABASE_URL", url)
     assert main(["migrate"]) == 0
-    head = migrate.head_revision()
+    head = migrate.MIGRATIONS.head_revision()
     assert f"webhooks database at revision {head}" in capsys.readouterr().out
 
     async def revision() -> str | None:
         engine = create_engine(url)
         try:
-            return await migrate.current_revision(engine)
+            return await migrate.MIGRATIONS.current_revision(engine)
         finally:
             await engine.dispose()
 

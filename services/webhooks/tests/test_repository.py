@@ -37,7 +37,7 @@ T0 = datetime(2024, 5, 1, 12, 0, 0, 123000, tzinfo=UTC)
 async def engine(database: Any) -> AsyncIterator[AsyncEngine]:
     """A migrated database (SQLite file or PostgreSQL schema of this test)."""
     engine = create_engine(database.url, schema=database.schema)
-    assert await migrate.upgrade(engine) == migrate.head_revision()
+    assert await migrate.MIGRATIONS.upgrade(engine) == migrate.MIGRATIONS.head_revision()
     try:
         yield engine
     finally:
@@ -91,8 +91,8 @@ def attempt(d: Delivery, n: int, *, status: int | None, at: datetime = T0) -> At
 
 
 async def test_migrating_twice_is_a_no_op(engine: AsyncEngine) -> None:
-    assert await migrate.upgrade(engine) == migrate.head_revision()
-    assert await migrate.current_revision(engine) == migrate.head_revision()
+    assert await migrate.MIGRATIONS.upgrade(engine) == migrate.MIGRATIONS.head_revision()
+    assert await migrate.MIGRATIONS.current_revision(engine) == migrate.MIGRATIONS.head_revision()
 
 
 async def test_an_endpoint_round_trips_with_aware_utc_times(engine: AsyncEngine) -> None:

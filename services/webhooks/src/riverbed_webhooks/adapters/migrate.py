@@ -14,7 +14,3 @@ MIGRATIONS: Final = Migrations(
     lock_key=0x5742_484B,  # "WBHK": any constant no other service's migrations lock
     service="webhooks",
 )
-
-# what the tests call
-head_revision, upgrade = MIGRATIONS.head_revision, MIGRATIONS.upgrade
-current_revision = MIGRATIONS.current_revision
