@@ -49,25 +49,21 @@ def disabled_event_id(endpoint_id: str, disabled_at: datetime) -> str:
 def delivery_succeeded(
     delivered: WebhookDelivered, *, task_id: str, cause: CloudEvent | None
 ) -> CloudEvent:
-    return new_event(
-        delivered,
-        cause=cause,
-        id=succeeded_event_id(delivered.delivery_id, task_id),
-        source=SOURCE,
-        subject=delivered.endpoint_id,
-    )
+    event_id = succeeded_event_id(delivered.delivery_id, task_id)
+    return _delivery_outcome(delivered, event_id, cause)
 
 
 def delivery_exhausted(
     exhausted: WebhookDeliveryExhausted, *, task_id: str, cause: CloudEvent | None
 ) -> CloudEvent:
-    return new_event(
-        exhausted,
-        cause=cause,
-        id=exhausted_event_id(task_id),
-        source=SOURCE,
-        subject=exhausted.endpoint_id,
-    )
+    return _delivery_outcome(exhausted, exhausted_event_id(task_id), cause)
+
+
+def _delivery_outcome(
+    payload: WebhookDelivered | WebhookDeliveryExhausted, event_id: str, cause: CloudEvent | None
+) -> CloudEvent:
+    """A delivery's outcome event: its deterministic id, about its endpoint (the subject)."""
+    return new_event(payload, cause=cause, id=event_id, source=SOURCE, subject=payload.endpoint_id)
 
 
 def exhausted_report(
