@@ -22,8 +22,27 @@ class Payload(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
 
-#: an opaque identifier: non-empty, no surrounding whitespace, at most 255 characters
-Id = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=r"^\S(.*\S)?$")]
+#: every character some regular-expression dialect counts as white space: ECMA-262's \s
+#: (what JSON Schema validators in other languages use), Python's and Rust's (pydantic's).
+#: Written out because ``\S`` differs between them: U+0085 is white space to Python and
+#: Rust, not to ECMA-262; U+FEFF to ECMA-262 only; U+001C-U+001F to Python only
+_ANY_WHITE_SPACE: Final = (
+    r"\t\n\v\f\r \x1c-\x1f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+)
+#: ECMA-262's ``.`` (every character but a line terminator), written out for the same reason
+_NO_LINE_BREAK: Final = r"[^\n\r\u2028\u2029]"
+
+#: an opaque identifier: non-empty, no surrounding white space (in any reading), no line
+#: break inside, at most 255 characters; every JSON Schema validator and the contracts
+#: accept and refuse the same ids
+Id = Annotated[
+    str,
+    StringConstraints(
+        min_length=1,
+        max_length=255,
+        pattern=f"^[^{_ANY_WHITE_SPACE}]({_NO_LINE_BREAK}*[^{_ANY_WHITE_SPACE}])?$",
+    ),
+]
 
 
 #: an RFC 3339 date-time with an offset, as JSON Schema's date-time format has it
