@@ -14,7 +14,7 @@ async def test_a_key_allows_its_burst_then_refuses_with_a_wait(
     redis_client: redis.asyncio.Redis, unique: str
 ) -> None:
     # 0.01/s: one event per 100 s, so no refill can happen while the test runs
-    limiter = RateLimiter(lambda: redis_client, per_second=0.01, burst=3)
+    limiter = RateLimiter(redis_client, per_second=0.01, burst=3)
     key = f"test:{unique}:rate"
     decisions = [await limiter.take(key) for _ in range(4)]
     assert [d.allowed for d in decisions] == [True, True, True, False]
@@ -29,8 +29,8 @@ async def test_two_limiters_on_one_key_share_the_budget(
     redis_client: redis.asyncio.Redis, unique: str
 ) -> None:
     key = f"test:{unique}:rate"
-    one = RateLimiter(lambda: redis_client, per_second=0.01, burst=2)
-    two = RateLimiter(lambda: redis_client, per_second=0.01, burst=2)
+    one = RateLimiter(redis_client, per_second=0.01, burst=2)
+    two = RateLimiter(redis_client, per_second=0.01, burst=2)
     assert (await one.take(key)).allowed
     assert (await two.take(key)).allowed
     assert not (await one.take(key)).allowed
@@ -39,7 +39,7 @@ async def test_two_limiters_on_one_key_share_the_budget(
 async def test_a_request_costing_more_than_the_burst_is_refused_and_takes_nothing(
     redis_client: redis.asyncio.Redis, unique: str
 ) -> None:
-    limiter = RateLimiter(lambda: redis_client, per_second=0.01, burst=5)
+    limiter = RateLimiter(redis_client, per_second=0.01, burst=5)
     key = f"test:{unique}:rate"
     assert not (await limiter.take(key, cost=6)).allowed
     assert (await limiter.take(key, cost=5)).allowed
@@ -48,7 +48,7 @@ async def test_a_request_costing_more_than_the_burst_is_refused_and_takes_nothin
 async def test_a_slower_rate_for_one_call_spaces_requests_further_apart(
     redis_client: redis.asyncio.Redis, unique: str
 ) -> None:
-    limiter = RateLimiter(lambda: redis_client, per_second=1_000.0, burst=1)
+    limiter = RateLimiter(redis_client, per_second=1_000.0, burst=1)
     key = f"test:{unique}:rate"
     assert (await limiter.take(key, per_second=0.01)).allowed
     refused = await limiter.take(key)
@@ -75,7 +75,7 @@ def test_a_limit_that_cannot_work_is_refused_at_construction(rate: float, burst:
 async def test_leases_spend_locally_and_never_exceed_the_shared_limit(
     redis_client: redis.asyncio.Redis, unique: str
 ) -> None:
-    shared = RateLimiter(lambda: redis_client, per_second=0.001, burst=20)
+    shared = RateLimiter(redis_client, per_second=0.001, burst=20)
     replicas = [LeasedRateLimiter(shared, lease_size=8) for _ in range(2)]
     key = f"test:{unique}:lease"
     allowed = 0

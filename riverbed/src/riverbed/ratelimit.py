@@ -3,8 +3,8 @@
 GCRA (the generic cell rate algorithm) keeps one number per key, the theoretical
 arrival time (TAT): it allows ``burst`` events at once and refills at ``per_second``
 events/s; a request may cost several events. Time comes from Redis (``TIME``), so
-replicas with skewed clocks agree. The key is built by the caller in
-:mod:`riverbed.keys` (an API key's, a recipient domain's…); it expires on its own once
+replicas with skewed clocks agree. The key is named by its owner (the gateway's per API
+key, email's per recipient domain…, each in its service's ``keys`` module); it expires once
 the bucket is full again, so idle keys cost nothing.
 
 The rate may differ from one call to the next (a limiter slowing down a peer that
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -59,13 +58,10 @@ class Decision:
 
 
 class RateLimiter:
-    """``per_second`` events/s with bursts of ``burst``, per key, shared through Redis.
+    """``per_second`` events/s with bursts of ``burst``, per key, shared through Redis
+    (``redis``: an open client, as a service's lifespan has it)."""
 
-    ``redis`` is a callable returning the client, because services open Redis at
-    start-up, after they are wired (pass ``lambda: service.redis``).
-    """
-
-    def __init__(self, redis: Callable[[], Redis], *, per_second: float, burst: int) -> None:
+    def __init__(self, redis: Redis, *, per_second: float, burst: int) -> None:
         if per_second <= 0:
             raise ValueError(f"per_second must be > 0, got {per_second}")
         if burst < 1:
@@ -93,7 +89,7 @@ class RateLimiter:
             raise ValueError(f"per_second must be > 0, got {rate}")
         interval_us = 1_000_000 / rate
         allowed, remaining, retry_us, reset_us = await GCRA(
-            self._redis(), keys=[key], args=[interval_us, size, cost]
+            self._redis, keys=[key], args=[interval_us, size, cost]
         )
         return Decision(
             allowed=bool(allowed),

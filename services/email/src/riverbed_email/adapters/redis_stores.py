@@ -181,7 +181,7 @@ class RedisDomainThrottle:
     ) -> None:
         self._redis = redis
         # the runtime's limiter still takes a callable (a client opened after wiring)
-        self._limiter = RateLimiter(lambda: redis, per_second=per_second, burst=burst)
+        self._limiter = RateLimiter(redis, per_second=per_second, burst=burst)
         self.per_second = per_second
         self.burst = burst
         self.slowdown_window_ms = slowdown_window_s * 1000

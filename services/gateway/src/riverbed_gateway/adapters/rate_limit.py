@@ -14,9 +14,8 @@ class KeyRateLimit:
 
     def __init__(self, redis: Redis, settings: GatewaySettings) -> None:
         self._limiter = LeasedRateLimiter(
-            # the runtime's limiter still takes a callable (for clients opened after wiring)
             RateLimiter(
-                lambda: redis, per_second=settings.rate_limit_per_s, burst=settings.rate_limit_burst
+                redis, per_second=settings.rate_limit_per_s, burst=settings.rate_limit_burst
             ),
             # a lease of 1/16 of the burst, at most one full batch: one Redis call per
             # lease, not per request (a lease smaller than a batch meant one per batch);

@@ -18,7 +18,7 @@ class RedisRateLimiter:
 
     def __init__(self, redis: Redis) -> None:
         # the rate is per endpoint, given on every call; these defaults are never used
-        self._limiter = RateLimiter(lambda: redis, per_second=1, burst=1)
+        self._limiter = RateLimiter(redis, per_second=1, burst=1)
 
     async def acquire(self, endpoint_id: str, per_second: int) -> int:
         decision = await self._limiter.take(
