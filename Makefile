@@ -66,7 +66,7 @@ bench: setup ## benchmarks, each printing its figures and its ratio to a baselin
 	$(UV_RUN) python bench/run_all.py $(ARGS)
 
 contracts: setup ## regenerate the committed JSON Schemas and AsyncAPI document
-	$(UV_RUN) riverbed-contracts generate
+	$(UV_RUN) python contracts/generate.py generate
 
 clean: ## remove local state (var/) and caches; keeps .venv
 	rm -rf var/ .mypy_cache/ .ruff_cache/ .pytest_cache/ dist/ build/

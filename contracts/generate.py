@@ -1,9 +1,10 @@
-"""The ``riverbed-contracts`` development command: generate, and check, the committed JSON
-Schemas and AsyncAPI document of every event type (rendered by :mod:`riverbed.schemas`).
+"""``python contracts/generate.py`` (``make contracts``): generate, and check, the committed
+JSON Schemas and AsyncAPI document of every event type (rendered by :mod:`riverbed.schemas`).
+A development tool beside the contracts package, not part of any shipped package.
 
-``riverbed-contracts generate`` writes ``contracts/schemas/<type>.json`` (the whole
+``generate`` writes ``contracts/schemas/<type>.json`` (the whole
 CloudEvent as it lies in the stream entry, ``data`` being the payload) and
-``contracts/asyncapi.json``. ``riverbed-contracts check`` fails when those files
+``contracts/asyncapi.json``. ``check`` fails when those files
 are stale or when the code now describes a breaking change of a committed type;
 ``check --against REF`` compares with the schemas of a git revision instead.
 """
@@ -23,7 +24,7 @@ from riverbed_contracts.compat import breaking_changes
 from riverbed_contracts.registry import REGISTRY, STREAMS
 
 #: the contracts/ directory of this source tree (riverbed/src/riverbed/ -> the workspace root)
-CONTRACTS_DIR = Path(__file__).resolve().parents[3] / "contracts"
+CONTRACTS_DIR = Path(__file__).resolve().parent
 SCHEMA_DIR = "schemas"
 ASYNCAPI_FILE = "asyncapi.json"
 
@@ -130,7 +131,7 @@ def check(root: Path, against: str | None) -> int:
         failed = True
         print(f"stale generated contract files in {root}:", file=sys.stderr)
         print("\n".join(f"  {path}" for path in stale), file=sys.stderr)
-        print("run: uv run riverbed-contracts generate", file=sys.stderr)
+        print("run: make contracts", file=sys.stderr)
     committed = (
         committed_schemas_on_disk(root)
         if against is None
@@ -150,7 +151,7 @@ def check(root: Path, against: str | None) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="riverbed-contracts", description="JSON Schemas and AsyncAPI of Riverbed's events"
+        prog="contracts/generate.py", description="JSON Schemas and AsyncAPI of Riverbed's events"
     )
     parser.add_argument(
         "--dir", type=Path, default=CONTRACTS_DIR, help="contracts directory (default: %(default)s)"
