@@ -57,3 +57,22 @@ def test_no_function_is_over_60_lines() -> None:
                     f"{path.relative_to(ROOT)}:{function.lineno} {function.name}: {lines} lines"
                 )
     assert not long_functions, "split these:\n" + "\n".join(long_functions)
+
+
+def test_no_package_has_an_import_cycle() -> None:
+    """A cycle makes import order matter and the layers meaningless; imports made only
+    for type checking do not run, so they are left out."""
+    import grimp  # import-linter's graph builder (a dev dependency)
+
+    packages = ["riverbed_contracts", "riverbed", "riverbed_gateway", "riverbed_email"]
+    packages += ["riverbed_webhooks", "riverbed_payments"]
+    cycles = []
+    for package in packages:
+        graph = grimp.build_graph(package, exclude_type_checking_imports=True)
+        for module in sorted(graph.modules):
+            for imported in sorted(graph.find_modules_directly_imported_by(module)):
+                if imported.startswith(package) and graph.chain_exists(
+                    importer=imported, imported=module
+                ):
+                    cycles.append(f"{module} <-> {imported}")
+    assert not cycles, "import cycles:\n" + "\n".join(cycles)
