@@ -3,14 +3,15 @@
 The schema is vendored (deploy/schemas/compose-spec.json; see the README there): tests
 run offline. Beyond the schema, the file is read for what the stack relies on: every
 service healthy before its dependants start, the shipped Redis configuration, the
-conventions' ports, hardened service containers, and Prometheus and Grafana pointed
-at the right places.
+conventions' ports, hardened service containers, the Redis exporter beside Redis, and
+Prometheus and Grafana pointed at the right places.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ COMPOSE = DEPLOY / "compose.yaml"
 SCHEMA = DEPLOY / "schemas" / "compose-spec.json"
 SERVICES = {"gateway": 8000, "email": 8001, "webhooks": 8002, "payments": 8003}
 DRAIN_S = 30  # RIVERBED_CONSUMER_SHUTDOWN_TIMEOUT_S
+EXPORTER_PORT = 9121  # the Redis exporter's default listen port
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +76,7 @@ def test_every_service_is_there_with_a_healthcheck_and_healthy_dependencies(
     compose: dict[str, Any],
 ) -> None:
     services = compose["services"]
-    expected = {*SERVICES, "redis", "mail-sink", "prometheus", "grafana"}
+    expected = {*SERVICES, "redis", "redis-exporter", "mail-sink", "prometheus", "grafana"}
     assert set(services) == expected
     for name, service in services.items():
         test = service["healthcheck"]["test"]
@@ -100,6 +102,32 @@ def test_redis_runs_the_shipped_configuration(compose: dict[str, Any]) -> None:
     assert "ports" not in redis, "Redis is not published on the host"
     assert redis["networks"] == ["backend"]
     assert compose["networks"]["backend"]["internal"] is True
+
+
+def test_redis_exporter_watches_the_stacks_redis_and_prometheus_scrapes_it(
+    compose: dict[str, Any],
+) -> None:
+    services = compose["services"]
+    exporter = services["redis-exporter"]
+    image, _, tag = exporter["image"].partition(":")
+    assert image == "oliver006/redis_exporter"
+    assert re.fullmatch(r"v\d+\.\d+\.\d+-alpine", tag), f"pin a release, not {tag!r}"
+    assert exporter["environment"]["REDIS_ADDR"] == "redis://redis:6379"
+    assert exporter["depends_on"] == {"redis": {"condition": "service_healthy"}}
+    # Redis on the internal network, Prometheus on the default one; nothing published
+    assert set(exporter["networks"]) == {"backend", "default"}
+    assert "ports" not in exporter
+    assert exporter["read_only"] is True
+    assert exporter["cap_drop"] == ["ALL"]
+    assert not exporter["user"].startswith("0"), "not root"
+    assert f"127.0.0.1:{EXPORTER_PORT}/health" in exporter["healthcheck"]["test"][-1]
+    assert "redis-exporter" in services["prometheus"]["depends_on"]
+    config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    targets = {
+        job["job_name"]: [t for s in job["static_configs"] for t in s["targets"]]
+        for job in config["scrape_configs"]
+    }
+    assert targets["riverbed-redis-exporter"] == [f"redis-exporter:{EXPORTER_PORT}"]
 
 
 @pytest.mark.parametrize("name", sorted(SERVICES))
