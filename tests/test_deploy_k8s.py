@@ -33,8 +33,11 @@ OVERLAYS = sorted(p for p in (K8S / "overlays").iterdir() if p.is_dir())
 SERVICES = {"gateway": 8000, "email": 8001, "webhooks": 8002, "payments": 8003}
 CONSUMERS = {"email", "webhooks", "payments"}
 KUBERNETES_VERSION = "1.30"
-#: every directory with a kustomization: the base, each service alone, each overlay
-KUSTOMIZATIONS = [BASE, *(BASE / name for name in SERVICES), *OVERLAYS]
+EXPORTER = BASE / "redis-exporter"  # the Redis exporter, beside the services
+EXPORTER_PORT = 9121
+#: every directory with a kustomization: the base, each service alone, the exporter alone,
+#: each overlay
+KUSTOMIZATIONS = [BASE, *(BASE / name for name in SERVICES), EXPORTER, *OVERLAYS]
 
 Resource = dict[str, Any]
 
@@ -387,3 +390,66 @@ def test_keda_watches_exactly_the_streams_and_group_the_service_consumes(
     }
     consumed = {(keys.stream_key(s.stream), s.group) for s in _service(service).subscriptions}
     assert watched == consumed
+
+
+def test_every_container_is_pinned_limited_and_meets_the_restricted_standard(
+    rendered: dict[Path, list[Resource]],
+) -> None:
+    """What the production namespace enforces ("restricted"), and a bounded footprint, for
+    every workload of the base: the services and the Redis exporter alike."""
+    workloads = [r for r in rendered[BASE] if r["kind"] == "Deployment"]
+    assert ("Deployment", "riverbed-redis-exporter") in _by_kind_and_name(workloads)
+    for workload in workloads:
+        pod = workload["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True, workload["metadata"]["name"]
+        assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+        assert pod["automountServiceAccountToken"] is False
+        for container in _containers(workload):
+            name = container["name"]
+            _, colon, tag = container["image"].rpartition(":")
+            assert colon, f"{name}: pin an image tag"
+            assert "/" not in tag, f"{name}: pin an image tag, not only a registry port"
+            assert tag != "latest", f"{name}: pin an image tag"
+            security = container["securityContext"]
+            assert security["allowPrivilegeEscalation"] is False, name
+            assert security["readOnlyRootFilesystem"] is True, name
+            assert security["capabilities"]["drop"] == ["ALL"], name
+            for kind in ("requests", "limits"):
+                assert {"cpu", "memory"} <= set(container["resources"][kind]), name
+
+
+def test_redis_exporter_watches_the_services_redis_and_is_scraped(
+    rendered: dict[Path, list[Resource]],
+) -> None:
+    resources = _by_kind_and_name(rendered[EXPORTER])
+    name = "riverbed-redis-exporter"
+    deployment = resources[("Deployment", name)]
+    template = deployment["spec"]["template"]
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= template["metadata"]["labels"].items()
+    assert resources[("Service", name)]["spec"]["selector"] == selector
+    for resource in resources.values():
+        labels = resource["metadata"]["labels"]
+        assert labels["app.kubernetes.io/part-of"] == "riverbed"  # prometheus keeps it
+        assert labels["app.kubernetes.io/name"] == "redis-exporter"  # job riverbed-redis-exporter
+
+    [exporter] = template["spec"]["containers"]
+    image, _, tag = exporter["image"].rpartition(":")
+    assert image == "oliver006/redis_exporter"
+    assert tag.startswith("v"), "a release tag"
+    assert exporter["ports"] == [
+        {"name": "metrics", "containerPort": EXPORTER_PORT, "protocol": "TCP"}
+    ]
+    annotations = template["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/port"] == str(EXPORTER_PORT)
+    assert annotations["prometheus.io/path"] == "/metrics"
+    assert resources[("Service", name)]["spec"]["ports"][0]["port"] == EXPORTER_PORT
+    # the same Redis as the services: the URL of their Secret
+    env = {e["name"]: e for e in exporter["env"]}
+    assert env["REDIS_ADDR"]["valueFrom"]["secretKeyRef"] == {
+        "name": "riverbed-redis",
+        "key": "url",
+    }
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert exporter[probe]["httpGet"] == {"path": "/health", "port": "metrics"}
