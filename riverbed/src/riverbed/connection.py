@@ -2,7 +2,9 @@
 
 Never at import time. ``redis://``, ``rediss://`` (TLS) and ``unix://`` URLs are
 accepted, with an ACL user and password in the URL (``redis://user:pass@host``). With
-``REDIS_CLUSTER=true`` the URL names one node of a Redis Cluster.
+``REDIS_CLUSTER=true`` the URL names one node of a Redis Cluster. With ``REDIS_SENTINELS``
+the master is the one the Sentinels name, found again after a failover (redis-py's own
+Sentinel support); the URL then gives its TLS, user, password and database only.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from typing import cast
 
 import redis.asyncio as redis_async
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import SSLConnection, parse_url
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -30,11 +34,18 @@ def connect(
     """A client pool for ``settings.url`` (``cache=True``: for ``settings.cache_url`` when
     one is set); the first command opens the connection.
 
-    With ``settings.cluster`` it is a Redis Cluster client. It is typed as :data:`Redis`
-    because the runtime only uses commands both have: single-key commands and scripts
-    whose keys share one hash tag (every key of a stream does, see :mod:`riverbed.keys`).
+    With ``settings.sentinels`` (and no cache URL of its own) it is a client of the master
+    the Sentinels name. With ``settings.cluster`` it is a Redis Cluster client. It is typed
+    as :data:`Redis` because the runtime only uses commands both have: single-key commands
+    and scripts whose keys share one hash tag (every key of a stream does, see
+    :mod:`riverbed.keys`).
     """
-    url = (settings.cache_url if cache and settings.cache_url else settings.url).get_secret_value()
+    own_cache = cache and settings.cache_url is not None
+    url = (
+        settings.cache_url if own_cache and settings.cache_url else settings.url
+    ).get_secret_value()
+    if settings.sentinels and not own_cache:
+        return _sentinel_master(settings, url, decode_responses)
     if settings.cluster:
         cluster = RedisCluster.from_url(
             url,
@@ -65,6 +76,63 @@ def connect(
     # the client owns the pool it was given: aclose() closes both
     client.auto_close_connection_pool = True
     return client
+
+
+class _BlockingSentinelPool(SentinelConnectionPool, redis_async.BlockingConnectionPool):
+    """The master's pool, blocking like the plain one: past ``max_connections`` a command
+    waits for a free connection instead of failing with "Too many connections"."""
+
+    async def aclose(self) -> None:
+        """Close the master's connections and the Sentinels' clients, which only this pool
+        uses (each :func:`connect` makes a Sentinel client of its own)."""
+        try:
+            await super().aclose()
+        finally:
+            await self.sentinel_manager.aclose()
+
+
+def _sentinel_master(settings: RedisSettings, url: str, decode_responses: bool) -> Redis:
+    """A client of the master the Sentinels name; after a failover its next connections go
+    to the promoted replica (commands in flight at the failover fail, once)."""
+    # REDIS_URL's user, password, database and TLS apply to the master; host and port are
+    # the Sentinels' to name
+    options = parse_url(url)
+    options.pop("host", None)
+    options.pop("port", None)
+    tls = options.pop("connection_class", None) is SSLConnection
+    password = settings.sentinel_password
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        settings.sentinels,
+        sentinel_kwargs={
+            "socket_timeout": settings.socket_timeout,
+            "socket_connect_timeout": settings.connect_timeout,
+            "username": settings.sentinel_username,
+            "password": password.get_secret_value() if password else None,
+        },
+    )
+    assert settings.sentinel_master is not None, "RedisSettings requires it with sentinels"
+    client: Redis = sentinel.master_for(
+        settings.sentinel_master,
+        connection_pool_class=_BlockingSentinelPool,
+        decode_responses=decode_responses,
+        socket_timeout=settings.socket_timeout,
+        socket_connect_timeout=settings.connect_timeout,
+        max_connections=settings.max_connections,
+        timeout=settings.socket_timeout,  # s: the longest wait for a free connection
+        health_check_interval=30,  # s: ping a connection idle this long before reuse
+        ssl=tls,
+        **options,
+    )
+    return client
+
+
+def describe(settings: RedisSettings) -> str:
+    """Where the streams' Redis is, fit for logs: the URL without its password, or the
+    master's name and its Sentinels."""
+    if settings.sentinels:
+        sentinels = ",".join(f"{host}:{port}" for host, port in settings.sentinels)
+        return f"master {settings.sentinel_master!r} of Sentinels {sentinels}"
+    return redacted_url(settings.url.get_secret_value())
 
 
 @asynccontextmanager

@@ -8,14 +8,22 @@ from __future__ import annotations
 
 import hmac
 import os
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationInfo, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class RedisSettings(BaseSettings):
-    """How to reach Redis: ``REDIS_URL`` (redis://, rediss://, unix://; ACL user:password in it)."""
+    """How to reach Redis: ``REDIS_URL`` (redis://, rediss://, unix://; ACL user:password in it),
+    or the master a set of Sentinels names (``REDIS_SENTINELS``, ``REDIS_SENTINEL_MASTER``)."""
 
     # hide_input_in_errors: a refused URL may carry a password
     model_config = SettingsConfigDict(
@@ -36,6 +44,58 @@ class RedisSettings(BaseSettings):
         description="REDIS_URL names one node of a Redis Cluster; the client finds the rest",
     )
 
+    sentinels: Annotated[list[tuple[str, int]], NoDecode] = Field(
+        default_factory=list,
+        description="REDIS_SENTINELS: host:port of each Sentinel, comma-separated; the "
+        "streams' Redis (and the cache's unless REDIS_CACHE_URL) is the master they name",
+    )
+    sentinel_master: str | None = Field(
+        default=None,
+        min_length=1,
+        description="REDIS_SENTINEL_MASTER: the master's name in the Sentinels' "
+        "`sentinel monitor <name> ...` line",
+    )
+    sentinel_username: str | None = Field(
+        default=None, description="REDIS_SENTINEL_USERNAME: ACL user of the Sentinels themselves"
+    )
+    sentinel_password: SecretStr | None = Field(
+        default=None,
+        description="REDIS_SENTINEL_PASSWORD: the Sentinels' own password (their requirepass); "
+        "the master's credentials stay in REDIS_URL",
+    )
+
+    @field_validator("sentinels", mode="before")
+    @classmethod
+    def _sentinel_addresses(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [_sentinel_address(part) for part in value.split(",") if part.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _one_topology(self) -> RedisSettings:
+        if self.sentinels and self.sentinel_master is None:
+            raise ValueError(
+                "REDIS_SENTINELS is set but REDIS_SENTINEL_MASTER is not: name the master the "
+                "Sentinels monitor (the <name> of their `sentinel monitor <name> ...` line)"
+            )
+        if self.sentinel_master is not None and not self.sentinels:
+            raise ValueError(
+                "REDIS_SENTINEL_MASTER is set but REDIS_SENTINELS is not: list the Sentinels "
+                "as host:port,host:port,..."
+            )
+        if self.sentinels and self.cluster:
+            raise ValueError(
+                "REDIS_CLUSTER and REDIS_SENTINELS are exclusive: a Redis Cluster fails over "
+                "by itself; set one of them"
+            )
+        if self.sentinels and self.url.get_secret_value().startswith("unix://"):
+            raise ValueError(
+                "REDIS_URL is unix:// but REDIS_SENTINELS is set: Sentinel names the master "
+                "by host and port; use redis:// or rediss:// (its host and port are ignored, "
+                "its user, password, database and TLS apply)"
+            )
+        return self
+
     @field_validator("url", "cache_url")
     @classmethod
     def _known_scheme(cls, url: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
@@ -50,6 +110,18 @@ class RedisSettings(BaseSettings):
                 f"{name} scheme {scheme!r} is not supported; use redis://, rediss:// or unix://"
             )
         return url
+
+
+def _sentinel_address(entry: str) -> tuple[str, int]:
+    """``host:port`` (``[::1]:26379`` for IPv6) of one Sentinel, or a clear refusal."""
+    host, sep, port = entry.strip().rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65_536:
+        raise ValueError(
+            f"REDIS_SENTINELS entry {entry.strip()!r} is not host:port; expected e.g. "
+            "'10.0.0.1:26379,10.0.0.2:26379,10.0.0.3:26379' (port 1-65535)"
+        )
+    return host, int(port)
 
 
 class ConsumerSettings(BaseSettings):
