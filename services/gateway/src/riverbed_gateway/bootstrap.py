@@ -26,6 +26,7 @@ from riverbed_gateway.adapters.idempotency_store import IdempotencyStore
 from riverbed_gateway.adapters.inbound_dedup import RedisInboundDedup
 from riverbed_gateway.adapters.rate_limit import KeyRateLimit
 from riverbed_gateway.adapters.redis_key_store import KeyStore
+from riverbed_gateway.adapters.replication import replication_of
 from riverbed_gateway.domain.api_keys import ConfiguredKeys, configured_keys
 from riverbed_gateway.domain.providers import provider_secrets
 from riverbed_gateway.entrypoints import (
@@ -75,7 +76,9 @@ async def lifespan(
     keys = KeyStore(redis, checked.keys, cache_s=settings.key_cache_s)
     await keys.check_stored()
     backpressure = Backpressure(redis, settings)
-    streams = RedisEventStreams(resources.publisher)
+    streams = RedisEventStreams(
+        resources.publisher, replication_of(settings, resources.redis_settings)
+    )
     idempotency = IdempotencyStore(
         redis, window_s=settings.idempotency_ttl_s, in_flight_s=settings.in_flight_ttl_s
     )

@@ -83,6 +83,18 @@ class GatewaySettings(ServiceSettings):
     )
     retry_after_s: int = Field(default=5, ge=1, description="Retry-After sent with a 503")
 
+    min_replicas: int = Field(
+        default=0,
+        ge=0,
+        description="replicas that must acknowledge an append (Redis WAIT) before the gateway "
+        "answers 202; fewer within replication_timeout_ms: 503. 0: off (no WAIT)",
+    )
+    replication_timeout_ms: int = Field(
+        default=500,
+        ge=1,
+        description="how long the gateway waits for min_replicas to acknowledge, ms",
+    )
+
     inbound_secrets: dict[str, list[SecretStr]] = Field(
         default_factory=dict,
         description="provider -> webhook signing secrets (several during a rotation)",

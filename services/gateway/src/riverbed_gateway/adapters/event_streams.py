@@ -1,33 +1,67 @@
 """Appending events to their Redis streams, now or later (through the streams' delay
-stores), with the runtime's :class:`~riverbed.publisher.Publisher`."""
+stores), with the runtime's :class:`~riverbed.publisher.Publisher`; with a
+:class:`~riverbed_gateway.adapters.replication.Replication`, each request's appends are
+acknowledged by replicas (``WAIT``) before they count as done."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from datetime import datetime
 
 from riverbed.delay import DelayStore
 from riverbed.publisher import Publisher
 from riverbed_contracts import CloudEvent
+from riverbed_gateway.adapters.replication import Replication
 from riverbed_gateway.domain.delivery import whole_ms
 
 
 class RedisEventStreams:
-    def __init__(self, publisher: Publisher) -> None:
+    def __init__(self, publisher: Publisher, replication: Replication | None = None) -> None:
         self.publisher = publisher
+        self.replication = replication
 
     def stream_for(self, event_type: str) -> str:
         return self.publisher.stream_for(event_type)
 
+    @asynccontextmanager
+    async def _replicated(self, replication: Replication) -> AsyncIterator[Publisher]:
+        """A publisher whose writes ``replication`` must see acknowledged at the exit."""
+        async with replication.pinned(self.publisher.redis) as pinned:
+            yield Publisher(
+                pinned, max_length=self.publisher.max_length, routes=self.publisher.routes
+            )
+
     async def append(self, event: CloudEvent, *, validated: bool) -> str:
-        return await self.publisher.publish(event, validated=validated)
+        if self.replication is None:
+            return await self.publisher.publish(event, validated=validated)
+        async with self._replicated(self.replication) as publisher:
+            return await publisher.publish(event, validated=validated)
 
     async def append_many(self, events: Sequence[CloudEvent]) -> list[str]:
-        return await self.publisher.publish_many(events, validated=True)
+        if self.replication is None:
+            return await self.publisher.publish_many(events, validated=True)
+        async with self._replicated(self.replication) as publisher:
+            return await publisher.publish_many(events, validated=True)
 
     async def append_and_keep(
         self, events: Sequence[CloudEvent], later: Mapping[int, datetime], owner: str, now_ms: int
+    ) -> tuple[list[str | None], dict[int, int]]:
+        """Publish the events due now and keep the others for later (:meth:`_append_and_keep`),
+        acknowledged by replicas together when replication is required."""
+        if self.replication is None:
+            return await self._append_and_keep(self.publisher, events, later, owner, now_ms)
+        async with self._replicated(self.replication) as publisher:
+            return await self._append_and_keep(publisher, events, later, owner, now_ms)
+
+    async def _append_and_keep(
+        self,
+        publisher: Publisher,
+        events: Sequence[CloudEvent],
+        later: Mapping[int, datetime],
+        owner: str,
+        now_ms: int,
     ) -> tuple[list[str | None], dict[int, int]]:
         """Publish the events due now and keep the others for later, side by side: one script
         per stream for those due now, one per stream and due time for the others.
@@ -46,10 +80,12 @@ class RedisEventStreams:
         async def publish_now() -> list[str]:
             if not now_indexes:
                 return []
-            return await self.append_many([events[index] for index in now_indexes])
+            return await publisher.publish_many(
+                [events[index] for index in now_indexes], validated=True
+            )
 
         async def keep(indexes: list[int]) -> list[bool]:
-            return await self.publisher.publish_later(
+            return await publisher.publish_later(
                 [events[index] for index in indexes],
                 later[indexes[0]],  # every moment of the group is the same whole ms
                 validated=True,
