@@ -18,7 +18,7 @@ UV_RUN := $(UV) run --frozen
 # Extra arguments: `make test ARGS="-k consumer -x"`, `make run ARGS=--check`.
 ARGS ?=
 
-.PHONY: help setup run test test-cluster chaos lint format bench contracts clean
+.PHONY: help setup run test test-cluster chaos lint format bench bench-peers contracts clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -64,6 +64,10 @@ format: setup ## rewrite the code in place: ruff format and safe ruff fixes
 
 bench: setup ## benchmarks, each printing its figures and its ratio to a baseline
 	$(UV_RUN) python bench/run_all.py $(ARGS)
+
+# Installs BullMQ (npm) and FastStream (a virtualenv) under var/bench-peers/ at pinned versions.
+bench-peers: setup ## Riverbed vs BullMQ and FastStream, one protocol; writes bench/results/peers.md
+	$(UV_RUN) python bench/peers/run.py $(ARGS)
 
 contracts: setup ## regenerate the committed JSON Schemas and AsyncAPI document
 	$(UV_RUN) python contracts/generate.py generate
