@@ -17,7 +17,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Final
 
-from riverbed import keys, metrics
+from riverbed import keys, metrics, tracing
 from riverbed.connection import Redis
 from riverbed.delay import DelayStore
 from riverbed.entry_ids import as_text
@@ -78,6 +78,7 @@ class Publisher:
         entry id. With ``deliver_at`` in the future the event waits in the delay store instead
         and ``""`` is returned: it gets its entry id when promoted (a ``deliver_at`` in the
         past means now). ``owner`` is who may look it up or cancel it (``DelayStore``)."""
+        [event] = tracing.stamp([event])  # the current span's context, when tracing is on
         target = self._target(event, stream, not validated)
         _WRITTEN.add(target)
         if deliver_at is not None and _epoch_ms(deliver_at) > time.time() * 1000:
@@ -108,6 +109,7 @@ class Publisher:
         """Keep events in their streams' delay stores until ``deliver_at``; one flag per event,
         False when an event of that id is already waiting (or was promoted lately): publishing
         the same event for later twice keeps it once. All are validated before any is kept."""
+        events = tracing.stamp(events)
         by_stream: dict[str, list[int]] = {}
         for index, event in enumerate(events):
             by_stream.setdefault(self._target(event, stream, not validated), []).append(index)
@@ -135,6 +137,7 @@ class Publisher:
         validated itself.
         """
         by_stream: dict[str, list[int]] = {}
+        events = tracing.stamp(events)
         documents = [event.to_json() for event in events]
         for index, event in enumerate(events):
             by_stream.setdefault(self._target(event, stream, not validated), []).append(index)

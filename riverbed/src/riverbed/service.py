@@ -62,6 +62,7 @@ from riverbed.settings import (
     RedisSettings,
     RetentionSettings,
 )
+from riverbed.tracing import configure_tracing
 
 log = structlog.get_logger(__name__)
 
@@ -344,6 +345,7 @@ class Service(Generic[SettingsT, ContainerT]):
         configure_logging(
             self.settings.log_level, self.settings.log_format, service=self.settings.service_name
         )
+        configure_tracing(self.settings.service_name)  # off unless OTEL_EXPORTER_OTLP_* is set
         eventloop.run(self.serve())
 
     # -- health ------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from typing import Any
 import structlog
 from pydantic import ValidationError
 
-from riverbed import metrics
+from riverbed import metrics, tracing
 from riverbed.consumer.base import ConsumerBase
 from riverbed.consumer.types import Message, Outcome
 from riverbed.errors import PermanentError, RetryLater
@@ -79,7 +79,11 @@ class HandlesEntries(ConsumerBase):
                 )
             else:
                 try:
-                    await self._run_handler(outcome, parsed)
+                    with tracing.consumer_span(
+                        parsed, self.stream, self.group, entry_id, attempt
+                    ) as span:
+                        await self._run_handler(outcome, parsed)
+                        tracing.record_outcome(span, outcome.kind, outcome.reason, outcome.error)
                 except asyncio.CancelledError:
                     # cut off at shutdown: stays pending, redelivered
                     self._release(entry_id, event_id)

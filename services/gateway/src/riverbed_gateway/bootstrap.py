@@ -19,6 +19,7 @@ from riverbed.lifespan import Resources
 from riverbed.schedules import ScheduleStore
 from riverbed.service import Service
 from riverbed.settings import RedisSettings
+from riverbed.tracing import TracedRequests
 from riverbed_gateway.adapters.backpressure import Backpressure
 from riverbed_gateway.adapters.delayed_events import RedisDelayedEvents
 from riverbed_gateway.adapters.event_streams import RedisEventStreams
@@ -135,5 +136,7 @@ def create_service(
         respond=respond,
         routes={path: documented[path] for path in IngestFastPath.BATCH_BY_PATH},
     )
-    app.add_middleware(AccessLog)  # added last: outermost, so it sees the fast path too
+    app.add_middleware(AccessLog)  # outside the fast path, so it sees that path too
+    # outermost: the request's span is current in everything below, the access log included
+    app.add_middleware(TracedRequests)
     return service

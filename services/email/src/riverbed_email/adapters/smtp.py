@@ -17,7 +17,9 @@ import ssl
 
 import aiosmtplib
 import structlog
+from opentelemetry.trace import Status, StatusCode
 
+from riverbed import tracing
 from riverbed_email.domain.compose import OutgoingEmail
 from riverbed_email.domain.smtp_replies import SmtpResult, Stage
 from riverbed_email.settings import EmailSettings
@@ -80,6 +82,24 @@ class SmtpSender:
         self._closing: set[asyncio.Task[None]] = set()  # QUITs under way (strong references)
 
     async def send(self, email: OutgoingEmail) -> SmtpResult:
+        """Send ``email``, in a span of its own when tracing is on."""
+        with tracing.client_span(
+            "smtp send",
+            {
+                "server.address": self.settings.smtp_host,
+                "server.port": self.settings.effective_smtp_port,
+            },
+        ) as span:
+            result = await self._send(email)
+            if span.is_recording():
+                span.set_attribute("riverbed.smtp.stage", result.stage)
+                if result.code is not None:
+                    span.set_attribute("riverbed.smtp.reply_code", result.code)
+                if result.code is None or result.code >= 400:
+                    span.set_status(Status(StatusCode.ERROR, result.describe()))
+            return result
+
+    async def _send(self, email: OutgoingEmail) -> SmtpResult:
         client = await self._client()
         stage: Stage = "connect"
         try:

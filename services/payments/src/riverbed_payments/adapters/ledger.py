@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import Select, and_, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from riverbed import tracing
 from riverbed.outbox import OutboxMessage, add_to_outbox
 from riverbed.sql import read_only, upsert
 from riverbed_payments.adapters.tables import (
@@ -263,9 +264,12 @@ class SqlLedger:
 
     @contextlib.asynccontextmanager
     async def unit(self) -> AsyncIterator[LedgerSession]:
-        """One transaction: committed when the block ends, rolled back if it raises."""
-        async with self.engine.begin() as conn:
-            yield LedgerSession(conn)
+        """One transaction: committed when the block ends, rolled back if it raises; in a
+        span of its own when tracing is on."""
+        attributes = {"db.system.name": self.engine.dialect.name}
+        with tracing.client_span("ledger transaction", attributes):
+            async with self.engine.begin() as conn:
+                yield LedgerSession(conn)
 
     async def balances(
         self, *, account: str | None = None, currency: str | None = None

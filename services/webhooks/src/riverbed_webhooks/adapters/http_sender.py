@@ -22,16 +22,20 @@ read and kept.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import socket
 import time
 from collections.abc import Callable
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
+from opentelemetry.trace import Status, StatusCode
 
+from riverbed import tracing
 from riverbed_webhooks.domain.addresses import AddressPolicy, BlockedAddress, non_canonical_ipv4
 from riverbed_webhooks.service_layer.ports import SendResult, WebhookRequest
 
@@ -75,6 +79,16 @@ def guarded_socket_factory(policy: AddressPolicy) -> Callable[[AddrInfo], socket
         return socket.socket(family=family, type=type_, proto=proto)
 
     return factory
+
+
+def _server_of(url: str) -> dict[str, str | int]:
+    """A webhook call's span attributes: the method, and the URL's host and port only."""
+    attributes: dict[str, str | int] = {"http.request.method": "POST"}
+    with contextlib.suppress(ValueError):  # a bad URL fails in the send, as it always has
+        parts = urlsplit(url)
+        attributes["server.address"] = parts.hostname or ""
+        attributes["server.port"] = parts.port or (443 if parts.scheme == "https" else 80)
+    return attributes
 
 
 def _blocked(error: BaseException) -> BlockedAddress | None:
@@ -134,6 +148,20 @@ class AiohttpSender:
             self._session = None
 
     async def send(self, request: WebhookRequest) -> SendResult:
+        """POST ``request``, in a span of its own when tracing is on (the URL's host and
+        port only: a path or query may hold a subscriber's token)."""
+        with tracing.client_span("POST", _server_of(request.url)) as span:
+            result = await self._send(request)
+            if span.is_recording():
+                if result.status_code is not None:
+                    span.set_attribute("http.response.status_code", result.status_code)
+                if result.error_kind is not None:
+                    span.set_attribute("error.type", result.error_kind)
+                if result.status_code is None or result.status_code >= 400:
+                    span.set_status(Status(StatusCode.ERROR, result.error or ""))
+            return result
+
+    async def _send(self, request: WebhookRequest) -> SendResult:
         if self._session is None:
             raise RuntimeError("the sender is not started")
         started = time.perf_counter()
