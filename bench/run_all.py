@@ -1,4 +1,5 @@
-"""Run every Riverbed benchmark: consume, publish (single, batched), delay store, gateway.
+"""Run every Riverbed benchmark: consume, publish (single, batched), delay store, gateway,
+end-to-end latency.
 
 Prints one line per figure on stdout, each with its baseline measured in the
 same run (the form of docs/conventions.md); notes for a human go to stderr. Nothing is
@@ -15,6 +16,7 @@ import sys
 import consume
 import delay
 import gateway
+import latency
 import publish
 from _common import Options, bench_redis, note, parse_options
 
@@ -26,6 +28,7 @@ async def run_all(url: str, options: Options) -> list[str]:
     lines += await publish.run(url, options)
     lines += await delay.run(url, options)
     lines += await gateway.run(url, options)
+    lines += await latency.run(url, options)
     return lines
 
 
