@@ -75,7 +75,7 @@ def exported_metrics() -> set[str]:
 def test_compose_configuration_and_its_rules_are_valid() -> None:
     result = promtool("check", "config", str(PROMETHEUS / "prometheus.yml"))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 13 rules found" in result.stdout
+    assert "SUCCESS: 19 rules found" in result.stdout
 
 
 @needs_promtool

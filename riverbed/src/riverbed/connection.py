@@ -14,7 +14,6 @@ from contextlib import asynccontextmanager
 from typing import cast
 
 import redis.asyncio as redis_async
-from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import SSLConnection, parse_url
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
@@ -22,6 +21,7 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from riverbed.redis_timing import TimedRedis, TimedRedisCluster
 from riverbed.settings import RedisSettings
 
 #: the binary client type used throughout: keys and values stay bytes on the hot path
@@ -47,7 +47,7 @@ def connect(
     if settings.sentinels and not own_cache:
         return _sentinel_master(settings, url, decode_responses)
     if settings.cluster:
-        cluster = RedisCluster.from_url(
+        cluster = TimedRedisCluster.from_url(
             url,
             decode_responses=decode_responses,
             socket_timeout=settings.socket_timeout,
@@ -68,7 +68,7 @@ def connect(
         timeout=settings.socket_timeout,  # s: the longest wait for a free connection
         health_check_interval=30,  # s: ping a connection idle this long before reuse
     )
-    client: Redis = redis_async.Redis(
+    client: Redis = TimedRedis(  # its calls timed by command family (riverbed.redis_timing)
         connection_pool=pool,
         retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
@@ -113,6 +113,7 @@ def _sentinel_master(settings: RedisSettings, url: str, decode_responses: bool) 
     assert settings.sentinel_master is not None, "RedisSettings requires it with sentinels"
     client: Redis = sentinel.master_for(
         settings.sentinel_master,
+        redis_class=TimedRedis,  # its calls timed by command family, as a plain client's
         connection_pool_class=_BlockingSentinelPool,
         decode_responses=decode_responses,
         socket_timeout=settings.socket_timeout,

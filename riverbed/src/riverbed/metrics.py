@@ -177,6 +177,109 @@ RETENTION_TRIMMED = Counter(
     ["stream"],
 )
 
+# -- Redis health (riverbed.redis_health, riverbed.redis_timing) -----------------------
+# Sampled by every service on RIVERBED_REDIS_PROBE_INTERVAL_S (5 s), per Redis node: "node"
+# is host:port (or the socket path) of a node the client reaches, bounded by the
+# deployment's nodes. Redis's own running counts (evicted keys…) are gauges that mirror
+# INFO: use rate()/increase() on them; they restart from 0 when Redis restarts.
+_REDIS_SECONDS_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
+)  # fmt: skip
+REDIS_PING_SECONDS = Histogram(
+    "riverbed_redis_ping_seconds",
+    "Round trip of the health probe's PING to a Redis node (answered probes only)",
+    ["node"],
+    buckets=_REDIS_SECONDS_BUCKETS,
+)
+REDIS_UP = Gauge(
+    "riverbed_redis_up", "1 when the last health probe's PING to the node was answered, else 0",
+    ["node"],
+)  # fmt: skip
+# family: stream-read | stream-read-blocking (XREAD[GROUP] BLOCK: includes the wait) |
+# stream-write | script | key | server | pipeline (one batch's round trip)
+REDIS_COMMAND_SECONDS = Histogram(
+    "riverbed_redis_command_seconds",
+    "Time of the runtime's own Redis calls, by command family (retries included)",
+    ["family"],
+    buckets=_REDIS_SECONDS_BUCKETS,
+)
+REDIS_EVICTED_KEYS = Gauge(
+    "riverbed_redis_evicted_keys", "Keys evicted for maxmemory since Redis started (INFO)",
+    ["node"],
+)  # fmt: skip
+REDIS_EXPIRED_KEYS = Gauge(
+    "riverbed_redis_expired_keys", "Keys expired (TTL) since Redis started (INFO)", ["node"]
+)
+REDIS_REJECTED_CONNECTIONS = Gauge(
+    "riverbed_redis_rejected_connections",
+    "Connections refused for maxclients since Redis started (INFO)",
+    ["node"],
+)
+REDIS_CONNECTED_CLIENTS = Gauge(
+    "riverbed_redis_connected_clients", "Client connections open now (INFO)", ["node"]
+)
+REDIS_BLOCKED_CLIENTS = Gauge(
+    "riverbed_redis_blocked_clients",
+    "Clients waiting in a blocking call now, e.g. XREADGROUP BLOCK (INFO)",
+    ["node"],
+)
+REDIS_FRAGMENTATION_RATIO = Gauge(
+    "riverbed_redis_mem_fragmentation_ratio",
+    "Memory the OS gave Redis over what it uses (INFO mem_fragmentation_ratio; >1.5: wasteful)",
+    ["node"],
+)
+REDIS_NODE_USED_MEMORY = Gauge(
+    "riverbed_redis_node_used_memory_bytes", "used_memory of the node (INFO)", ["node"]
+)
+REDIS_NODE_MAX_MEMORY = Gauge(
+    "riverbed_redis_node_maxmemory_bytes", "maxmemory of the node, 0 = no limit (INFO)", ["node"]
+)
+REDIS_AOF_ENABLED = Gauge(
+    "riverbed_redis_aof_enabled", "1 when the node writes an append-only file (INFO)", ["node"]
+)
+REDIS_AOF_LAST_WRITE_OK = Gauge(
+    "riverbed_redis_aof_last_write_ok",
+    "0 when the node's last AOF write failed (aof_last_write_status:err; writes are refused)",
+    ["node"],
+)
+REDIS_RDB_LAST_BGSAVE_OK = Gauge(
+    "riverbed_redis_rdb_last_bgsave_ok",
+    "0 when the node's last RDB snapshot failed (rdb_last_bgsave_status:err)",
+    ["node"],
+)
+REDIS_AOF_DELAYED_FSYNC = Gauge(
+    "riverbed_redis_aof_delayed_fsync",
+    "Times the node's AOF fsync fell behind (the disk is slow) since Redis started (INFO)",
+    ["node"],
+)
+REDIS_IS_PRIMARY = Gauge(
+    "riverbed_redis_is_primary", "1 when the node is a primary, 0 when a replica (INFO)", ["node"]
+)
+REDIS_CONNECTED_REPLICAS = Gauge(
+    "riverbed_redis_connected_replicas", "Replicas connected to the node (INFO)", ["node"]
+)
+REDIS_PRIMARY_LINK_UP = Gauge(
+    "riverbed_redis_primary_link_up",
+    "On a replica: 1 when its link to the primary is up (master_link_status); absent on a primary",
+    ["node"],
+)
+REDIS_SLOWLOG_LENGTH = Gauge(
+    "riverbed_redis_slowlog_length",
+    "Entries in the node's slow log (SLOWLOG LEN); absent where the command is refused",
+    ["node"],
+)
+# event: Redis's latency-monitor event names (command, fast-command, fork, aof-write…)
+REDIS_LATENCY_LATEST = Gauge(
+    "riverbed_redis_latency_latest_seconds",
+    "Duration of the latest spike of each latency-monitor event (LATENCY LATEST)",
+    ["node", "event"],
+)
+REDIS_LATENCY_LATEST_TIME = Gauge(
+    "riverbed_redis_latency_latest_timestamp_seconds",
+    "When the latest spike of each latency-monitor event happened, unix seconds",
+    ["node", "event"],
+)
+
 # -- schedules ---------------------------------------------------------------
 # Labelled by schedule name: names are chosen by operators, bounded by the number of
 # schedules (tens, not per-event values); a removed schedule's series go with it.

@@ -56,9 +56,12 @@ from riverbed.monitor import StreamMonitor
 from riverbed.ops import ReadinessCheck, ops_router
 from riverbed.problems import Problem
 from riverbed.publisher import Publisher
+from riverbed.redis_config import check_eviction_policy, exit_78_on_unsafe_redis
+from riverbed.redis_health import RedisHealth
 from riverbed.schedules import Scheduler
 from riverbed.settings import (
     ConsumerSettings,
+    RedisHealthSettings,
     RedisSettings,
     RetentionSettings,
 )
@@ -100,6 +103,7 @@ class Service(Generic[SettingsT, ContainerT]):
         self.redis_settings = redis_settings or RedisSettings()
         self.consumer_settings = consumer_settings or ConsumerSettings()
         self.retention_settings = RetentionSettings()
+        self.redis_health = RedisHealth(RedisHealthSettings())  # probes Redis once started
         self.subscriptions: list[Subscription] = []
         # per subscription: what picks its handler from the container (None: given as is)
         self._handlers_of: list[Callable[[ContainerT], Handler] | None] = []
@@ -116,12 +120,8 @@ class Service(Generic[SettingsT, ContainerT]):
         self._background: list[asyncio.Task[None]] = []
         self.app = app or FastAPI(title=f"riverbed {settings.service_name}")
         self.app.state.service = self
-        self.app.include_router(
-            ops_router(
-                [("redis", self._redis_ready), ("consumers", self._consumers_ready), *readiness],
-                before_scrape=self._sample,
-            )
-        )
+        checks = [("redis", self.redis_health.ready), ("consumers", self._consumers_ready)]
+        self.app.include_router(ops_router([*checks, *readiness], before_scrape=self._sample))
 
     # -- wiring ----------------------------------------------------------------------------
 
@@ -205,6 +205,7 @@ class Service(Generic[SettingsT, ContainerT]):
         self._redis = connect(self.redis_settings)
         try:
             await self._redis.ping()
+            await check_eviction_policy(self._redis)  # refuses allkeys-*: before any lifespan
         except BaseException:
             await self._close_redis()
             raise
@@ -252,6 +253,8 @@ class Service(Generic[SettingsT, ContainerT]):
             monitor, self.retention_settings, self.settings.retention_interval_s
         )
         self._background.append(asyncio.create_task(retention, name="retention"))
+        health = self.redis_health.run(self.redis)
+        self._background.append(asyncio.create_task(health, name="redis-health"))
         if self.run_scheduler:
             scheduler = Scheduler(self.redis)
             self._background.append(asyncio.create_task(scheduler.run(), name="scheduler"))
@@ -346,15 +349,10 @@ class Service(Generic[SettingsT, ContainerT]):
             self.settings.log_level, self.settings.log_format, service=self.settings.service_name
         )
         configure_tracing(self.settings.service_name)  # off unless OTEL_EXPORTER_OTLP_* is set
-        eventloop.run(self.serve())
+        with exit_78_on_unsafe_redis():  # EX_CONFIG: a refused configuration
+            eventloop.run(self.serve())
 
     # -- health ------------------------------------------------------------------------------
-
-    async def _redis_ready(self) -> tuple[bool, str]:
-        if self._redis is None:
-            return False, "not connected"
-        await asyncio.wait_for(self._redis.ping(), timeout=2.0)
-        return True, "PING ok"
 
     async def _consumers_ready(self) -> tuple[bool, str]:
         down = [f"{c.stream}/{c.group}" for c in self.consumers if not c.healthy]

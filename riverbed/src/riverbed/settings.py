@@ -124,6 +124,22 @@ def _sentinel_address(entry: str) -> tuple[str, int]:
     return host, int(port)
 
 
+class RedisHealthSettings(BaseSettings):
+    """How each service watches its Redis (``RIVERBED_REDIS_``): :mod:`riverbed.redis_health`."""
+
+    model_config = SettingsConfigDict(env_prefix="RIVERBED_REDIS_", extra="ignore")
+
+    probe_interval_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="PING and INFO every node this often, s; /readyz turns 503 within one "
+        "interval of Redis becoming unreachable",
+    )
+    probe_timeout_s: float = Field(
+        default=1.0, gt=0, description="a PING unanswered this long counts as down, s"
+    )
+
+
 class ConsumerSettings(BaseSettings):
     """Knobs of the reliable consumer; all durations in milliseconds unless named otherwise."""
 
