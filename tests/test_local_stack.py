@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import importlib
 import os
 import re
 import shutil
@@ -20,6 +21,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,6 +40,8 @@ MARKER = "RIVERBED_LOCAL_STACK_TEST"  # env var every child of the launcher inhe
 READINESS_TIMEOUT = 60  # s, the launcher's --timeout
 # s: readiness, plus up to 35 s of service drain and 10 s of Redis shutdown
 LAUNCHER_DEADLINE = 150
+EXPORTER_BINARIES = ("prometheus-redis-exporter", "redis_exporter")
+EXPORTER_ON_PATH = any(shutil.which(name) for name in EXPORTER_BINARIES)
 
 
 def port_is_free(port: int) -> bool:
@@ -163,11 +167,22 @@ def test_check_mode_brings_every_service_to_ready_then_leaves_nothing_running() 
         assert all(printed.values()), f"the ingestion and the admin key are printed:\n{output}"
         keys = {match.group(1) for match in printed.values() if match}
         assert len(keys) == 2, "two keys, never one for both"
+        exporter = re.search(
+            r"^\[run\] redis exporter http://127\.0\.0\.1:(\d+)/metrics", output, re.M
+        )
+        if EXPORTER_ON_PATH:  # started, printed, and watching the launcher's Redis
+            assert exporter, f"the exporter is on PATH: it must be started:\n{output}"
+            assert "[run] check redis exporter: redis_up 1" in output, output
+        else:
+            assert exporter is None
+            assert "apt-get install prometheus-redis-exporter" in output, output
 
         # The launcher waited for its children; give grandchildren a moment to follow.
         left = wait_until(lambda: not processes_carrying(marker), timeout=10)
         assert left, f"processes left running: {processes_carrying(marker)}\n{output}"
         used = {**ports, "redis": int(started_redis.group(1))}
+        if exporter:
+            used["redis exporter"] = int(exporter.group(1))
         busy = {name: port for name, port in used.items() if not port_is_free(port)}
         assert not busy, f"ports still taken after the launcher exited: {busy}\n{output}"
     finally:
@@ -175,3 +190,31 @@ def test_check_mode_brings_every_service_to_ready_then_leaves_nothing_running() 
         for pid in processes_carrying(marker):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+def _exporter_module(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The launcher's exporter part, imported as the launcher imports it."""
+    monkeypatch.syspath_prepend(str(LAUNCHER.parent))
+    return importlib.import_module("local_stack.exporter")
+
+
+def test_without_the_exporter_binary_one_line_says_how_to_get_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    exporter = _exporter_module(monkeypatch)
+    monkeypatch.setenv("PATH", str(tmp_path))  # an empty directory: no exporter on it
+    started = exporter.start_exporter("redis://127.0.0.1:1/0", exporter.Stop())
+    assert started is None
+    [line] = capsys.readouterr().out.splitlines()
+    assert "prometheus-redis-exporter" in line
+    assert "apt-get install prometheus-redis-exporter" in line
+
+
+@pytest.mark.parametrize("port", ["http", "0", "70000"])
+def test_a_redis_exporter_port_that_is_no_port_is_refused_saying_what_is_accepted(
+    port: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    exporter = _exporter_module(monkeypatch)
+    monkeypatch.setenv("REDIS_EXPORTER_PORT", port)
+    assert exporter.choose_port() is None
+    assert f"REDIS_EXPORTER_PORT={port!r} is not a port (1-65535)" in capsys.readouterr().out

@@ -15,12 +15,17 @@ the parts in ``local_stack/`` beside it).
   whose console script and entry module exist, on its port (8000..8003; ``<PREFIX>PORT``
   overrides), with ``REDIS_URL``, the keys above that are theirs and ``<PREFIX>PORT`` in
   their environment. Missing ones are named and skipped.
+- Redis exporter: when ``prometheus-redis-exporter`` (Debian) or ``redis_exporter`` is on
+  PATH, it watches that Redis on port 9121 (or a free port when 9121 is taken;
+  ``REDIS_EXPORTER_PORT`` fixes one), its URL printed, its log in
+  ``var/log/redis-exporter.log``; else one line says how to get it. ``--check`` also asks
+  it whether it reaches Redis (``redis_up 1``).
 - Sinks: what a service declares it talks to locally, started before it, e.g. the email
   service's SMTP sink (unless ``EMAIL_SMTP_HOST`` names a relay), on port 1025 (or a free
   one), which writes every message sent as an ``.eml`` file under ``var/mail/``.
 - Ctrl-C or SIGTERM stops the services (SIGTERM, SIGKILL after ``--stop-timeout``),
-  then Redis. A second Ctrl-C kills at once. If any child exits on its own, the rest
-  are stopped and the exit code is 1.
+  then the sinks and the exporter, then Redis. A second Ctrl-C kills at once. If any
+  child exits on its own, the rest are stopped and the exit code is 1.
 
 ``--check`` starts everything, waits until each service's ``/readyz`` answers 200 (or,
 failing that within ``--timeout``, its ``/healthz``), reports which, stops everything
@@ -43,6 +48,7 @@ from pathlib import Path
 # this file by its path.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from local_stack.exporter import exporter_sees_redis, start_exporter
 from local_stack.keys import Keys, choose_key, choose_keys, shared_own_key
 from local_stack.keys import keyed_environment as environment_with_keys
 from local_stack.processes import (
@@ -228,6 +234,8 @@ def print_endpoints(stack: Stack, keys: Keys) -> None:
     for service in stack.services:
         paths = (service.spec.health, service.spec.ready, service.spec.metrics)
         say(f"  {service.spec.name:<9} {'  '.join(service.url(path) for path in paths)}")
+    if stack.exporter is not None:
+        say(f"redis exporter {stack.exporter_url} (log: var/log/redis-exporter.log)")
     for service in stack.services:
         for example in service.spec.examples:
             say(example.title)
@@ -250,6 +258,11 @@ def report_check(
         if result.startswith("FAILED") and logs[name].log_path:
             print(logs[name].log_tail(), flush=True)
     failed = redis_ok is False or any(r.startswith("FAILED") for r in results.values())
+    if stack.exporter is not None:
+        # started, it must be watching the Redis the services use
+        watching = exporter_sees_redis(stack.exporter_url)
+        say(f"check redis exporter: {'redis_up 1' if watching else 'FAILED: no redis_up 1'}")
+        failed = failed or not watching
     if args.strict:
         failed = failed or missing
         failed = failed or any(r.startswith("alive") for r in results.values())
@@ -312,6 +325,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def run_stack(args: argparse.Namespace, keys: Keys, stack: Stack, stop_flag: Stop) -> int:
     """Redis, the plan, the launch, then the check or the watch; the exit status."""
     redis_url, redis_ok = resolve_redis(stack, stop_flag)
+    exporter = start_exporter(redis_url, stop_flag)
+    if exporter is not None:
+        stack.exporter, stack.exporter_url = exporter
     plan = plan_services()
     for line in plan.missing:
         say(f"not started, missing: {line}")

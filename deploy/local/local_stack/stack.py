@@ -23,19 +23,25 @@ class Running:
 
 @dataclass
 class Stack:
-    """What this launcher started, for stopping it in order: services, sinks, Redis."""
+    """What this launcher started, for stopping it in order: services, sinks, the Redis
+    exporter, Redis."""
 
     services: list[Running] = field(default_factory=list)
     sinks: list[Child] = field(default_factory=list)
     redis: Child | None = None
+    exporter: Child | None = None  # the Redis exporter, when its binary is on PATH
+    exporter_url: str = ""  # its metrics page
 
     def children(self) -> list[Child]:
-        return [r.child for r in self.services] + self.sinks + ([self.redis] if self.redis else [])
+        helpers = [child for child in (self.exporter, self.redis) if child is not None]
+        return [r.child for r in self.services] + self.sinks + helpers
 
     def stop(self, stop_timeout: float, stop_flag: Stop) -> None:
         stop([r.child for r in self.services], stop_timeout, stop_flag)
         # after the services, so they can finish what they were sending
         stop(self.sinks, 5.0, stop_flag)
+        if self.exporter is not None:
+            stop([self.exporter], 5.0, stop_flag)
         if self.redis is not None:
             # After the services, so they can acknowledge what they finished.
             stop([self.redis], 10.0, stop_flag)
