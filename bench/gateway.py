@@ -29,6 +29,12 @@ The gateway writes to the contract's stream, ``rb:{payment.succeeded}:stream``: 
 feed them fake payments). What it wrote is removed after each round: the stream
 itself when it did not exist before, else the entry ids the gateway answered with.
 
+``gateway-single-tracing-off``: what OpenTelemetry tracing costs when it is off (no
+``OTEL_EXPORTER_OTLP_ENDPOINT``, as here): the ``gateway-single`` load, alternately against
+the gateway as shipped and against the same gateway with ``riverbed.tracing``'s hooks on
+its request path bypassed (baseline ``gateway-single-tracing-bypassed``: no ASGI layer for
+the request span, no stamping of events; this file run with ``BYPASSED_TRACING_FLAG``).
+
 ``--profile``: one more round of each kind with the gateway sampled by py-spy (or, when
 py-spy cannot run, under cProfile); its hot spots go to stderr.
 
@@ -95,6 +101,7 @@ GOAL_SINGLE_P99_MS = 25.0
 GOAL_BATCHED_PER_S = 50_000
 
 LOAD_GENERATOR_FLAG = "--load-generator"
+BYPASSED_TRACING_FLAG = "--gateway-with-tracing-bypassed"
 THIS_FILE = Path(__file__).resolve()  # run again as the load generator
 
 
@@ -274,9 +281,10 @@ def _gateway_environment(redis_url: str, port: int, key_name: str, api_key: str)
 
 @contextlib.asynccontextmanager
 async def running_gateway(
-    redis_url: str, workdir: Path, *, cprofile: bool = False
+    redis_url: str, workdir: Path, *, cprofile: bool = False, tracing_bypassed: bool = False
 ) -> AsyncIterator[Gateway]:
-    """Start ``python -m riverbed_gateway``, wait for /readyz, SIGTERM it at the end."""
+    """Start ``python -m riverbed_gateway`` (or, ``tracing_bypassed``, the same gateway with
+    its tracing hooks replaced by nothing), wait for /readyz, SIGTERM it at the end."""
     port = free_port()
     key_name = f"bench-{secrets.token_hex(5)}"
     api_key = "rbk_" + secrets.token_urlsafe(32)
@@ -285,7 +293,9 @@ async def running_gateway(
     command = [sys.executable]
     if profile_path is not None:
         command += ["-m", "cProfile", "-o", str(profile_path)]
-    command += ["-m", "riverbed_gateway"]
+    command += (
+        [str(THIS_FILE), BYPASSED_TRACING_FLAG] if tracing_bypassed else ["-m", "riverbed_gateway"]
+    )
     with log_path.open("wb") as log:  # the child keeps its own copy of the descriptor
         process = await asyncio.create_subprocess_exec(
             *command,
@@ -582,6 +592,115 @@ def _goals(single: Run, batched: Run) -> None:
     )
 
 
+# -- what tracing costs when off ----------------------------------------------------
+
+
+def _gateway_with_tracing_bypassed_main() -> int:
+    """The gateway with ``riverbed.tracing``'s hooks on its request path replaced by nothing,
+    before any gateway module imports them: the request-span middleware is not built at all,
+    the publisher does not look for a span to stamp events with, and tracing is never
+    configured. What the gateway would be without the tracing code."""
+    from riverbed import tracing
+
+    tracing.TracedRequests = lambda app: app  # type: ignore[assignment,misc]
+    tracing.stamp = lambda events: events
+    tracing.configure_tracing = lambda *args, **kwargs: False  # type: ignore[assignment]
+    from riverbed_gateway.cli import main as gateway_main
+
+    return gateway_main(["serve"])
+
+
+async def _tracing_cost(
+    url: str, monitor: RawRedis, workdir: Path, comparison: Comparison, repeat: int
+) -> list[str]:
+    """The single-event load against the gateway with tracing off and the same gateway with
+    the tracing hooks bypassed, rounds alternating; best of ``repeat`` each."""
+    runs: dict[bool, list[Run]] = {False: [], True: []}  # tracing_bypassed -> rounds
+    async with (
+        running_gateway(url, workdir) as shipped,
+        running_gateway(url, workdir, tracing_bypassed=True) as bypassed,
+    ):
+        sides = {
+            False: GatewaySide(shipped, monitor, workdir),
+            True: GatewaySide(bypassed, monitor, workdir),
+        }
+        try:
+            for side in sides.values():
+                await side.prepare()
+                await side.round(
+                    comparison.bodies[: comparison.warm_up], comparison.path, comparison.concurrency
+                )
+            for round_ in range(repeat):
+                for key in (False, True) if round_ % 2 else (True, False):
+                    runs[key].append(
+                        await sides[key].round(
+                            comparison.bodies, comparison.path, comparison.concurrency
+                        )
+                    )
+        finally:
+            for side in sides.values():
+                await side.finish()
+    _report_refusals("gateway-single-tracing", runs[False] + runs[True])
+    hooks = await _hooks_off_us()
+    note(f"gateway-single-tracing: the off path's hooks alone, in this process: {hooks}")
+    off, without = _fastest(runs[False]), _fastest(runs[True])
+    name, baseline = "gateway-single-tracing-off", "gateway-single-tracing-bypassed"
+    lines = [emit(bench_line(name, off.per_second, "events/s", baseline, without.per_second))]
+    for q in (50, 99):
+        lines.append(
+            emit(
+                ms_line(
+                    f"{name}-p{q}",
+                    off.percentile_ms(q),
+                    f"{baseline}-p{q}",
+                    without.percentile_ms(q),
+                )
+            )
+        )
+    return lines
+
+
+async def _hooks_off_us() -> str:
+    """Per call, what the request-span middleware and the publisher's stamping cost with
+    tracing off, against calling the app and passing the events directly: CPU time without
+    the noise of HTTP rounds."""
+    from riverbed import tracing
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        return None
+
+    traced = tracing.TracedRequests(app)
+    scope = {"type": "http", "method": "POST", "path": "/v1/events", "headers": []}
+    events = make_events(1)
+    calls = 200_000
+
+    async def timed(call: Callable[[], Awaitable[object]]) -> float:
+        started = time.perf_counter()
+        for _ in range(calls):
+            await call()
+        return (time.perf_counter() - started) / calls * 1e6
+
+    async def stamped() -> object:
+        return tracing.stamp(events)
+
+    async def passed() -> object:
+        return events
+
+    async def measure() -> tuple[float, float, float, float]:
+        return (
+            await timed(lambda: traced(scope, None, None)),  # type: ignore[arg-type]
+            await timed(lambda: app(scope, None, None)),
+            await timed(stamped),
+            await timed(passed),
+        )
+
+    layer, bare, stamp, direct = await measure()
+    return (
+        f"request-span middleware {layer - bare:.3f} µs a request ({layer:.3f} vs {bare:.3f}), "
+        f"stamping {stamp - direct:.3f} µs an append ({stamp:.3f} vs {direct:.3f})"
+    )
+
+
 # -- profiling ----------------------------------------------------------------------
 
 
@@ -744,6 +863,7 @@ async def run(url: str, options: Options) -> list[str]:
             finally:
                 await side.finish()
         _goals(*results)
+        lines += await _tracing_cost(url, monitor, workdir, comparisons[0], options.repeat)
         if options.profile:
             await _profiled_rounds(url, monitor, workdir, comparisons)
         return lines
@@ -757,6 +877,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == [LOAD_GENERATOR_FLAG]:
         return _load_generator_main(argv[1])
+    if argv[:1] == [BYPASSED_TRACING_FLAG]:
+        return _gateway_with_tracing_bypassed_main()
     options = parse_options(__doc__.splitlines()[0], argv)
     with bench_redis() as (url, where):
         note(f"Redis: {where}; best of {options.repeat} rounds after a warm-up")
