@@ -44,6 +44,25 @@ TIME_ROW = (
     "slow handlers",
 )
 
+#: the "Redis" row: Redis's health, from the services' own probe and the Redis exporter
+#: (names as a live prometheus-redis-exporter exports them; test_prometheus_scrape.py checks
+#: that every exporter query of the dashboard returns series from a real one)
+REDIS_ROW = {
+    "round trip, from the services": "riverbed_redis_ping_seconds_bucket",
+    "command time in Redis": "redis_commands_duration_seconds_total",
+    "memory used": "redis_memory_used_bytes",
+    "memory limit": "redis_memory_max_bytes",
+    "evictions": "redis_evicted_keys_total",
+    "connected clients": "redis_connected_clients",
+    "blocked clients": "redis_blocked_clients",
+    "rejected connections": "redis_rejected_connections_total",
+    "AOF write status": "redis_aof_last_write_status",
+    "RDB save status": "redis_rdb_last_bgsave_status",
+    "replication role": "redis_instance_info",
+    "connected replicas": "redis_connected_slaves",
+    "replica link": "redis_master_link_up",
+}
+
 
 @pytest.fixture(scope="module")
 def dashboard() -> dict[str, Any]:
@@ -131,6 +150,15 @@ def test_time_row_shows(topic: str, dashboard: dict[str, Any]) -> None:
     panels = dashboard["panels"]
     rows = {_row_of(p, panels) for p in panels if any(metric in q for q in _queries(p))}
     assert "Time" in rows, f"{topic} ({metric}) is not in the Time row but in {rows}"
+
+
+@pytest.mark.parametrize("topic", sorted(REDIS_ROW))
+def test_redis_row_shows(topic: str, dashboard: dict[str, Any]) -> None:
+    # the whole name: redis_connected_clients is not riverbed_redis_connected_clients
+    metric = re.compile(rf"(?<![A-Za-z0-9_]){REDIS_ROW[topic]}(?![A-Za-z0-9_])")
+    panels = dashboard["panels"]
+    rows = {_row_of(p, panels) for p in panels if any(metric.search(q) for q in _queries(p))}
+    assert "Redis" in rows, f"{topic} ({REDIS_ROW[topic]}) is not in the Redis row but in {rows}"
 
 
 def test_dashboard_provider_serves_this_directory() -> None:

@@ -176,15 +176,32 @@ def test_dashboard_queries_are_valid_promql(tmp_path: Path) -> None:
 
 #: labels Prometheus itself adds (targets, histogram and summary samples)
 PROMETHEUS_LABELS = {"job", "instance", "le", "quantile", "__name__"}
+#: labels of the Redis exporter's series (redis_*), as a live prometheus-redis-exporter
+#: exports them: cmd (commandstats), role and friends (redis_instance_info), master_* (a
+#: replica's link), slave_* (a primary's replicas), db (keyspace)
+REDIS_EXPORTER_LABELS = {
+    "cmd",
+    "role",
+    "redis_mode",
+    "redis_version",
+    "maxmemory_policy",
+    "master_host",
+    "master_port",
+    "slave_ip",
+    "slave_port",
+    "slave_state",
+    "db",
+}
 SELECTOR = re.compile(r"\{([^{}]*)\}")
 MATCHER = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*(?:=~|!~|!=|=)")
 GROUPING = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)")
 
 
 def declared_labels() -> set[str]:
-    """Label names the runtime's and the services' metrics declare, plus Prometheus' own."""
+    """Label names the runtime's and the services' metrics declare, plus Prometheus' own
+    and the Redis exporter's."""
     exported_metrics()  # imports every metrics module
-    names = set(PROMETHEUS_LABELS)
+    names = PROMETHEUS_LABELS | REDIS_EXPORTER_LABELS
     for collector in list(REGISTRY._collector_to_names):
         names |= set(getattr(collector, "_labelnames", ()))
     return names

@@ -1,4 +1,5 @@
-"""A real Prometheus scrapes a running gateway and a running email service.
+"""A real Prometheus scrapes a running gateway and a running email service, and the Redis
+exporter beside Redis.
 
 Everything runs on loopback: a private redis-server, the gateway and the email service
 as real processes (their console entry points), and Debian's ``prometheus`` server with
@@ -6,15 +7,23 @@ the shipped scrape configuration (targets pointed at the processes' ports, the s
 alert rules loaded). The test asks Prometheus's HTTP API, not the services, whether the
 targets are up and whether the Riverbed metrics say what happened: one event accepted
 by the gateway, one poison entry dead-lettered by the email consumer.
+
+The exporter's test runs Debian's ``prometheus-redis-exporter`` (or the upstream
+``redis_exporter`` binary) against a private primary and its replica, scraped under the
+shipped job, and asks Prometheus for its series, including every query of the
+dashboard's Redis panels that reads the exporter alone.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,7 +38,13 @@ from riverbed.testing import RedisServer, free_port, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMETHEUS_DIR = ROOT / "deploy" / "prometheus"
+DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "riverbed.json"
 API_KEY = "scrape-test-key-0123456789"
+#: the Redis exporter: Debian's package names its binary prometheus-redis-exporter
+EXPORTER = shutil.which("prometheus-redis-exporter") or shutil.which("redis_exporter")
+EXPORTER_JOB = "riverbed-redis-exporter"
+MAXMEMORY = 64 * 1024 * 1024  # bytes: the primary's limit, which the exporter must report
+EXPORTER_SERIES = re.compile(r"(?<![A-Za-z0-9_])redis_[a-z0-9_]+")
 
 pytestmark = [
     pytest.mark.integration,
@@ -85,18 +100,37 @@ def processes(tmp_path: Path) -> Iterator[Processes]:
         started.stop_all()
 
 
-def scrape_config(targets: dict[str, int]) -> dict[str, Any]:
-    """The shipped prometheus.yml, scraping every second, its targets on loopback."""
+def scrape_config(targets: dict[str, list[int]]) -> dict[str, Any]:
+    """The shipped prometheus.yml, scraping every second, its targets (ports) on loopback."""
     config: dict[str, Any] = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
     config["global"].update(scrape_interval="1s", scrape_timeout="1s", evaluation_interval="1s")
     config["rule_files"] = [str(PROMETHEUS_DIR / rule) for rule in config["rule_files"]]
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     config["scrape_configs"] = []
-    for job_name, port in targets.items():
+    for job_name, ports in targets.items():
         job = jobs[job_name]
-        job["static_configs"] = [{"targets": [f"127.0.0.1:{port}"]}]
+        job["static_configs"] = [{"targets": [f"127.0.0.1:{port}" for port in ports]}]
         config["scrape_configs"].append(job)
     return config
+
+
+def start_prometheus(processes: Processes, config: dict[str, Any], directory: Path) -> int:
+    """Debian's prometheus with ``config``, on a free loopback port (returned)."""
+    port = free_port()
+    path = directory / "prometheus.yml"
+    path.write_text(yaml.safe_dump(config))
+    processes.start(
+        "prometheus",
+        [
+            "prometheus",
+            f"--config.file={path}",
+            f"--storage.tsdb.path={directory / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--log.level=warn",
+        ],
+        {},
+    )
+    return port
 
 
 async def query(client: httpx.AsyncClient, promql: str) -> list[dict[str, Any]]:
@@ -109,7 +143,7 @@ async def query(client: httpx.AsyncClient, promql: str) -> list[dict[str, Any]]:
 async def test_prometheus_scrapes_the_gateway_and_a_consumer(
     own_redis: RedisServer, processes: Processes, tmp_path: Path
 ) -> None:
-    gateway_port, email_port, prometheus_port = free_port(), free_port(), free_port()
+    gateway_port, email_port = free_port(), free_port()
     common = {"REDIS_URL": own_redis.url, "PYTHONUNBUFFERED": "1"}
     processes.start(
         "gateway",
@@ -127,23 +161,12 @@ async def test_prometheus_scrapes_the_gateway_and_a_consumer(
             "EMAIL_SMTP_SECURITY": "none",
         },
     )
+    prometheus_port = start_prometheus(
+        processes,
+        scrape_config({"riverbed-gateway": [gateway_port], "riverbed-email": [email_port]}),
+        tmp_path,
+    )
     config = tmp_path / "prometheus.yml"
-    config.write_text(
-        yaml.safe_dump(
-            scrape_config({"riverbed-gateway": gateway_port, "riverbed-email": email_port})
-        )
-    )
-    processes.start(
-        "prometheus",
-        [
-            "prometheus",
-            f"--config.file={config}",
-            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{prometheus_port}",
-            "--log.level=warn",
-        ],
-        {},
-    )
 
     async with (
         httpx.AsyncClient(base_url=f"http://127.0.0.1:{gateway_port}") as gateway,
@@ -240,3 +263,110 @@ async def test_prometheus_scrapes_the_gateway_and_a_consumer(
             ]
 
         await wait_for(alert_pending, 30, "RiverbedDeadLetterNotEmpty pending")
+
+
+def exporter_queries() -> dict[str, str]:
+    """The dashboard's queries that read the exporter's series alone, by panel and refId,
+    with Grafana's rate window filled in."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    return {
+        f"{panel['title']} / {target['refId']}": target["expr"].replace("$__rate_interval", "30s")
+        for panel in dashboard["panels"]
+        for target in panel.get("targets", [])
+        if EXPORTER_SERIES.search(target["expr"]) and "riverbed_" not in target["expr"]
+    }
+
+
+@pytest.fixture
+def replica(own_redis: RedisServer) -> Iterator[RedisServer]:
+    """A private redis-server replicating ``own_redis``, synced."""
+    primary = redis.Redis.from_url(own_redis.url)
+    directory = Path(tempfile.mkdtemp(prefix="rb-replica-"))
+    server = RedisServer(directory)
+    try:
+        primary.config_set("repl-diskless-sync-delay", 0)  # s: sync at once, not after 5 s
+        server.start()
+        client = redis.Redis(port=server.port)
+        try:
+            client.replicaof("127.0.0.1", own_redis.port)
+        finally:
+            client.close()
+        yield server
+    finally:
+        server.stop()
+        primary.close()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.mark.skipif(
+    EXPORTER is None,
+    reason="the Redis exporter is not installed "
+    "(Debian: apt-get install prometheus-redis-exporter; .ci/run does)",
+)
+async def test_prometheus_scrapes_the_redis_exporter_of_a_primary_and_its_replica(
+    own_redis: RedisServer, replica: RedisServer, processes: Processes, tmp_path: Path
+) -> None:
+    assert EXPORTER is not None
+    primary_client = redis.Redis.from_url(own_redis.url)
+    try:
+        primary_client.config_set("maxmemory", MAXMEMORY)
+    finally:
+        primary_client.close()
+    exporter_ports = {"primary": free_port(), "replica": free_port()}
+    for node, server in (("primary", own_redis), ("replica", replica)):
+        processes.start(
+            f"exporter-{node}",
+            [
+                EXPORTER,
+                f"-redis.addr=redis://127.0.0.1:{server.port}",
+                f"-web.listen-address=127.0.0.1:{exporter_ports[node]}",
+            ],
+            {},
+        )
+    prometheus_port = start_prometheus(
+        processes, scrape_config({EXPORTER_JOB: list(exporter_ports.values())}), tmp_path
+    )
+    primary = f"127.0.0.1:{exporter_ports['primary']}"
+    replica_instance = f"127.0.0.1:{exporter_ports['replica']}"
+
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{prometheus_port}") as prometheus:
+
+        async def prometheus_ready() -> bool:
+            for name in ("prometheus", "exporter-primary", "exporter-replica"):
+                assert processes.alive(name), f"{name} exited:\n{processes.log(name)}"
+            try:
+                return (await prometheus.get("/-/ready")).status_code == 200
+            except httpx.TransportError:  # not listening yet
+                return False
+
+        await wait_for(prometheus_ready, 30, "Prometheus ready")
+
+        async def value_is(promql: str, expected: float) -> bool:
+            result = await query(prometheus, promql)
+            return len(result) == 1 and float(result[0]["value"][1]) == expected
+
+        # both targets scraped under the shipped job, each reaching its Redis
+        for promql, expected in (
+            (f'up{{job="{EXPORTER_JOB}", instance="{primary}"}}', 1.0),
+            (f'up{{job="{EXPORTER_JOB}", instance="{replica_instance}"}}', 1.0),
+            (f'redis_up{{instance="{primary}"}}', 1.0),
+            (f'redis_up{{instance="{replica_instance}"}}', 1.0),
+            # the primary's own INFO, not some other Redis: its maxmemory, its replica
+            (f'redis_memory_max_bytes{{instance="{primary}"}}', float(MAXMEMORY)),
+            (f'redis_connected_slaves{{instance="{primary}"}}', 1.0),
+            (f'redis_instance_info{{instance="{replica_instance}", role="slave"}}', 1.0),
+            (f'redis_master_link_up{{instance="{replica_instance}"}}', 1.0),
+        ):
+            await wait_for(
+                lambda q=promql, v=expected: value_is(q, v), 30, f"{promql} == {expected}"
+            )
+
+        # every exporter query of the dashboard's Redis panels has series to show
+        queries = exporter_queries()
+        assert len(queries) >= 5, f"the dashboard reads few exporter series: {queries}"
+        for where, promql in queries.items():
+
+            async def answered(q: str = promql) -> bool:
+                return bool(await query(prometheus, q))
+
+            await wait_for(answered, 30, f"series for {where}: {promql}")
