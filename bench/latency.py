@@ -39,6 +39,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import secrets
 import shutil
 import signal
@@ -88,6 +89,9 @@ QUICK_SECONDS = 10.0  # run_all with --events below its default
 FULL_EVENTS = 50_000  # run_all's default --events
 WARM_UP_S = 1.0  # sent at the same rate before the measured window, not counted
 CONNECTIONS = 64  # keep-alive connections opened before the clock starts
+#: at most this many at once: beyond, a call waits for a free one (after its scheduled
+#: start: the wait shows in the scheduled → handled figure on stderr)
+MAX_CONNECTIONS = 256
 BODIES = 1_000  # distinct bodies, posted in turn (the gateway gives each event its own id)
 DRAIN_TIMEOUT_S = 60.0
 GOAL_P99_MS = 20.0
@@ -104,16 +108,23 @@ def _q(q: float) -> str:
 # -- the open-loop schedule (the load generator and the raw producer) ----------------
 
 
-async def open_loop(
-    count: int, rate: float, fire: Callable[[int], Awaitable[None]]
-) -> tuple[list[float], list[str]]:
+@dataclass(frozen=True)
+class Schedule:
+    """How an open-loop run went: when it was to start, how late each call started."""
+
+    wall_start: float  # time.time() at which call 0 was due; call i at + i / rate
+    lags_s: list[float]  # how late each call started, s
+    errors: list[str]  # what the calls that raised raised
+
+
+async def open_loop(count: int, rate: float, fire: Callable[[int], Awaitable[None]]) -> Schedule:
     """Start ``fire(i)`` at ``start + i / rate`` for each ``i`` whatever the earlier calls
-    are doing; return how late each started (s), measured as its task began, and what
-    the calls that raised raised."""
+    are doing (lateness measured as its task begins); every call has ended on return."""
     lags = [0.0] * count
     errors: list[str] = []
     running: set[asyncio.Task[None]] = set()
     start = time.perf_counter() + 0.05
+    wall_start = time.time() + (start - time.perf_counter())
 
     async def timed(i: int) -> None:
         lags[i] = time.perf_counter() - (start + i / rate)
@@ -136,7 +147,15 @@ async def open_loop(
             i += 1
     while running:
         await asyncio.gather(*running)
-    return lags, errors
+    return Schedule(wall_start, lags, errors)
+
+
+def _note_scheduled(name: str, delays_s: list[float]) -> None:
+    """Scheduled send → handled: what a client on the schedule saw, waits for a connection
+    and for the sender itself included (no coordinated omission)."""
+    ordered = sorted(delay * 1000 for delay in delays_s)
+    quantiles = ", ".join(f"{_q(q)} {percentile(ordered, q):.2f} ms" for q in QUANTILES)
+    note(f"{name}: from the scheduled send time to handled: {quantiles}")
 
 
 def _lag_summary(lags_s: Sequence[float]) -> dict[str, float]:
@@ -161,7 +180,7 @@ async def _load(plan: dict[str, Any]) -> dict[str, Any]:
     accepted: list[int] = []
     entry_ids: list[str] = []
     headers = {"Authorization": f"Bearer {plan['api_key']}", "Content-Type": "application/json"}
-    connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=None)
+    connector = aiohttp.TCPConnector(limit=MAX_CONNECTIONS, ttl_dns_cache=None)
     timeout = aiohttp.ClientTimeout(total=60)
     async with aiohttp.ClientSession(
         plan["base_url"], connector=connector, timeout=timeout, headers=headers
@@ -189,16 +208,17 @@ async def _load(plan: dict[str, Any]) -> dict[str, Any]:
 
         cpu_before = time.process_time()
         started = time.perf_counter()
-        lags, errors = await open_loop(count, rate, post)
+        schedule = await open_loop(count, rate, post)
         cpu = (time.process_time() - cpu_before) / (time.perf_counter() - started)
-    failures += errors
+    failures += schedule.errors
     return {
         "statuses": statuses,
         "failures": len(failures),
         "failure_samples": failures[:5],
         "accepted": accepted,
         "entry_ids": entry_ids,
-        "lags_s": lags,
+        "lags_s": schedule.lags_s,
+        "wall_start": schedule.wall_start,
         "cpu": cpu,
     }
 
@@ -235,7 +255,7 @@ async def _consume(plan: dict[str, Any]) -> dict[str, Any]:
 
 async def _raw_produce(plan: dict[str, Any]) -> dict[str, Any]:
     """XADD ``count`` entries at ``rate``, open-loop, each with its send time."""
-    client = RawRedis.from_url(plan["redis_url"])
+    client = RawRedis.from_url(plan["redis_url"], max_connections=MAX_CONNECTIONS)
     entry: dict[Any, Any] = make_events(1)[0].to_entry()
     key = plan["key"]
     await asyncio.gather(*(client.ping() for _ in range(CONNECTIONS)))  # open the pool
@@ -245,14 +265,21 @@ async def _raw_produce(plan: dict[str, Any]) -> dict[str, Any]:
 
     cpu_before = time.process_time()
     started = time.perf_counter()
-    lags, errors = await open_loop(int(plan["count"]), float(plan["rate"]), xadd)
+    schedule = await open_loop(int(plan["count"]), float(plan["rate"]), xadd)
     cpu = (time.process_time() - cpu_before) / (time.perf_counter() - started)
     await client.aclose()
-    return {"lags_s": lags, "cpu": cpu, "failures": len(errors), "failure_samples": errors[:5]}
+    errors = schedule.errors
+    return {
+        "lags_s": schedule.lags_s,
+        "wall_start": schedule.wall_start,
+        "cpu": cpu,
+        "failures": len(errors),
+        "failure_samples": errors[:5],
+    }
 
 
 async def _raw_read(plan: dict[str, Any]) -> dict[str, Any]:
-    """XREADGROUP BLOCK until SIGTERM: (index, receipt minus send time) of each entry."""
+    """XREADGROUP BLOCK until SIGTERM: (index, send time, receipt time) of each entry."""
     client = RawRedis.from_url(plan["redis_url"])
     key, group = plan["key"], plan["group"]
     stop = asyncio.Event()
@@ -260,14 +287,14 @@ async def _raw_read(plan: dict[str, Any]) -> dict[str, Any]:
     await client.ping()
     print("ready", flush=True)
     cpu_before = time.process_time()
-    received: list[tuple[int, float]] = []
+    received: list[tuple[int, float, float]] = []
     while not stop.is_set():
         reply: Any = await client.xreadgroup(group, "reader", {key: ">"}, count=100, block=500)
         now = time.time()
         if not reply:
             continue
         entries = reply[0][1]
-        received.extend((int(fields[b"i"]), now - float(fields[b"t"])) for _id, fields in entries)
+        received.extend((int(fields[b"i"]), float(fields[b"t"]), now) for _id, fields in entries)
         await client.xack(key, group, *(entry_id for entry_id, _fields in entries))
     await client.aclose()
     return {"received": received, "cpu_s": time.process_time() - cpu_before}
@@ -415,7 +442,10 @@ async def raw_side(url: str, monitor: RawRedis, rate: float, seconds: float, wor
             if child is not None:
                 await child.kill()
         await delete_stream_family(monitor, stream)
-    latencies = sorted(latency * 1000 for i, latency in received if i >= warm)
+    timed = [(i, sent, at) for i, sent, at in received if i >= warm]
+    latencies = sorted((at - sent) * 1000 for _i, sent, at in timed)
+    wall_start = produced["wall_start"]
+    _note_scheduled("raw-xadd-xreadgroup", [at - (wall_start + i / rate) for i, _s, at in timed])
     lags = produced["lags_s"]
     note(f"raw-xadd-xreadgroup: {len(latencies)} of {count - warm} timed entries read")
     if produced["failures"]:
@@ -542,15 +572,18 @@ async def e2e_side(url: str, monitor: RawRedis, rate: float, seconds: float, wor
     load = run.load
     warm = round(rate * WARM_UP_S)
     received = _receive_times(run.log_path, prefix)
-    latencies, stamped, from_time = [], [], []
+    latencies, stamped, from_time, scheduled = [], [], [], []
+    wall_start = load["wall_start"]
     seen: set[str] = set()
     for correlation_id, handled_at, event_time in run.handled:
         if not correlation_id or not correlation_id.startswith(prefix) or correlation_id in seen:
             continue
         seen.add(correlation_id)
         at = received.get(correlation_id)
-        if int(correlation_id.removeprefix(prefix)) < warm or at is None:
+        index = int(correlation_id.removeprefix(prefix))
+        if index < warm or at is None:
             continue
+        scheduled.append(handled_at - (wall_start + index / rate))
         latencies.append((handled_at - at) * 1000)
         stamped.append((event_time - at) * 1000)
         from_time.append((handled_at - event_time) * 1000)
@@ -574,6 +607,7 @@ async def e2e_side(url: str, monitor: RawRedis, rate: float, seconds: float, wor
         f"receive; handler start minus that time: p50 {percentile(from_time, 50):.2f} ms, "
         f"p99 {percentile(from_time, 99):.2f} ms, p99.9 {percentile(from_time, 99.9):.2f} ms"
     )
+    _note_scheduled("latency-e2e", scheduled)
     rate_handled = _window_rate(len(latencies), load["lags_s"], warm, rate)
     return Side(sorted(latencies), rate_handled, _lag_summary(load["lags_s"]), run.cpu)
 
@@ -645,6 +679,11 @@ async def measure(url: str, rate: float, seconds: float) -> list[str]:
         )
         _describe("latency-e2e", e2e)
         _describe("raw-xadd-xreadgroup", raw)
+        load, cores = os.getloadavg()[0], os.cpu_count() or 1
+        note(
+            f"load average (1 min) {load:.2f} on {cores} cores"
+            + (": other work shared the CPU, the tails are its too" if load > cores else "")
+        )
         _goals(e2e, raw)
         return lines
     finally:
