@@ -14,6 +14,7 @@ versions (``install.py``); a peer that cannot be installed is skipped, saying wh
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import subprocess
 import sys
@@ -123,6 +124,7 @@ def measure(protocol: Protocol, peers: list[Peer], repeat: int) -> report.Result
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     began = time.monotonic()
+    load_before = os.getloadavg()[0]
     peers = [riverbed_peer(), install.bullmq(args.latest), install.faststream(args.latest)]
     skipped = [f"{peer.name}: {peer.skipped}" for peer in peers if peer.skipped]
     for reason in skipped:
@@ -144,7 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     context = [
         f"{args.events:,} events of ~300 bytes (a `payment.succeeded.v1` CloudEvent's JSON) per "
         f"phase, best of {args.repeat} round(s); {where.split(' on ')[0]}, Redis {server}; "
-        "producer and worker in separate processes; see bench/README.md for the protocol.",
+        "producer and worker in separate processes; see bench/README.md for the protocol. "
+        f"1-minute load average {load_before:.1f} before the run, {os.getloadavg()[0]:.1f} "
+        "after it (on a shared machine, other work moves the figures).",
     ]
     if not args.no_write:
         RESULTS.parent.mkdir(exist_ok=True)
