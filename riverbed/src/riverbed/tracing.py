@@ -133,7 +133,8 @@ def configure_tracing(
     RedisInstrumentor().instrument(tracer_provider=provider)
     _state.provider = provider
     _state.tracer = provider.get_tracer(SCOPE)
-    log.info("exporting traces", service_name=name, exporter=type(exporter or "otlp").__name__)
+    exporting_to = type(exporter).__name__ if exporter is not None else "OTLP/HTTP"
+    log.info("exporting traces", service_name=name, exporter=exporting_to)
     return True
 
 
