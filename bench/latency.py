@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import redis.asyncio
 from _common import (
     Options,
     RawRedis,
@@ -255,7 +256,11 @@ async def _consume(plan: dict[str, Any]) -> dict[str, Any]:
 
 async def _raw_produce(plan: dict[str, Any]) -> dict[str, Any]:
     """XADD ``count`` entries at ``rate``, open-loop, each with its send time."""
-    client = RawRedis.from_url(plan["redis_url"], max_connections=MAX_CONNECTIONS)
+    # beyond MAX_CONNECTIONS a call waits for a free connection (the default pool refuses)
+    pool = redis.asyncio.BlockingConnectionPool.from_url(
+        plan["redis_url"], max_connections=MAX_CONNECTIONS, timeout=None
+    )
+    client = RawRedis(connection_pool=pool)
     entry: dict[Any, Any] = make_events(1)[0].to_entry()
     key = plan["key"]
     await asyncio.gather(*(client.ping() for _ in range(CONNECTIONS)))  # open the pool
@@ -268,6 +273,7 @@ async def _raw_produce(plan: dict[str, Any]) -> dict[str, Any]:
     schedule = await open_loop(int(plan["count"]), float(plan["rate"]), xadd)
     cpu = (time.process_time() - cpu_before) / (time.perf_counter() - started)
     await client.aclose()
+    await pool.aclose()
     errors = schedule.errors
     return {
         "lags_s": schedule.lags_s,
