@@ -300,7 +300,7 @@ async def test_readiness_turns_503_when_redis_stops_or_hangs(own_redis: RedisSer
                 status, detail = await readiness()  # from the probe, without a PING
                 assert (status, detail) == (
                     503,
-                    f"unreachable at the last probe ({node}: no answer in time)",
+                    f"failed at the last probe ({node}: no answer in time)",
                 )
             finally:
                 own_redis.process.send_signal(signal.SIGCONT)
@@ -309,6 +309,6 @@ async def test_readiness_turns_503_when_redis_stops_or_hangs(own_redis: RedisSer
             own_redis.stop()  # gone: connections refused
             assert (await readiness())[0] == 503
             await wait_for(lambda: value("riverbed_redis_up", node=node) == 0, what="down")
-            assert "unreachable at the last probe" in (await readiness())[1]
+            assert "failed at the last probe" in (await readiness())[1]
     finally:
         await asyncio.wait_for(service.stop(), 30)

@@ -107,9 +107,8 @@ class RedisHealth:
     def __init__(self, settings: RedisHealthSettings) -> None:
         self.settings = settings
         self.redis: Redis | None = None  # while run() runs
-        self._unreachable: dict[
-            str, tuple[bool, str]
-        ] = {}  # node -> (replica, why) of a failed probe
+        # node -> (a replica?, why) of each node whose last probe failed
+        self._failing: dict[str, tuple[bool, str]] = {}
         self._refused: set[str] = set()  # commands this Redis refuses: not asked again
         self._known: set[str] = set()  # nodes with series exported
         self._latency_events: dict[str, set[str]] = {}  # node -> events exported
@@ -117,7 +116,7 @@ class RedisHealth:
     def run(self, redis: Redis) -> Coroutine[Any, Any, None]:
         """Watch ``redis``: readiness asks it from now on, and the coroutine returned
         probes and samples it every interval (at a fixed rate) until cancelled."""
-        self.redis, self._unreachable = redis, {}
+        self.redis, self._failing = redis, {}
         return self._rounds(redis)
 
     async def _rounds(self, redis: Redis) -> None:
@@ -136,7 +135,7 @@ class RedisHealth:
         try:
             nodes = nodes_of(redis)
         except Exception as error:  # a Cluster client that never reached a node
-            self._unreachable = {"cluster": (False, repr(error))}
+            self._failing = {"cluster": (False, repr(error))}
             return
         await asyncio.gather(*(self._watch(node) for node in nodes))
         gone = self._known - {node.name for node in nodes}
@@ -153,21 +152,30 @@ class RedisHealth:
             log.warning("sampling Redis INFO failed", node=node.name, error=repr(error))
 
     async def _probe(self, node: Node) -> bool:
+        """PING ``node``; True when it answered (even with an error: then INFO still says why)."""
         started = time.perf_counter()
         try:
             await asyncio.wait_for(node.run("PING"), timeout=self.settings.probe_timeout_s)
+            failure = None
+        except ResponseError as refused:  # an answer: MISCONF when its disk writes fail
+            failure = f"PING refused: {refused}"
         except Exception as error:
-            if node.name not in self._unreachable:
-                log.warning("Redis unreachable", node=node.name, error=repr(error))
             why = "no answer in time" if isinstance(error, TimeoutError) else repr(error)
-            self._unreachable[node.name] = (node.replica, why)
+            self._failed(node, why)
             metrics.REDIS_UP.labels(node.name).set(0)
             return False
         metrics.REDIS_PING_SECONDS.labels(node.name).observe(time.perf_counter() - started)
         metrics.REDIS_UP.labels(node.name).set(1)
-        if self._unreachable.pop(node.name, None) is not None:
-            log.info("Redis reachable again", node=node.name)
+        if failure is not None:
+            self._failed(node, failure)
+        elif self._failing.pop(node.name, None) is not None:
+            log.info("Redis answers PING again", node=node.name)
         return True
+
+    def _failed(self, node: Node, why: str) -> None:
+        if node.name not in self._failing:
+            log.warning("Redis health probe failed", node=node.name, error=why)
+        self._failing[node.name] = (node.replica, why)
 
     async def _sample(self, node: Node) -> None:
         info: dict[str, Any] = await node.run("INFO")
@@ -233,16 +241,16 @@ class RedisHealth:
         for event in self._latency_events.pop(node, set()):
             self._remove_latency_event(node, event)
         self._known.discard(node)
-        self._unreachable.pop(node, None)
+        self._failing.pop(node, None)
 
     async def ready(self) -> tuple[bool, str]:
         """``/readyz``'s Redis check: not ready at once when the last probe failed (no
         wait for a Redis known to be down), else a PING bounded by the probe timeout."""
         if self.redis is None:
             return False, "not connected"
-        down = {n: why for n, (replica, why) in self._unreachable.items() if not replica}
+        down = {n: why for n, (replica, why) in self._failing.items() if not replica}
         if down:
             listed = "; ".join(f"{node}: {why}" for node, why in sorted(down.items()))
-            return False, f"unreachable at the last probe ({listed})"
+            return False, f"failed at the last probe ({listed})"
         await asyncio.wait_for(self.redis.ping(), timeout=self.settings.probe_timeout_s)
         return True, "PING ok"

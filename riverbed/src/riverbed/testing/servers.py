@@ -11,6 +11,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -41,6 +42,8 @@ class RedisServer:
     directory: Path
     port: int = field(default_factory=free_port)
     extra_config: dict[str, str] = field(default_factory=dict)
+    #: run in the child before redis-server starts, e.g. to set a resource limit
+    preexec: Callable[[], None] | None = None
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -69,7 +72,9 @@ class RedisServer:
         for name, value in self.extra_config.items():
             args += [f"--{name}", value]
         with open(self.directory / "redis.log", "ab") as log:  # the child keeps its own copy
-            self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)  # noqa: S603 - our args
+            self.process = subprocess.Popen(  # noqa: S603 - our args
+                args, stdout=log, stderr=subprocess.STDOUT, preexec_fn=self.preexec
+            )
         self._wait_until_answering()
 
     def _wait_until_answering(self, timeout: float = 10.0) -> None:
