@@ -7,8 +7,9 @@ pipelines' ``execute`` (one round trip for the whole batch) timed into
 other clients in the process (tests, instrumentation) are left as they are, and what runs
 underneath (retries, MOVED handling, connection pools) is redis-py's own.
 
-The cost is two clock reads and one histogram observation a call (about 1 µs; bench
-``publish``: within its run-to-run noise).
+The cost is two clock reads, a dictionary look-up and one histogram observation a call:
+about 1.1 µs, measured, where one XADD round trip on loopback takes some 70-80 µs (1.5 %)
+and a pipeline of 100 about 1 ms (0.1 %).
 """
 
 from __future__ import annotations
