@@ -9,9 +9,10 @@ Sentinel support); the URL then gives its TLS, user, password and database only.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import cast
+from typing import Any, cast
 
 import redis.asyncio as redis_async
 from redis.asyncio.connection import SSLConnection, parse_url
@@ -91,6 +92,24 @@ class _BlockingSentinelPool(SentinelConnectionPool, redis_async.BlockingConnecti
             await self.sentinel_manager.aclose()
 
 
+class _Sentinels(Sentinel):
+    """redis-py's Sentinel client, asking the Sentinels for the master one task at a time.
+
+    ``discover_master`` moves the Sentinel that answered to the front of its list by
+    index across an ``await``: run by several tasks at once (connections opened together
+    after a failover) the swaps interleave, and a Sentinel is duplicated in the list and
+    another dropped from it -- never asked again, and its client never closed.
+    """
+
+    def __init__(self, sentinels: list[tuple[str, int]], **kwargs: Any) -> None:
+        super().__init__(sentinels, **kwargs)  # type: ignore[no-untyped-call]
+        self._discovering = asyncio.Lock()
+
+    async def discover_master(self, service_name: str) -> Any:
+        async with self._discovering:
+            return await super().discover_master(service_name)
+
+
 def _sentinel_master(settings: RedisSettings, url: str, decode_responses: bool) -> Redis:
     """A client of the master the Sentinels name; after a failover its next connections go
     to the promoted replica (commands in flight at the failover fail, once)."""
@@ -101,7 +120,7 @@ def _sentinel_master(settings: RedisSettings, url: str, decode_responses: bool) 
     options.pop("port", None)
     tls = options.pop("connection_class", None) is SSLConnection
     password = settings.sentinel_password
-    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+    sentinel = _Sentinels(
         settings.sentinels,
         sentinel_kwargs={
             "socket_timeout": settings.socket_timeout,

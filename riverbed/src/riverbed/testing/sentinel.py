@@ -170,6 +170,25 @@ class LocalSentinelSet:
 
         self._wait(promoted, timeout_s, f"Sentinel promoting the replica (:{self.replica.port})")
 
+    def restart_old_primary(self, timeout_s: float = 30.0) -> None:
+        """Start the killed primary again, empty, as an operator (or Kubernetes) would; the
+        Sentinels make it a replica of the promoted one: the pair is whole again."""
+        self.primary.start()
+
+        def rejoined() -> bool:
+            client = redis.Redis(port=self.primary.port, socket_timeout=1)
+            try:
+                info = client.info("replication")
+            finally:
+                client.close()
+            return bool(
+                info.get("role") == "slave"
+                and info.get("master_port") == self.replica.port
+                and info.get("master_link_status") == "up"
+            )
+
+        self._wait(rejoined, timeout_s, "the old primary back as a replica of the new one")
+
     def _wait(self, condition: Any, timeout_s: float, what: str) -> None:
         deadline = time.monotonic() + timeout_s
         while not condition():
