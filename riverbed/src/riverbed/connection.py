@@ -19,8 +19,6 @@ from redis.asyncio.connection import SSLConnection, parse_url
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from riverbed.redis_timing import TimedRedis, TimedRedisCluster
 from riverbed.settings import RedisSettings
@@ -69,11 +67,12 @@ def connect(
         timeout=settings.socket_timeout,  # s: the longest wait for a free connection
         health_check_interval=30,  # s: ping a connection idle this long before reuse
     )
-    client: Redis = TimedRedis(  # its calls timed by command family (riverbed.redis_timing)
-        connection_pool=pool,
-        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
-        retry_on_error=[RedisConnectionError, RedisTimeoutError],
-    )
+    # No retry at the client: redis-py takes a retry policy from the pool's connections, and
+    # these have none, so a command that meets a dropped connection fails at once. That is
+    # deliberate: a retried XADD or script whose first try reached Redis would append twice;
+    # the callers (the consumer's loops, the publisher's callers, the gateway) retry at a
+    # level that knows whether doing it again is safe.
+    client: Redis = TimedRedis(connection_pool=pool)  # timed by command family
     # the client owns the pool it was given: aclose() closes both
     client.auto_close_connection_pool = True
     return client

@@ -41,7 +41,7 @@ from fastapi import FastAPI, Request
 from riverbed import eventloop, metrics
 from riverbed.background import cancel_tasks, every, logged, retention_loop
 from riverbed.backoff import Backoff
-from riverbed.connection import Redis, connect, redacted_url
+from riverbed.connection import Redis, connect, describe, redacted_url
 from riverbed.consumer import (
     Handler,
     StreamConsumer,
@@ -209,7 +209,7 @@ class Service(Generic[SettingsT, ContainerT]):
         except BaseException:
             await self._close_redis()
             raise
-        log.info("connected to Redis", url=redacted_url(self.redis_settings.url.get_secret_value()))
+        log.info("connected to Redis", redis=describe(self.redis_settings))
         if self.redis_settings.cache_url is not None:
             # not pinged: the cache is for speed, and a cache Redis that is down only
             # means loading from the source (riverbed.cache), never a failed start
