@@ -39,6 +39,11 @@ class RedisEventStreams:
         async with self._replicated(self.replication) as publisher:
             return await publisher.publish(event, validated=validated)
 
+    async def append_validated(self, event: CloudEvent) -> str:
+        if self.replication is None:  # WAIT vouches only for its own connection's writes
+            return await self.publisher.publish_coalesced(event, validated=True)
+        return await self.append(event, validated=True)
+
     async def append_many(self, events: Sequence[CloudEvent]) -> list[str]:
         if self.replication is None:
             return await self.publisher.publish_many(events, validated=True)

@@ -204,7 +204,7 @@ class Ingestion:
             elif batch:
                 entry_ids = await self.streams.append_many(events)
             else:
-                entry_ids = [await self.streams.append(events[0], validated=True)]
+                entry_ids = [await self.streams.append_validated(events[0])]
         except PydanticSerializationError:
             raise Problem(
                 422,

@@ -54,6 +54,11 @@ class EventStreams(Protocol):
         """Append one event now; its entry id."""
         ...
 
+    async def append_validated(self, event: CloudEvent) -> str:
+        """Append one validated event now, in a round trip it may share with other
+        requests' appends; its entry id."""
+        ...
+
     async def append_many(self, events: Sequence[CloudEvent]) -> list[str]:
         """Append validated events now, all or none; their entry ids in order."""
         ...
