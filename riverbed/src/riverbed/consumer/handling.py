@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from typing import Any
 
 import structlog
@@ -17,7 +18,7 @@ from pydantic import ValidationError
 
 from riverbed import metrics, tracing
 from riverbed.consumer.base import ConsumerBase
-from riverbed.consumer.types import Message, Outcome
+from riverbed.consumer.types import Decoded, Message, Outcome
 from riverbed.errors import PermanentError, RetryLater
 from riverbed.logging import bind_message_context
 from riverbed_contracts import CloudEvent
@@ -38,6 +39,47 @@ def trace_id(traceparent: str | None) -> str | None:
 
 class HandlesEntries(ConsumerBase):
     """Runs the subscription's handler on one entry and records what it came to."""
+
+    def _start_handlers(self, entries: list[Decoded]) -> None:
+        """Handle ``entries`` one after another in one task, as long as each handler returns
+        without waiting: a task per entry cost more than a no-op handler (about 1.5 µs).
+
+        Once the task first waits (a handler doing I/O), the entries behind it move to a
+        task of their own (:meth:`_hand_on_if_waiting`), so no handler waits on another's
+        I/O and handlers still run concurrently up to the concurrency bound."""
+        queue = deque(entries)
+        task = asyncio.create_task(self._handle_in_turn(queue))
+        for entry in entries:
+            self._in_flight[entry[0]] = task
+        # runs after the task's first step: a task's step is scheduled first (FIFO)
+        asyncio.get_running_loop().call_soon(self._hand_on_if_waiting, queue, task)
+
+    def _hand_on_if_waiting(self, queue: deque[Decoded], task: asyncio.Task[None]) -> None:
+        """The task ran until its first wait: what it has not started goes to a new task."""
+        if queue and not task.done():
+            waiting = list(queue)
+            queue.clear()
+            self._start_handlers(waiting)
+
+    async def _handle_in_turn(self, queue: deque[Decoded]) -> None:
+        try:
+            while queue:
+                entry = queue.popleft()
+                try:
+                    await self._handle(*entry)
+                except Exception:  # a bug here must not strand the entries behind this one
+                    log.exception("handling an entry failed unexpectedly", entry_id=entry[0])
+                    self._release_unstarted(entry)
+        finally:
+            # cut off at shutdown before they started: they stay pending and are redelivered
+            for entry in queue:
+                self._release_unstarted(entry)
+            queue.clear()
+
+    def _release_unstarted(self, entry: Decoded) -> None:
+        """Let go of an entry without an outcome: it stays pending and is delivered again."""
+        parsed = entry[4]
+        self._release(entry[0], parsed.id if isinstance(parsed, CloudEvent) else None)
 
     async def _handle(
         self,

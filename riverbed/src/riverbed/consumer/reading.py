@@ -18,7 +18,13 @@ import structlog
 
 from riverbed import metrics, scripts
 from riverbed.consumer.handling import HandlesEntries
-from riverbed.consumer.types import DUPLICATE_IN_HAND_WAIT_MS, NOT_OURS, REDIS_DOWN, Outcome
+from riverbed.consumer.types import (
+    DUPLICATE_IN_HAND_WAIT_MS,
+    NOT_OURS,
+    REDIS_DOWN,
+    Decoded,
+    Outcome,
+)
 from riverbed.delay import ATTEMPT_FIELD, FIRST_SEEN_FIELD, GROUP_FIELD
 from riverbed.entry_ids import as_text, id_ms, id_order
 from riverbed_contracts import CloudEvent, EntryDecodeError, event_from_entry
@@ -29,9 +35,6 @@ log = structlog.get_logger(__package__)
 _GROUP_FIELD = GROUP_FIELD.encode()
 _ATTEMPT_FIELD = ATTEMPT_FIELD.encode()
 _FIRST_SEEN_FIELD = FIRST_SEEN_FIELD.encode()
-
-#: one entry read or claimed: (entry id, fields, attempt, first seen ms, event or why not)
-Decoded = tuple[str, dict[bytes, bytes], int, int, CloudEvent | Exception]
 
 
 def carried_routing(fields: dict[bytes, bytes], entry_id: str) -> tuple[bytes | None, int, int]:
@@ -153,14 +156,16 @@ class ReadsEntries(HandlesEntries):
     async def _dispatch_batch(
         self, entries: list[Any], *, deliveries: dict[str, int] | None
     ) -> None:
-        """Start a handler task per entry; deliveries=None means first delivery."""
+        """Start handling each entry not already in hand; deliveries=None means first delivery."""
         decoded = self._decode_batch(entries, deliveries)
         already_done: set[str] = set()
         if self.subscription.idempotent:
             already_done = await self._already_handled(
                 [d[4].id for d in decoded if isinstance(d[4], CloudEvent)]
             )
-        for entry_id, fields, attempt, first_seen, parsed in decoded:
+        to_handle: list[Decoded] = []
+        for entry in decoded:
+            entry_id, fields, attempt, first_seen, parsed = entry
             if entry_id in self._in_flight:
                 continue  # claimed back while still running here: it is already in hand
             if isinstance(parsed, CloudEvent) and parsed.id in already_done:
@@ -172,9 +177,9 @@ class ReadsEntries(HandlesEntries):
                     self._set_aside_duplicate(entry_id, fields, attempt, first_seen, parsed)
                     continue
                 self._events_in_hand[parsed.id] = entry_id
-            self._in_flight[entry_id] = asyncio.create_task(
-                self._handle(entry_id, fields, attempt, first_seen, parsed)
-            )
+            to_handle.append(entry)
+        if to_handle:
+            self._start_handlers(to_handle)
 
     def _decode_batch(self, entries: list[Any], deliveries: dict[str, int] | None) -> list[Decoded]:
         """Each entry with its attempt and event; another group's retry is acknowledged here

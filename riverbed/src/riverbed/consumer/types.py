@@ -59,6 +59,10 @@ class Subscription:
     handler_timeout_s: float | None = None  # None: ConsumerSettings.handler_timeout_s
 
 
+#: one entry read or claimed: (entry id, fields, attempt, first seen ms, event or why not)
+Decoded = tuple[str, dict[bytes, bytes], int, int, CloudEvent | Exception]
+
+
 @dataclass
 class Outcome:
     """What handling one entry came to, kept until it is applied to Redis."""
