@@ -12,7 +12,8 @@ import json
 import math
 from typing import Any, Final
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
+from starlette.types import Receive
 
 from riverbed.errors import RiverbedError
 from riverbed.problems import Problem
@@ -21,7 +22,43 @@ from riverbed_contracts.envelope import MAX_JSON_DEPTH, nested_deeper_than
 
 async def read_json_body(request: Request, max_bytes: int) -> tuple[bytes, Any]:
     """The body as sent (at most ``max_bytes``) and its JSON document; a problem otherwise."""
-    content_type = request.headers.get("content-type", "")
+    headers = request.headers
+    check_declared(headers.get("content-type", ""), headers.get("content-length"), max_bytes)
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > max_bytes:
+            raise _too_large(max_bytes)
+    return bytes(body), decode_json(body)
+
+
+async def receive_json_body(
+    receive: Receive, content_type: str, content_length: str | None, max_bytes: int
+) -> tuple[bytes, Any]:
+    """:func:`read_json_body` straight from ASGI messages (the ingestion fast path, which
+    builds no Request): the same checks and problems, ``ClientDisconnect`` the same way."""
+    check_declared(content_type, content_length, max_bytes)
+    message = await receive()
+    if message["type"] == "http.request" and not message.get("more_body", False):
+        body = message.get("body", b"")  # all of it at once, the usual case: no copy
+        if len(body) > max_bytes:
+            raise _too_large(max_bytes)
+        return body, decode_json(body)
+    chunks = bytearray()
+    while True:
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        if message["type"] == "http.request":
+            chunks += message.get("body", b"")
+            if len(chunks) > max_bytes:
+                raise _too_large(max_bytes)
+            if not message.get("more_body", False):
+                return bytes(chunks), decode_json(chunks)
+        message = await receive()
+
+
+def check_declared(content_type: str, content_length: str | None, max_bytes: int) -> None:
+    """415 unless the content type is JSON; 413 when the declared length is over the cap."""
     media_type = content_type.split(";", 1)[0].strip().lower()
     if media_type != "application/json":
         raise Problem(
@@ -31,15 +68,8 @@ async def read_json_body(request: Request, max_bytes: int) -> tuple[bytes, Any]:
             f"Content-Type {content_type or '(none)'!r} is not accepted; send application/json",
             accepted=["application/json"],
         )
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+    if content_length is not None and content_length.isdigit() and int(content_length) > max_bytes:
         raise _too_large(max_bytes)
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > max_bytes:
-            raise _too_large(max_bytes)
-    return bytes(body), decode_json(body)
 
 
 def decode_json(body: bytes | bytearray) -> Any:

@@ -8,8 +8,9 @@ OpenAPI document its description of them. What is checked, in which order, is in
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
-from typing import Final
+from typing import Any, Final
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -26,6 +27,13 @@ from riverbed_gateway.service_layer.ingestion import Ingestion, Submission
 from riverbed_gateway.settings import GatewaySettings
 
 REQUEST_ID_HEADER = "X-Request-Id"
+
+
+def json_body(document: Any) -> bytes:
+    """``document`` encoded as :class:`JSONResponse` encodes it (compact, UTF-8)."""
+    return json.dumps(
+        document, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")
+    ).encode("utf-8")
 
 
 async def answer_ingest(ingestion: Ingestion, request: Request, batch: bool) -> JSONResponse:

@@ -9,13 +9,15 @@ from typing import Any, Final
 
 import structlog
 from fastapi import Response
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from riverbed.problems import Responder
 from riverbed_gateway import metrics
 from riverbed_gateway.entrypoints import problems
-from riverbed_gateway.entrypoints.event_routes import answer_ingest
+from riverbed_gateway.entrypoints.body import receive_json_body
+from riverbed_gateway.entrypoints.event_routes import json_body
+from riverbed_gateway.service_layer.ingestion import Answer, Ingestion, Submission
 
 log = structlog.get_logger("riverbed_gateway.access")
 
@@ -100,12 +102,55 @@ class IngestFastPath:
         scope["route"] = self.routes[scope["path"]]  # the access log's route label
         response: Response
         try:
-            response = await answer_ingest(ingestion, Request(scope, receive), batch)
+            answer = await _ingest(ingestion, scope, receive, batch)
         except ClientDisconnect:
             response = problems.client_gone(scope["method"], scope["path"])
         except Exception as error:
             response = self.respond.for_exception(error)
+        else:
+            # what JSONResponse(answer.body, answer.status, answer.headers) sends, built
+            # without a Response object
+            body = json_body(answer.body)
+            headers = [
+                *(
+                    (name.lower().encode("latin-1"), value.encode("latin-1"))
+                    for name, value in answer.headers.items()
+                ),
+                (b"content-length", str(len(body)).encode("latin-1")),
+                (b"content-type", b"application/json"),
+            ]
+            await send({"type": "http.response.start", "status": answer.status, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+            return
         await response(scope, receive, send)
+
+
+async def _ingest(ingestion: Ingestion, scope: Scope, receive: Receive, batch: bool) -> Answer:
+    """:func:`~riverbed_gateway.entrypoints.event_routes.answer_ingest` from the ASGI scope
+    and messages, without a Request: the same header values (the first of each name), the
+    same body checks, the same order."""
+    headers: dict[bytes, bytes] = dict(reversed(scope["headers"]))  # the first of a name wins
+    key = await ingestion.authenticate(_header(headers, b"authorization"))
+    raw, document = await receive_json_body(
+        receive,
+        _header(headers, b"content-type") or "",
+        _header(headers, b"content-length"),
+        ingestion.settings.max_body_bytes,
+    )
+    submission = Submission(
+        method=scope["method"],
+        path=scope["path"],
+        batch=batch,
+        correlation_id=_header(headers, b"x-request-id"),
+        traceparent=_header(headers, b"traceparent"),
+        idempotency_key=_header(headers, b"idempotency-key"),
+    )
+    return await ingestion.ingest(key, raw, document, submission)
+
+
+def _header(headers: dict[bytes, bytes], name: bytes) -> str | None:
+    value = headers.get(name)
+    return None if value is None else value.decode("latin-1")
 
 
 def _sane_request_id(value: str) -> bool:
