@@ -32,6 +32,13 @@ _APPEND_ALL: Final = LuaScript.load(RUNTIME_SCRIPTS, "publisher_append_all")
 
 _stream_key = lru_cache(maxsize=1024)(keys.stream_key)
 
+
+@lru_cache(maxsize=1024)
+def _published(stream: str, event_type: str) -> Any:
+    """The ``PUBLISHED`` child of a stream and type, looked up once (labels() locks)."""
+    return metrics.PUBLISHED.labels(stream, event_type)
+
+
 #: every logical stream this process appended to: the service trims those nobody consumes
 #: by age (``riverbed.monitor.StreamMonitor.apply_retention``)
 _WRITTEN: set[str] = set()
@@ -118,7 +125,7 @@ class Publisher:
             _stream_key(target), event.to_json(), self.max_length.get(target)
         )
         metrics.PUBLISH_SECONDS.observe(time.perf_counter() - started)
-        metrics.PUBLISHED.labels(target, event.type).inc()
+        _published(target, event.type).inc()
         return as_text(entry_id)
 
     async def publish_later(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import Counter, Gauge, Histogram
 
 REQUESTS = Counter(
@@ -39,3 +41,17 @@ INBOUND = Counter(
     "(accepted, duplicate, ignored, error, or the reason it was refused)",
     ["provider", "outcome"],
 )
+
+
+#: (metric, label values) -> its child: labels() validates and locks on every call, about
+#: 1.5 µs; a request needs three. Bounded by routes x statuses and event types
+_CHILDREN: dict[tuple[Any, ...], Any] = {}
+
+
+def child(metric: Any, *values: str) -> Any:
+    """``metric.labels(*values)``, looked up once."""
+    key = (metric, *values)
+    found = _CHILDREN.get(key)
+    if found is None:
+        found = _CHILDREN[key] = metric.labels(*values)
+    return found

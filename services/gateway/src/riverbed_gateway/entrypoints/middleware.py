@@ -60,8 +60,8 @@ class AccessLog:
             elapsed = time.perf_counter() - started
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
-            metrics.REQUESTS.labels(template, str(status)).inc()
-            metrics.REQUEST_SECONDS.labels(template).observe(elapsed)
+            metrics.child(metrics.REQUESTS, template, str(status)).inc()
+            metrics.child(metrics.REQUEST_SECONDS, template).observe(elapsed)
             log.info(
                 "request",
                 method=scope["method"],

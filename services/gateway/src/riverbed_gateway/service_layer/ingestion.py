@@ -239,5 +239,5 @@ def _accepted(
     for index, when_ms in published.due_ms.items():
         accepted[index]["deliver_at"] = rfc3339(when_ms)
     for event_type, count in Counter(event.type for event in events).items():
-        metrics.ACCEPTED_EVENTS.labels(event_type).inc(count)
+        metrics.child(metrics.ACCEPTED_EVENTS, event_type).inc(count)
     return {"events": accepted} if batch else accepted[0]
