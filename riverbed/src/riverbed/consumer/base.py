@@ -68,7 +68,12 @@ class ConsumerBase:
         self._events_in_hand: dict[str, str] = {}  # event id -> the entry handling it here
         self._cut_off = False  # handlers were cut off at shutdown: their entries stay pending
         self._in_touch_since: float | None = None  # monotonic s of the first beat since a break
-        self._outcomes: list[Outcome] = []
+        self._outcomes: list[Outcome] = []  # retries and dead letters waiting to be applied
+        # acknowledgements waiting, as parallel lists rather than an object per message:
+        # entry id, event id (None for another group's retry) and type of each
+        self._ack_entry_ids: list[str] = []
+        self._ack_event_ids: list[str | None] = []
+        self._ack_types: list[str] = []
         self._outcome_ready = asyncio.Event()
         self._slot_free = asyncio.Event()
         self._stopping = asyncio.Event()  # no new reads or claims
@@ -128,8 +133,20 @@ class ConsumerBase:
         return None
 
     def _record(self, outcome: Outcome) -> None:
+        if outcome.kind == "ack":
+            self._record_ack(outcome.entry_id, outcome.event_type, outcome.event_id)
+            return
         self._outcomes.append(outcome)
         self._outcome_ready.set()
+
+    def _record_ack(self, entry_id: str, event_type: str, event_id: str | None) -> None:
+        self._ack_entry_ids.append(entry_id)
+        self._ack_event_ids.append(event_id)
+        self._ack_types.append(event_type)
+        self._outcome_ready.set()
+
+    def _has_outcomes(self) -> bool:
+        return bool(self._ack_entry_ids or self._outcomes)
 
     def _release(self, entry_id: str, event_id: str | None = None) -> None:
         self._in_flight.pop(entry_id, None)

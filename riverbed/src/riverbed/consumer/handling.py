@@ -89,29 +89,29 @@ class HandlesEntries(ConsumerBase):
         first_seen_ms: int,
         parsed: CloudEvent | Exception,
     ) -> None:
-        event_type = parsed.type if isinstance(parsed, CloudEvent) else "unknown"
-        event_id = parsed.id if isinstance(parsed, CloudEvent) else None
+        if not isinstance(parsed, CloudEvent):
+            self._conclude_undecodable(entry_id, fields, attempt, first_seen_ms, parsed)
+            return
+        event = parsed
         outcome = Outcome(
             entry_id,
-            event_type,
-            event_id,
+            event.type,
+            event.id,
             "ack",
             raw=fields,
             attempt=attempt,
             first_seen_ms=first_seen_ms,
         )
         with bind_message_context(
-            event_id=event_id,
-            event_type=event_type,
+            event_id=event.id,
+            event_type=event.type,
             stream=self.stream,
             entry_id=entry_id,
             attempt=attempt,
-            correlation_id=parsed.correlationid if isinstance(parsed, CloudEvent) else None,
-            trace_id=trace_id(parsed.traceparent) if isinstance(parsed, CloudEvent) else None,
+            correlation_id=event.correlationid,
+            trace_id=trace_id(event.traceparent),
         ):
-            if isinstance(parsed, Exception):
-                self._fail(outcome, parsed, permanent=True, reason="undecodable")
-            elif attempt > self.settings.max_deliveries:
+            if attempt > self.settings.max_deliveries:
                 # it was delivered that often without an outcome: it keeps killing its consumer
                 self._fail(
                     outcome,
@@ -122,16 +122,45 @@ class HandlesEntries(ConsumerBase):
             else:
                 try:
                     with tracing.consumer_span(
-                        parsed, self.stream, self.group, entry_id, attempt
+                        event, self.stream, self.group, entry_id, attempt
                     ) as span:
-                        await self._run_handler(outcome, parsed)
+                        await self._run_handler(outcome, event)
                         tracing.record_outcome(span, outcome.kind, outcome.reason, outcome.error)
                 except asyncio.CancelledError:
                     # cut off at shutdown: stays pending, redelivered
-                    self._release(entry_id, event_id)
+                    self._release(entry_id, event.id)
                     raise
         self._record(outcome)
-        self._release(entry_id, event_id)
+        self._release(entry_id, event.id)
+
+    def _conclude_undecodable(
+        self,
+        entry_id: str,
+        fields: dict[bytes, bytes],
+        attempt: int,
+        first_seen_ms: int,
+        error: Exception,
+    ) -> None:
+        """An entry that is not a Riverbed event: dead-lettered at once (permanent)."""
+        outcome = Outcome(
+            entry_id,
+            "unknown",
+            None,
+            "ack",
+            raw=fields,
+            attempt=attempt,
+            first_seen_ms=first_seen_ms,
+        )
+        with bind_message_context(
+            event_id=None,
+            event_type="unknown",
+            stream=self.stream,
+            entry_id=entry_id,
+            attempt=attempt,
+        ):
+            self._fail(outcome, error, permanent=True, reason="undecodable")
+        self._record(outcome)
+        self._release(entry_id)
 
     def _message_for(self, outcome: Outcome, event: CloudEvent) -> Message[Any] | None:
         """The handler's message, or None after failing the outcome for good: an unknown
@@ -170,7 +199,8 @@ class HandlesEntries(ConsumerBase):
         if message is None:
             return
         metric_type = outcome.event_type
-        self._counters(metric_type).consumed.inc()
+        counters = self._counters(metric_type)
+        counters.consumed.inc()
         started = time.perf_counter()
         entry_id = outcome.entry_id
         # a dict entry, not a timer per handler: the timeout loop cancels what overstays
@@ -208,7 +238,7 @@ class HandlesEntries(ConsumerBase):
             self._fail(outcome, error, permanent=False, reason="error")
         finally:
             self._timed_out.discard(entry_id)
-            self._counters(metric_type).handler_seconds.observe(time.perf_counter() - started)
+            counters.handler_seconds.observe(time.perf_counter() - started)
 
     def _fail(
         self,

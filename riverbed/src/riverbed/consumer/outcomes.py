@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections import Counter
 
 import structlog
 
@@ -23,6 +24,9 @@ from riverbed.entry_ids import as_text
 # the package's name, not this module's: log lines keep the logger they always had
 log = structlog.get_logger(__package__)
 
+#: outcomes applied per script call at most: bounds a call's arguments
+_MOST_PER_CALL = 1_000
+
 
 class AppliesOutcomes(ConsumerBase):
     """Drains the outcome queue into Redis, batch by batch, one kind at a time."""
@@ -33,7 +37,7 @@ class AppliesOutcomes(ConsumerBase):
             if self.settings.ack_flush_ms and not self._closing.is_set():
                 await asyncio.sleep(self.settings.ack_flush_ms / 1000)  # let acks gather
             self._outcome_ready.clear()
-            while self._outcomes:
+            while self._has_outcomes():
                 try:
                     await self._apply_outcomes()
                 except REDIS_DOWN as error:
@@ -46,14 +50,12 @@ class AppliesOutcomes(ConsumerBase):
     async def _apply_outcomes(self) -> None:
         """Apply what handlers decided, one kind at a time; an outcome leaves the queue only
         once applied, so a Redis failure midway neither loses nor repeats any of them."""
+        while self._ack_entry_ids:
+            await self._acknowledge_waiting()
         while self._outcomes:
-            batch = self._outcomes[:1000]  # bounded script arguments
-            acks = [o for o in batch if o.kind == "ack"]
+            batch = self._outcomes[:_MOST_PER_CALL]
             retries = [o for o in batch if o.kind == "retry"]
             dead = [o for o in batch if o.kind == "dead"]
-            if acks:
-                await self._acknowledge(acks)
-                self._forget(acks)
             if retries:
                 await self._park(retries)
                 self._forget(retries)
@@ -101,10 +103,13 @@ class AppliesOutcomes(ConsumerBase):
         done = {id(o) for o in applied}
         self._outcomes = [o for o in self._outcomes if id(o) not in done]
 
-    async def _acknowledge(self, acks: list[Outcome]) -> None:
-        entry_ids = [o.entry_id for o in acks]
+    async def _acknowledge_waiting(self) -> None:
+        """Acknowledge the oldest waiting successes (at most ``_MOST_PER_CALL``), then drop
+        them from the lists: handlers append while the call is on its way, never remove."""
+        count = min(len(self._ack_entry_ids), _MOST_PER_CALL)
+        entry_ids = self._ack_entry_ids[:count]
         if self.subscription.idempotent:
-            event_ids = [o.event_id for o in acks if o.event_id is not None]
+            event_ids = [i for i in self._ack_event_ids[:count] if i is not None]
             await scripts.ACK_DONE(
                 self.redis,
                 keys=[self.stream_key, self.done_key],
@@ -118,13 +123,11 @@ class AppliesOutcomes(ConsumerBase):
             )
         else:
             await self.redis.xack(self.stream_key, self.group, *entry_ids)
-        by_type: dict[str, int] = {}
-        for o in acks:
-            if o.event_type == NOT_OURS:
-                continue
-            by_type[o.event_type] = by_type.get(o.event_type, 0) + 1
-        for event_type, count in by_type.items():
-            self._counters(event_type).acknowledged.inc(count)
+        by_type = Counter(self._ack_types[:count])
+        del self._ack_entry_ids[:count], self._ack_event_ids[:count], self._ack_types[:count]
+        by_type.pop(NOT_OURS, None)
+        for event_type, acknowledged in by_type.items():
+            self._counters(event_type).acknowledged.inc(acknowledged)
 
     def _dead_letter_fields(self, outcome: Outcome) -> list[str | bytes | int]:
         error = outcome.error
