@@ -14,6 +14,7 @@ each event take more of it.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from dataclasses import dataclass
@@ -114,14 +115,39 @@ class LeasedRateLimiter:
         self.lease_size = max(1, lease_size)
         self.lease_s = lease_s
         self._leases: dict[str, tuple[int, float, Decision]] = {}  # key -> (tokens, until, last)
+        #: key -> done when the lease being taken from Redis has come back: concurrent
+        #: requests wait for it rather than each take a lease (and all but one be dropped)
+        self._taking: dict[str, asyncio.Future[None]] = {}
 
     async def take(self, key: str, cost: int = 1) -> Decision:
-        now = time.monotonic()
+        spent = self._spend(key, cost)
+        if spent is not None:
+            return spent
+        taking = self._taking.get(key)
+        if taking is not None and self.lease_size > cost:  # what it brings back may pay
+            await asyncio.shield(taking)
+            spent = self._spend(key, cost)
+            # the lease did not come, or is spent already: ask Redis, as before
+            return spent if spent is not None else await self._take_shared(key, cost)
+        taken = asyncio.get_running_loop().create_future()
+        self._taking[key] = taken
+        try:
+            return await self._take_shared(key, cost)
+        finally:
+            del self._taking[key]
+            taken.set_result(None)
+
+    def _spend(self, key: str, cost: int) -> Decision | None:
+        """The decision from this replica's lease of ``key``; None when it cannot pay."""
         tokens, until, last = self._leases.get(key, (0, 0.0, None))
-        if tokens >= cost and until > now and last is not None:
-            tokens -= cost
-            self._leases[key] = (tokens, until, last)
-            return Decision(True, last.limit, max(last.remaining - cost, 0), 0, last.reset_ms)
+        if tokens < cost or until <= time.monotonic() or last is None:
+            return None
+        tokens -= cost
+        self._leases[key] = (tokens, until, last)
+        return Decision(True, last.limit, max(last.remaining - cost, 0), 0, last.reset_ms)
+
+    async def _take_shared(self, key: str, cost: int) -> Decision:
+        now = time.monotonic()
         want = max(cost, self.lease_size)
         decision = await self.shared.take(key, want)
         if not decision.allowed and want > cost:
