@@ -95,9 +95,17 @@ async def test_metrics_over_http_show_what_the_service_did(
                 return int(summary["pending"]) == 0
 
             await wait_for(acked, what="everything acknowledged")
-            text = (await http.get("/metrics")).text
             labels = (("group", "g"), ("stream", stream), ("type", TEST_TYPE))
-            assert samples(text, "riverbed_acknowledged_total")[labels] == 4
+            text = ""
+
+            async def counted() -> bool:
+                # the counter moves once the acknowledging script's answer is read, which
+                # may come a moment after Redis shows nothing pending
+                nonlocal text
+                text = (await http.get("/metrics")).text
+                return samples(text, "riverbed_acknowledged_total").get(labels) == 4
+
+            await wait_for(counted, what="4 acknowledgements counted")
             assert samples(text, "riverbed_consumed_total")[labels] == 5
             dead = samples(text, "riverbed_dead_lettered_total")
             assert (
