@@ -165,9 +165,10 @@ async def test_a_failover_is_followed_without_a_restart(
         before = make_event(1)
         await publisher.publish(before)
         await wait_for(lambda: before.id in received, what="the event published via Sentinel")
-        primary = redis.asyncio.Redis(port=sentinel_set.primary.port)
-        assert await primary.xlen(keys.stream_key(TEST_STREAM)) == 1  # the master it found
-        await primary.aclose()
+        # replication is asynchronous: make sure the replica holds it before the kill
+        assert await via_sentinel.wait(1, 5000) == 1
+        async with redis.asyncio.Redis(port=sentinel_set.primary.port) as primary:
+            assert await primary.xlen(keys.stream_key(TEST_STREAM)) == 1  # the master it found
 
         stop = asyncio.Event()
 
@@ -197,9 +198,8 @@ async def test_a_failover_is_followed_without_a_restart(
         known = {c.connection_pool.connection_kwargs["port"] for c in manager.sentinels}
         assert known == {sentinel.port for sentinel in sentinel_set.sentinels}
         await wait_for(lambda: after.id in received, what="the consumer reading the new master")
-        promoted = redis.asyncio.Redis(port=sentinel_set.replica.port)
-        assert await promoted.xlen(keys.stream_key(TEST_STREAM)) == 2
-        await promoted.aclose()
+        async with redis.asyncio.Redis(port=sentinel_set.replica.port) as promoted:
+            assert await promoted.xlen(keys.stream_key(TEST_STREAM)) == 2
     finally:
         consumer.stop()
         await consumer.join()
