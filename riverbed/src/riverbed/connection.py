@@ -59,13 +59,7 @@ def connect(
     # the socket timeout) instead of failing at once with "Too many connections" -- 200
     # handlers at once, each with a Redis call of its own, outnumber the default 64.
     pool = redis_async.BlockingConnectionPool.from_url(
-        url,
-        decode_responses=decode_responses,
-        socket_timeout=settings.socket_timeout,
-        socket_connect_timeout=settings.connect_timeout,
-        max_connections=settings.max_connections,
-        timeout=settings.socket_timeout,  # s: the longest wait for a free connection
-        health_check_interval=30,  # s: ping a connection idle this long before reuse
+        url, **_pool_options(settings, decode_responses)
     )
     # No retry at the client: redis-py takes a retry policy from the pool's connections, and
     # these have none, so a command that meets a dropped connection fails at once. That is
@@ -133,16 +127,23 @@ def _sentinel_master(settings: RedisSettings, url: str, decode_responses: bool) 
         settings.sentinel_master,
         redis_class=TimedRedis,  # its calls timed by command family, as a plain client's
         connection_pool_class=_BlockingSentinelPool,
-        decode_responses=decode_responses,
-        socket_timeout=settings.socket_timeout,
-        socket_connect_timeout=settings.connect_timeout,
-        max_connections=settings.max_connections,
-        timeout=settings.socket_timeout,  # s: the longest wait for a free connection
-        health_check_interval=30,  # s: ping a connection idle this long before reuse
+        **_pool_options(settings, decode_responses),
         ssl=tls,
         **options,
     )
     return client
+
+
+def _pool_options(settings: RedisSettings, decode_responses: bool) -> dict[str, Any]:
+    """The blocking pool's options, the same for a plain client and a Sentinel master's."""
+    return {
+        "decode_responses": decode_responses,
+        "socket_timeout": settings.socket_timeout,
+        "socket_connect_timeout": settings.connect_timeout,
+        "max_connections": settings.max_connections,
+        "timeout": settings.socket_timeout,  # s: the longest wait for a free connection
+        "health_check_interval": 30,  # s: ping a connection idle this long before reuse
+    }
 
 
 def describe(settings: RedisSettings) -> str:
