@@ -75,6 +75,7 @@ from gateway import (
     _cpu_seconds,
     _local_redis_pid,
     running_gateway,
+    warm_session,
 )
 
 from riverbed import eventloop, keys
@@ -181,17 +182,9 @@ async def _load(plan: dict[str, Any]) -> dict[str, Any]:
     accepted: list[int] = []
     entry_ids: list[str] = []
     headers = {"Authorization": f"Bearer {plan['api_key']}", "Content-Type": "application/json"}
-    connector = aiohttp.TCPConnector(limit=MAX_CONNECTIONS, ttl_dns_cache=None)
-    timeout = aiohttp.ClientTimeout(total=60)
-    async with aiohttp.ClientSession(
-        plan["base_url"], connector=connector, timeout=timeout, headers=headers
+    async with warm_session(
+        plan["base_url"], headers, limit=MAX_CONNECTIONS, warm=CONNECTIONS
     ) as session:
-
-        async def open_connection() -> None:
-            async with session.get("/healthz") as response:
-                await response.read()
-
-        await asyncio.gather(*(open_connection() for _ in range(CONNECTIONS)))
 
         async def post(i: int) -> None:
             try:
