@@ -17,7 +17,7 @@ from typing import Any
 
 import redis
 
-from riverbed.testing.servers import NO_REDIS_HELP, RedisServer, free_port
+from riverbed.testing.servers import NO_REDIS_HELP, RedisServer, free_port, stop_process
 
 #: the master's name in the Sentinels' configuration (REDIS_SENTINEL_MASTER)
 MASTER_NAME = "riverbed"
@@ -52,13 +52,7 @@ class SentinelProcess:
             )
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
         self.process = None
 
 

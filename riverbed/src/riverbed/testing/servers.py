@@ -96,13 +96,7 @@ class RedisServer:
             client.close()
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
         self.process = None
 
     def restart(self) -> None:
@@ -201,3 +195,15 @@ def sync_redis_client(redis_url: str) -> redis.Redis:
 def redis_cli_args(redis_url: str) -> list[str]:
     """``redis-cli`` arguments that reach the test Redis (``-c`` follows a cluster's MOVED)."""
     return ["-u", redis_url, *(["-c"] if RedisSettings(url=redis_url).cluster else [])]
+
+
+def stop_process(process: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM ``process`` and wait up to 10 s for it, then SIGKILL; None or an ended
+    process is left as it is."""
+    if process is not None and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
