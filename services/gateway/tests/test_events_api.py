@@ -364,3 +364,28 @@ async def test_a_w3c_traceparent_is_carried_into_every_event_and_a_bad_one_ignor
     for accepted in response.json()["events"]:
         stored = await stored_event(redis_client, "email.requested", accepted["entry_id"])
         assert stored.get("traceparent") == carried
+
+
+async def test_ingestion_goes_ahead_of_fastapis_stack_and_the_rest_through_it(
+    gateway: Gateway,
+) -> None:
+    service, http = gateway
+    app = service.app
+    await http.get("/healthz")  # the stack is built by the first request through it
+    built = app.middleware_stack
+    assert built is not None
+    through_stack: list[str] = []
+
+    async def stack(scope: Any, receive: Any, send: Any) -> None:
+        through_stack.append(scope["path"])
+        await built(scope, receive, send)
+
+    app.middleware_stack = stack
+    answered = await http.post("/v1/events", json=email(), headers={"X-Request-Id": "r-1"})
+    assert answered.status_code == 202
+    assert answered.headers["x-request-id"] == "r-1"  # the access log layer is on that path
+    assert (await http.post("/v1/events", json={"type": "nope.v1", "data": {}})).status_code == 422
+    assert through_stack == []
+    assert (await http.get("/v1/events")).status_code == 405  # not POST: FastAPI answers
+    assert (await http.get("/healthz")).status_code == 200
+    assert through_stack == ["/v1/events", "/healthz"]

@@ -12,7 +12,6 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
 from riverbed.lifespan import Resources
@@ -38,7 +37,7 @@ from riverbed_gateway.entrypoints import (
     scheduled_routes,
     schedules_routes,
 )
-from riverbed_gateway.entrypoints.middleware import AccessLog, IngestFastPath
+from riverbed_gateway.entrypoints.middleware import AccessLog, GatewayApp, IngestFastPath
 from riverbed_gateway.service_layer.inbound_payments import InboundPayments
 from riverbed_gateway.service_layer.ingestion import Ingestion
 from riverbed_gateway.service_layer.scheduled_events import ScheduledEvents
@@ -108,7 +107,7 @@ def create_service(
     that clash, :class:`~riverbed_gateway.domain.providers.InboundConfigurationError` for a
     provider it cannot serve (start() raises the former for keys in Redis that clash)."""
     checked = CheckedConfiguration(configured_keys(settings), provider_secrets(settings))
-    app = FastAPI(
+    app = GatewayApp(
         title="Riverbed gateway",
         version="1",
         description="Authenticated, validated, idempotent ingestion of events into Redis Streams.",
@@ -131,12 +130,12 @@ def create_service(
     app.include_router(schedules_routes.router(settings.admin_api_key))
     respond = problems.install(app)
     documented = {r.path: r for r in ingest_routes.routes if isinstance(r, APIRoute)}
-    app.add_middleware(
-        IngestFastPath,
-        respond=respond,
-        routes={path: documented[path] for path in IngestFastPath.BATCH_BY_PATH},
-    )
+    ingest_routes_by_path = {path: documented[path] for path in IngestFastPath.BATCH_BY_PATH}
+    app.add_middleware(IngestFastPath, respond=respond, routes=ingest_routes_by_path)
     app.add_middleware(AccessLog)  # outside the fast path, so it sees that path too
+    # the same two, ahead of FastAPI's stack (GatewayApp); behind them, where the fast path
+    # passes a request on (never while the gateway runs), the router as in the stack
+    app.ingest_first = AccessLog(IngestFastPath(app.router, respond, ingest_routes_by_path))
     # outermost: the request's span is current in everything below, the access log included
     app.add_middleware(TracedRequests)
     return service

@@ -1,5 +1,6 @@
 """The gateway's ASGI middleware: the access log (outermost), and the fast path that
-serves the two ingestion routes ahead of FastAPI."""
+serves the two ingestion routes ahead of FastAPI; :class:`GatewayApp`, the FastAPI app that
+sends those routes down the two alone."""
 
 from __future__ import annotations
 
@@ -7,11 +8,11 @@ import random
 import time
 from typing import Any, Final
 
-from fastapi import Response
+from fastapi import FastAPI, Response
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from riverbed import hot_log
+from riverbed import hot_log, tracing
 from riverbed.problems import Responder
 from riverbed_gateway import metrics
 from riverbed_gateway.entrypoints import problems
@@ -127,6 +128,47 @@ class IngestFastPath:
             await send({"type": "http.response.body", "body": body})
             return
         await response(scope, receive, send)
+
+
+class GatewayApp(FastAPI):
+    """FastAPI, with ``POST`` to the two ingestion routes going straight to
+    :attr:`ingest_first` (the access log around :class:`IngestFastPath`) while the gateway
+    runs and tracing is off, ahead of FastAPI's own layers, which that path does not need:
+    its server-error layer (the fast path answers every exception itself), the native
+    telemetry's check for an OpenTelemetry provider (two environment lookups a request;
+    none is configured while tracing is off) and the body-size limit (not set: the fast
+    path has its own), then the request-span layer (a pass-through while tracing is off).
+    Measured: ~10 % of a single-event request. Every other request, and these while tracing
+    is on or the gateway is not started, take the whole stack as before."""
+
+    ingest_first: ASGIApp | None = None  # set by the composition root
+    #: the service this app belongs to (``state.service``), once a request has looked
+    _service: Any = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        fast = self.ingest_first
+        if (
+            fast is not None
+            and scope["type"] == "http"
+            and scope["path"] in IngestFastPath.BATCH_BY_PATH
+            and scope["method"] == "POST"
+            and not tracing.tracing_enabled()
+            and self._serving()
+        ):
+            scope["app"] = self  # what Starlette gives every request: the fast path reads it
+            await fast(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+    def _serving(self) -> bool:
+        service = self._service
+        if service is None:
+            service = self._service = self.state.service
+        try:
+            service.container  # noqa: B018 (raises while not started)
+        except RuntimeError:
+            return False
+        return True
 
 
 async def _ingest(ingestion: Ingestion, scope: Scope, receive: Receive, batch: bool) -> Answer:
