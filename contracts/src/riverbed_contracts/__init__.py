@@ -7,6 +7,7 @@ from riverbed_contracts.envelope import (
     CloudEvent,
     EntryDecodeError,
     event_from_entry,
+    event_from_json,
     nested_deeper_than,
     new_event_id,
 )
@@ -50,6 +51,7 @@ __all__ = [
     "WebhookDeliveryExhausted",
     "WebhookEvent",
     "event_from_entry",
+    "event_from_json",
     "get_spec",
     "nested_deeper_than",
     "new_event",

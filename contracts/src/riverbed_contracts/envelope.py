@@ -160,8 +160,13 @@ def event_from_entry(fields: EntryFields) -> CloudEvent:
             f"stream entry has no {ENTRY_FIELD!r} field (fields: {sorted(names)}); "
             f"Riverbed entries carry one field {ENTRY_FIELD!r} holding a CloudEvents JSON document"
         )
+    return event_from_json(raw)
+
+
+def event_from_json(document: str | bytes) -> CloudEvent:
+    """Parse the value of a stream entry's ``event`` field."""
     try:
-        return CloudEvent.model_validate_json(raw)
+        return CloudEvent.model_validate_json(document)
     except ValueError as error:  # pydantic.ValidationError, also for malformed JSON
         raise EntryDecodeError(
             f"entry field {ENTRY_FIELD!r} is not a CloudEvents 1.0 JSON document: {error}"

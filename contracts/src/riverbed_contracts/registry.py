@@ -8,6 +8,7 @@ consumers dispatch on ``type`` and can handle v1 and v2 side by side.
 from __future__ import annotations
 
 import builtins
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -84,7 +85,12 @@ class EventSpec:
             return True
         if self.access == "provider" and source.startswith(PROVIDER_SOURCE_PREFIX):
             return True
-        return any(source == service_source(service) for service in self.producers)
+        return source in self._producer_sources
+
+    @functools.cached_property
+    def _producer_sources(self) -> frozenset[str]:
+        # built once: the consumer asks for every message it handles
+        return frozenset(service_source(service) for service in self.producers)
 
     def __post_init__(self) -> None:
         if not TYPE_NAME.match(self.type):

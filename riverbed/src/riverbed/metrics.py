@@ -7,6 +7,8 @@ user input.
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,7 +80,39 @@ class MessageMetrics:
         )
 
 
-IN_FLIGHT = Gauge("riverbed_in_flight", "Entries being handled now", ["stream", "group"])
+def observe_all(histogram: Any, amounts: Sequence[float]) -> None:
+    """Observe every one of ``amounts`` in ``histogram`` (a labelled child), as many
+    ``observe()`` calls would, but taking each bucket's lock once per call rather than once
+    per value: an ``observe()`` is ~1 µs, a sizeable share of a no-op handler's path.
+
+    It reaches into prometheus_client's child (bucket bounds and values, as of 0.2x); should
+    a release rename them, it falls back to ``observe()`` one by one.
+    ``riverbed/tests/test_metrics.py`` holds the two to the same exposition."""
+    try:
+        bounds: list[float] = histogram._upper_bounds
+        buckets = histogram._buckets
+        total = histogram._sum
+    except AttributeError:
+        for amount in amounts:
+            histogram.observe(amount)
+        return
+    if not amounts:
+        return
+    counts = [0] * len(bounds)
+    for amount in amounts:
+        # observe() puts a value in the first bucket whose bound is >= it (le semantics)
+        counts[bisect_left(bounds, amount)] += 1
+    total.inc(sum(amounts))
+    for index, count in enumerate(counts):
+        if count:
+            buckets[index].inc(count)
+
+
+IN_FLIGHT = Gauge(
+    "riverbed_in_flight",
+    "Entries in hand: being handled, or read and waiting for a handler slot",
+    ["stream", "group"],
+)
 DUPLICATES_SKIPPED = Counter(
     "riverbed_duplicates_skipped_total",
     "Redelivered entries whose event id this group already handled",

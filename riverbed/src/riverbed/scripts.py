@@ -65,10 +65,9 @@ CLAIM: Final = _runtime("consumer_claim")
 HEARTBEAT: Final = _runtime("consumer_heartbeat")
 #: reset the idle time of entries still held; returns those no longer held
 KEEPALIVE: Final = _runtime("consumer_keepalive")
-#: acknowledge handled entries and remember their event ids
-ACK_DONE: Final = _runtime("consumer_ack_done")
-#: which of these event ids the group handled since a time
-HANDLED: Final = _runtime("consumer_handled")
+#: acknowledge handled entries (remembering their event ids), check event ids against
+#: what the group handled, read the next batch: any of the three, in one call
+ACK_CHECK_READ: Final = _runtime("consumer_ack_check_read")
 #: copy an entry to the dead-letter stream and acknowledge it
 DEAD_LETTER: Final = _runtime("consumer_dead_letter")
 

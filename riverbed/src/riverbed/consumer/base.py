@@ -8,18 +8,21 @@ work on; :class:`riverbed.consumer.StreamConsumer` puts those parts together.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import json
 import time
-from collections.abc import Awaitable, Callable
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import structlog
 from redis.exceptions import ResponseError
 
-from riverbed import keys, metrics
+from riverbed import keys, metrics, scripts
 from riverbed.backoff import Backoff
 from riverbed.connection import Redis
-from riverbed.consumer.types import REDIS_DOWN, Outcome, Subscription
+from riverbed.consumer.types import NOT_OURS, REDIS_DOWN, Outcome, Subscription
 from riverbed.delay import DelayStore
 from riverbed.publisher import Publisher
 from riverbed.settings import ConsumerSettings
@@ -62,8 +65,11 @@ class ConsumerBase:
             max_ms=settings.retry_max_ms,
             jitter=settings.retry_jitter,
         )
+        # entries in hand: being handled, or read and waiting for a handler slot
         self._in_flight: dict[str, asyncio.Task[None]] = {}
-        self._handler_started: dict[str, float] = {}  # entry id -> monotonic s
+        self._handlers_running = 0  # bounded by settings.concurrency
+        self._slot_waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._handler_started: dict[str, float] = {}  # entry id -> perf_counter s
         self._timed_out: set[str] = set()  # entries whose handler was cancelled for its timeout
         self._events_in_hand: dict[str, str] = {}  # event id -> the entry handling it here
         self._cut_off = False  # handlers were cut off at shutdown: their entries stay pending
@@ -74,6 +80,12 @@ class ConsumerBase:
         self._ack_entry_ids: list[str] = []
         self._ack_event_ids: list[str | None] = []
         self._ack_types: list[str] = []
+        # held while acknowledgements are on their way: only the holder drops them from the
+        # front of the lists, so the read loop and the flush loop never take the same ones
+        self._ack_lock = asyncio.Lock()
+        # the read loop calls Redis again at once and takes the waiting acknowledgements
+        # along: the flush loop leaves them to it (it is True while entries keep coming)
+        self._acks_ride_along = False
         self._outcome_ready = asyncio.Event()
         self._slot_free = asyncio.Event()
         self._stopping = asyncio.Event()  # no new reads or claims
@@ -145,8 +157,72 @@ class ConsumerBase:
         self._ack_types.append(event_type)
         self._outcome_ready.set()
 
-    def _has_outcomes(self) -> bool:
-        return bool(self._ack_entry_ids or self._outcomes)
+    def _flush_due(self) -> bool:
+        """Outcomes for the flush loop to apply: retries and dead letters, and successes
+        unless the read loop takes them along on its next call."""
+        return bool(self._outcomes) or (
+            bool(self._ack_entry_ids) and (not self._acks_ride_along or self._closing.is_set())
+        )
+
+    async def _ack_check_read(
+        self, *, acks: int = 0, check: Sequence[str] = (), read: int = 0
+    ) -> tuple[list[int], list[Any]]:
+        """One :data:`~riverbed.scripts.ACK_CHECK_READ` call: acknowledge the ``acks``
+        oldest waiting successes (the caller holds ``_ack_lock``), check the event ids
+        ``check`` and read up to ``read`` new entries. Returns the flags of ``check``
+        (1: handled within the idempotency window) and the entries read. A failed call
+        raises and leaves the successes waiting."""
+        reply = await scripts.ACK_CHECK_READ(
+            self.redis,
+            keys=[self.stream_key, self.done_key],
+            args=[
+                self.group,
+                self.name,
+                int(time.time() * 1000),
+                self.settings.idempotency_ttl_s * 1000,
+                json.dumps(self._ack_entry_ids[:acks]),
+                json.dumps([i for i in self._ack_event_ids[:acks] if i is not None]),
+                json.dumps(check if isinstance(check, list) else list(check)),
+                read,
+            ],
+        )
+        if acks:
+            self._drop_acknowledged(acks)
+        _acknowledged, flags, entries = reply
+        return flags, entries
+
+    def _drop_acknowledged(self, count: int) -> None:
+        """The ``count`` oldest waiting successes are acknowledged: drop them, count them."""
+        by_type = Counter(self._ack_types[:count])
+        del self._ack_entry_ids[:count], self._ack_event_ids[:count], self._ack_types[:count]
+        by_type.pop(NOT_OURS, None)
+        for event_type, acknowledged in by_type.items():
+            self._counters(event_type).acknowledged.inc(acknowledged)
+
+    async def _take_handler_slot(self) -> None:
+        """Wait until fewer than ``concurrency`` handlers run, and count one more: entries
+        in hand wait here in the order they came (one waiter woken a freed slot)."""
+        if self._handlers_running < self.settings.concurrency and not self._slot_waiters:
+            self._handlers_running += 1
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._slot_waiters.append(waiter)
+        try:
+            await waiter  # the slot is handed over with the wake-up: already counted
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self._give_back_handler_slot()  # woken and cancelled at once: pass it on
+            else:
+                self._slot_waiters.remove(waiter)
+            raise
+
+    def _give_back_handler_slot(self) -> None:
+        while self._slot_waiters:
+            waiter = self._slot_waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)  # the slot passes to it as it stands
+                return
+        self._handlers_running -= 1
 
     def _release(self, entry_id: str, event_id: str | None = None) -> None:
         self._in_flight.pop(entry_id, None)
@@ -165,5 +241,5 @@ class ConsumerBase:
 
     def _slow_handlers(self) -> int:
         """Handlers running longer than half their timeout (a gauge, read at scrape time)."""
-        since = time.monotonic() - self.handler_timeout_s / 2
+        since = time.perf_counter() - self.handler_timeout_s / 2
         return sum(1 for started in list(self._handler_started.values()) if started < since)

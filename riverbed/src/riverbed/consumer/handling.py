@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -20,7 +21,7 @@ from riverbed import metrics, tracing
 from riverbed.consumer.base import ConsumerBase
 from riverbed.consumer.types import Decoded, Message, Outcome
 from riverbed.errors import PermanentError, RetryLater
-from riverbed.logging import bind_message_context
+from riverbed.logging import bind_message_context, enter_event_context, leave_message_context
 from riverbed_contracts import CloudEvent
 from riverbed_contracts.registry import UnknownEventType, get_spec
 
@@ -28,13 +29,32 @@ from riverbed_contracts.registry import UnknownEventType, get_spec
 log = structlog.get_logger(__package__)
 
 
-def trace_id(traceparent: str | None) -> str | None:
-    """The trace id of a W3C ``traceparent`` (version-traceid-parentid-flags), for log lines
-    that a tracing backend can link to the trace."""
-    if traceparent is None:
-        return None
-    parts = traceparent.split("-")
-    return parts[1] if len(parts) >= 4 and len(parts[1]) == 32 else None
+class Tally:
+    """What one run of handlers (one task) counted, applied to the per-type metrics at once
+    when the run waits or ends: a Prometheus child's ``inc()`` or ``observe()`` takes a lock
+    (~0.3 and ~1 µs), more than some handlers take."""
+
+    __slots__ = ("consumed", "seconds")
+
+    def __init__(self) -> None:
+        self.consumed: dict[str, int] = {}  # event type -> handlers started
+        self.seconds: dict[str, list[float]] = {}  # event type -> handler run times, s
+
+    def started(self, event_type: str) -> list[float]:
+        """Count a handler of ``event_type`` started; the list its run time goes in."""
+        self.consumed[event_type] = self.consumed.get(event_type, 0) + 1
+        run_times = self.seconds.get(event_type)
+        if run_times is None:
+            run_times = self.seconds[event_type] = []
+        return run_times
+
+    def apply(self, counters: Callable[[str], metrics.MessageMetrics]) -> None:
+        for event_type, count in self.consumed.items():
+            counters(event_type).consumed.inc(count)
+        for event_type, run_times in self.seconds.items():
+            metrics.observe_all(counters(event_type).handler_seconds, run_times)
+        self.consumed.clear()
+        self.seconds.clear()
 
 
 class HandlesEntries(ConsumerBase):
@@ -48,29 +68,37 @@ class HandlesEntries(ConsumerBase):
         task of their own (:meth:`_hand_on_if_waiting`), so no handler waits on another's
         I/O and handlers still run concurrently up to the concurrency bound."""
         queue = deque(entries)
-        task = asyncio.create_task(self._handle_in_turn(queue))
+        tally = Tally()
+        task = asyncio.create_task(self._handle_in_turn(queue, tally))
         for entry in entries:
             self._in_flight[entry[0]] = task
         # runs after the task's first step: a task's step is scheduled first (FIFO)
-        asyncio.get_running_loop().call_soon(self._hand_on_if_waiting, queue, task)
+        asyncio.get_running_loop().call_soon(self._hand_on_if_waiting, queue, task, tally)
 
-    def _hand_on_if_waiting(self, queue: deque[Decoded], task: asyncio.Task[None]) -> None:
-        """The task ran until its first wait: what it has not started goes to a new task."""
-        if queue and not task.done():
+    def _hand_on_if_waiting(
+        self, queue: deque[Decoded], task: asyncio.Task[None], tally: Tally
+    ) -> None:
+        """The task ran until its first wait: what it has not started goes to a new task,
+        and what it counted so far goes to the metrics now rather than when it ends."""
+        if task.done():
+            return
+        tally.apply(self._counters)
+        if queue:
             waiting = list(queue)
             queue.clear()
             self._start_handlers(waiting)
 
-    async def _handle_in_turn(self, queue: deque[Decoded]) -> None:
+    async def _handle_in_turn(self, queue: deque[Decoded], tally: Tally) -> None:
         try:
             while queue:
                 entry = queue.popleft()
                 try:
-                    await self._handle(*entry)
+                    await self._handle(entry, tally)
                 except Exception:  # a bug here must not strand the entries behind this one
                     log.exception("handling an entry failed unexpectedly", entry_id=entry[0])
                     self._release_unstarted(entry)
         finally:
+            tally.apply(self._counters)
             # cut off at shutdown before they started: they stay pending and are redelivered
             for entry in queue:
                 self._release_unstarted(entry)
@@ -81,19 +109,49 @@ class HandlesEntries(ConsumerBase):
         parsed = entry[4]
         self._release(entry[0], parsed.id if isinstance(parsed, CloudEvent) else None)
 
-    async def _handle(
-        self,
-        entry_id: str,
-        fields: dict[bytes, bytes],
-        attempt: int,
-        first_seen_ms: int,
-        parsed: CloudEvent | Exception,
-    ) -> None:
-        if not isinstance(parsed, CloudEvent):
-            self._conclude_undecodable(entry_id, fields, attempt, first_seen_ms, parsed)
+    async def _handle(self, entry: Decoded, tally: Tally) -> None:
+        entry_id, fields, attempt, first_seen_ms, event = entry
+        if not isinstance(event, CloudEvent):
+            self._conclude_undecodable(entry_id, fields, attempt, first_seen_ms, event)
             return
-        event = parsed
-        outcome = Outcome(
+        context = enter_event_context(event, self.stream, entry_id, attempt)
+        try:
+            if attempt > self.settings.max_deliveries:
+                # it was delivered that often without an outcome: it keeps killing its consumer
+                outcome = self._outcome_of(entry)
+                self._fail(
+                    outcome,
+                    RuntimeError(f"delivered {attempt - 1} times without completing"),
+                    permanent=True,
+                    reason="max_deliveries",
+                )
+                self._record(outcome)
+            elif tracing.tracing_enabled():
+                await self._run_traced(entry, event, tally)
+            else:
+                await self._run_handler(entry, event, tally)
+        except asyncio.CancelledError:
+            # cut off at shutdown: stays pending, redelivered
+            self._release(entry_id, event.id)
+            raise
+        finally:
+            leave_message_context(context)
+        self._release(entry_id, event.id)
+
+    async def _run_traced(self, entry: Decoded, event: CloudEvent, tally: Tally) -> None:
+        entry_id, _fields, attempt, _first_seen_ms, _event = entry
+        with tracing.consumer_span(event, self.stream, self.group, entry_id, attempt) as span:
+            failed = await self._run_handler(entry, event, tally)
+            if failed is None:
+                tracing.record_outcome(span, "ack", "", None)
+            else:
+                tracing.record_outcome(span, failed.kind, failed.reason, failed.error)
+
+    def _outcome_of(self, entry: Decoded) -> Outcome:
+        """The outcome of handling a decoded ``entry``, to be failed (successes skip it)."""
+        entry_id, fields, attempt, first_seen_ms, event = entry
+        assert isinstance(event, CloudEvent)
+        return Outcome(
             entry_id,
             event.type,
             event.id,
@@ -102,36 +160,6 @@ class HandlesEntries(ConsumerBase):
             attempt=attempt,
             first_seen_ms=first_seen_ms,
         )
-        with bind_message_context(
-            event_id=event.id,
-            event_type=event.type,
-            stream=self.stream,
-            entry_id=entry_id,
-            attempt=attempt,
-            correlation_id=event.correlationid,
-            trace_id=trace_id(event.traceparent),
-        ):
-            if attempt > self.settings.max_deliveries:
-                # it was delivered that often without an outcome: it keeps killing its consumer
-                self._fail(
-                    outcome,
-                    RuntimeError(f"delivered {attempt - 1} times without completing"),
-                    permanent=True,
-                    reason="max_deliveries",
-                )
-            else:
-                try:
-                    with tracing.consumer_span(
-                        event, self.stream, self.group, entry_id, attempt
-                    ) as span:
-                        await self._run_handler(outcome, event)
-                        tracing.record_outcome(span, outcome.kind, outcome.reason, outcome.error)
-                except asyncio.CancelledError:
-                    # cut off at shutdown: stays pending, redelivered
-                    self._release(entry_id, event.id)
-                    raise
-        self._record(outcome)
-        self._release(entry_id, event.id)
 
     def _conclude_undecodable(
         self,
@@ -162,19 +190,23 @@ class HandlesEntries(ConsumerBase):
         self._record(outcome)
         self._release(entry_id)
 
-    def _message_for(self, outcome: Outcome, event: CloudEvent) -> Message[Any] | None:
-        """The handler's message, or None after failing the outcome for good: an unknown
-        type, data its contract refuses, or an internal type from outside its producers."""
+    def _message_for(self, entry: Decoded, event: CloudEvent) -> Message[Any] | Outcome:
+        """The handler's message, or the failed outcome, recorded: an unknown type, data its
+        contract refuses, or an internal type from outside its producers."""
+        entry_id, _fields, attempt, first_seen_ms, _event = entry
         try:
             spec = get_spec(event.type)
             payload = spec.model.model_validate(event.data)
         except (UnknownEventType, ValidationError) as error:
+            outcome = self._outcome_of(entry)
             if isinstance(error, UnknownEventType):
                 outcome.event_type = "unknown"
             self._fail(outcome, error, permanent=True, reason="invalid")
-            return None
+            self._record(outcome)
+            return outcome
         if not spec.trusts_source(event.source):
             # an internal type from outside its producers: someone wrote the stream directly
+            outcome = self._outcome_of(entry)
             self._fail(
                 outcome,
                 PermanentError(
@@ -184,48 +216,55 @@ class HandlesEntries(ConsumerBase):
                 permanent=True,
                 reason="untrusted-source",
             )
-            return None
-        return Message(
-            event,
-            payload,
-            outcome.entry_id,
-            self.stream,
-            outcome.attempt,
-            first_seen_ms=outcome.first_seen_ms,
-        )
+            self._record(outcome)
+            return outcome
+        return Message.of(event, payload, entry_id, self.stream, attempt, first_seen_ms)
 
-    async def _run_handler(self, outcome: Outcome, event: CloudEvent) -> None:
-        message = self._message_for(outcome, event)
-        if message is None:
-            return
-        metric_type = outcome.event_type
-        counters = self._counters(metric_type)
-        counters.consumed.inc()
-        started = time.perf_counter()
-        entry_id = outcome.entry_id
+    async def _run_handler(self, entry: Decoded, event: CloudEvent, tally: Tally) -> Outcome | None:
+        """Run the handler on ``entry`` and record what it came to; the outcome when it
+        failed, None when it is acknowledged."""
+        message = self._message_for(entry, event)
+        if isinstance(message, Outcome):
+            return message
+        entry_id = entry[0]
+        await self._take_handler_slot()
+        run_times = tally.started(event.type)
         # a dict entry, not a timer per handler: the timeout loop cancels what overstays
-        self._handler_started[entry_id] = time.monotonic()
+        started = self._handler_started[entry_id] = time.perf_counter()
         try:
             try:
                 emitted = await self.subscription.handler(message)
             finally:
                 self._handler_started.pop(entry_id, None)
+                self._give_back_handler_slot()
             if emitted:
                 await self.publisher.publish_many(emitted)
         except asyncio.CancelledError:
             if entry_id not in self._timed_out:
                 raise  # shutdown: the entry stays pending and is redelivered
             asyncio.current_task().uncancel()  # type: ignore[union-attr]
-            metrics.HANDLER_TIMEOUTS.labels(self.stream, self.group, metric_type).inc()
-            self._fail(
-                outcome,
+            metrics.HANDLER_TIMEOUTS.labels(self.stream, self.group, event.type).inc()
+            return self._failed(
+                entry,
                 TimeoutError(f"handler ran past its timeout of {self.handler_timeout_s} s"),
-                permanent=False,
                 reason="timeout",
             )
-        except PermanentError as error:
+        except Exception as error:
+            return self._failed(entry, error)
+        else:
+            self._record_ack(entry_id, event.type, event.id)
+            return None
+        finally:
+            if self._timed_out:
+                self._timed_out.discard(entry_id)
+            run_times.append(time.perf_counter() - started)
+
+    def _failed(self, entry: Decoded, error: Exception, reason: str = "error") -> Outcome:
+        """Record what a handler's ``error`` comes to (see the module's docstring)."""
+        outcome = self._outcome_of(entry)
+        if isinstance(error, PermanentError):
             self._fail(outcome, error, permanent=True, reason="permanent")
-        except RetryLater as error:
+        elif isinstance(error, RetryLater):
             outcome.counted = error.counts_as_delivery
             self._fail(
                 outcome,
@@ -234,11 +273,10 @@ class HandlesEntries(ConsumerBase):
                 reason="retry_later" if outcome.counted else "deferred",
                 delay_ms=error.delay_ms,
             )
-        except Exception as error:
-            self._fail(outcome, error, permanent=False, reason="error")
-        finally:
-            self._timed_out.discard(entry_id)
-            counters.handler_seconds.observe(time.perf_counter() - started)
+        else:
+            self._fail(outcome, error, permanent=False, reason=reason)
+        self._record(outcome)
+        return outcome
 
     def _fail(
         self,

@@ -162,7 +162,7 @@ class KeepsHouse(ReadsEntries):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._closing.wait(), timeout=interval)
                 return
-            overdue = time.monotonic() - self.handler_timeout_s
+            overdue = time.perf_counter() - self.handler_timeout_s
             for entry_id, started in list(self._handler_started.items()):
                 task = self._in_flight.get(entry_id)
                 if started <= overdue and task is not None and entry_id not in self._timed_out:

@@ -11,21 +11,17 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections import Counter
 
 import structlog
 
 from riverbed import eventloop, metrics, scripts
 from riverbed.consumer.base import ConsumerBase
-from riverbed.consumer.types import NOT_OURS, REDIS_DOWN, Outcome
+from riverbed.consumer.types import MOST_PER_CALL, REDIS_DOWN, Outcome
 from riverbed.delay import Parked
 from riverbed.entry_ids import as_text
 
 # the package's name, not this module's: log lines keep the logger they always had
 log = structlog.get_logger(__package__)
-
-#: outcomes applied per script call at most: bounds a call's arguments
-_MOST_PER_CALL = 1_000
 
 
 class AppliesOutcomes(ConsumerBase):
@@ -37,7 +33,7 @@ class AppliesOutcomes(ConsumerBase):
             if self.settings.ack_flush_ms and not self._closing.is_set():
                 await asyncio.sleep(self.settings.ack_flush_ms / 1000)  # let acks gather
             self._outcome_ready.clear()
-            while self._has_outcomes():
+            while self._flush_due():
                 try:
                     await self._apply_outcomes()
                 except REDIS_DOWN as error:
@@ -50,10 +46,10 @@ class AppliesOutcomes(ConsumerBase):
     async def _apply_outcomes(self) -> None:
         """Apply what handlers decided, one kind at a time; an outcome leaves the queue only
         once applied, so a Redis failure midway neither loses nor repeats any of them."""
-        while self._ack_entry_ids:
+        while self._ack_entry_ids and (not self._acks_ride_along or self._closing.is_set()):
             await self._acknowledge_waiting()
         while self._outcomes:
-            batch = self._outcomes[:_MOST_PER_CALL]
+            batch = self._outcomes[:MOST_PER_CALL]
             retries = [o for o in batch if o.kind == "retry"]
             dead = [o for o in batch if o.kind == "dead"]
             if retries:
@@ -104,30 +100,17 @@ class AppliesOutcomes(ConsumerBase):
         self._outcomes = [o for o in self._outcomes if id(o) not in done]
 
     async def _acknowledge_waiting(self) -> None:
-        """Acknowledge the oldest waiting successes (at most ``_MOST_PER_CALL``), then drop
+        """Acknowledge the oldest waiting successes (at most ``MOST_PER_CALL``), then drop
         them from the lists: handlers append while the call is on its way, never remove."""
-        count = min(len(self._ack_entry_ids), _MOST_PER_CALL)
-        entry_ids = self._ack_entry_ids[:count]
-        if self.subscription.idempotent:
-            event_ids = [i for i in self._ack_event_ids[:count] if i is not None]
-            await scripts.ACK_DONE(
-                self.redis,
-                keys=[self.stream_key, self.done_key],
-                args=[
-                    self.group,
-                    int(time.time() * 1000),
-                    self.settings.idempotency_ttl_s * 1000,
-                    json.dumps(entry_ids),
-                    json.dumps(event_ids),
-                ],
-            )
-        else:
-            await self.redis.xack(self.stream_key, self.group, *entry_ids)
-        by_type = Counter(self._ack_types[:count])
-        del self._ack_entry_ids[:count], self._ack_event_ids[:count], self._ack_types[:count]
-        by_type.pop(NOT_OURS, None)
-        for event_type, acknowledged in by_type.items():
-            self._counters(event_type).acknowledged.inc(acknowledged)
+        async with self._ack_lock:
+            count = min(len(self._ack_entry_ids), MOST_PER_CALL)
+            if not count:
+                return  # the read loop took them while this waited for the lock
+            if self.subscription.idempotent:
+                await self._ack_check_read(acks=count)
+            else:
+                await self.redis.xack(self.stream_key, self.group, *self._ack_entry_ids[:count])
+                self._drop_acknowledged(count)
 
     def _dead_letter_fields(self, outcome: Outcome) -> list[str | bytes | int]:
         error = outcome.error

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import time
 from typing import Any
 
 import structlog
@@ -20,6 +18,7 @@ from riverbed import metrics, scripts
 from riverbed.consumer.handling import HandlesEntries
 from riverbed.consumer.types import (
     DUPLICATE_IN_HAND_WAIT_MS,
+    MOST_PER_CALL,
     NOT_OURS,
     REDIS_DOWN,
     Decoded,
@@ -27,11 +26,13 @@ from riverbed.consumer.types import (
 )
 from riverbed.delay import ATTEMPT_FIELD, FIRST_SEEN_FIELD, GROUP_FIELD
 from riverbed.entry_ids import as_text, id_ms, id_order
-from riverbed_contracts import CloudEvent, EntryDecodeError, event_from_entry
+from riverbed_contracts import CloudEvent, EntryDecodeError, event_from_entry, event_from_json
+from riverbed_contracts.envelope import ENTRY_FIELD
 
 # the package's name, not this module's: log lines keep the logger they always had
 log = structlog.get_logger(__package__)
 
+_EVENT_FIELD = ENTRY_FIELD.encode()
 _GROUP_FIELD = GROUP_FIELD.encode()
 _ATTEMPT_FIELD = ATTEMPT_FIELD.encode()
 _FIRST_SEEN_FIELD = FIRST_SEEN_FIELD.encode()
@@ -53,40 +54,103 @@ def carried_routing(fields: dict[bytes, bytes], entry_id: str) -> tuple[bytes | 
         return target, 1, id_ms(entry_id)
 
 
+def decoded_event(fields: dict[bytes, bytes], event_json: bytes | None) -> CloudEvent | Exception:
+    """The event of an entry (``event_json``: its ``event`` field when that is its only
+    one, for the shorter path), or why it is not one."""
+    try:
+        return event_from_json(event_json) if event_json is not None else event_from_entry(fields)
+    except EntryDecodeError as error:
+        return error
+
+
 class ReadsEntries(HandlesEntries):
     """Reads and claims entries and starts a handler for each one not already in hand."""
 
     async def _read_loop(self) -> None:
+        """Read new entries until stopping. While entries keep coming, one call a batch
+        (:data:`~riverbed.scripts.ACK_CHECK_READ`) checks the batch in hand against the
+        idempotency set, reads the next one and takes the waiting acknowledgements along;
+        only an empty stream is waited on, with a blocking ``XREADGROUP``."""
+        unchecked: list[Decoded] = []  # read, not yet checked against the idempotency set
+        try:
+            while not self._stopping.is_set():
+                self._ride_acks_along(bool(unchecked))
+                # in hand at most one batch beyond the handlers that may run at once: a batch
+                # read while the one before is handled keeps a call always on its way, and
+                # siblings still get their share of a backlog when handlers are slow
+                batch = min(self.settings.batch_size, self.settings.concurrency)
+                free = self.settings.concurrency + batch - len(self._in_flight) - len(unchecked)
+                # reading for a few free slots makes many small round trips: wait for half
+                wanted = min(batch, free) if free >= batch // 2 else 0
+                if unchecked:
+                    unchecked = await self._check_and_read(unchecked, wanted)
+                elif wanted <= 0:
+                    self._slot_free.clear()
+                    await self._slot_free.wait()
+                else:
+                    read = await self._blocking_read(wanted)
+                    if read is None:
+                        return  # stopping
+                    if self.subscription.idempotent:
+                        unchecked = read
+                    else:
+                        self._admit(read, already_done=set())
+        finally:
+            self._ride_acks_along(False)
+
+    def _ride_acks_along(self, riding: bool) -> None:
+        """Whether the read loop's next call takes the waiting acknowledgements along; when
+        it stops doing so, the flush loop is woken for those waiting."""
+        if self._acks_ride_along and not riding and self._ack_entry_ids:
+            self._outcome_ready.set()
+        self._acks_ride_along = riding
+
+    async def _blocking_read(self, count: int) -> list[Decoded] | None:
+        """Wait for new entries (``XREADGROUP ... BLOCK``); None once stopping."""
         streams: dict[Any, Any] = {self.stream_key: ">"}
-        while not self._stopping.is_set():
-            free = self.settings.concurrency - len(self._in_flight)
-            # reading for a few free slots makes many small round trips: wait for half a batch
-            if free < min(self.settings.batch_size, self.settings.concurrency) // 2 or free <= 0:
-                self._slot_free.clear()
-                await self._slot_free.wait()
-                continue
-            count = min(self.settings.batch_size, free)
-            read = asyncio.ensure_future(
-                self._guarded(
-                    "read",
-                    lambda count=count: self.redis.xreadgroup(  # type: ignore[misc]
-                        self.group, self.name, streams, count=count, block=self.settings.block_ms
-                    ),
-                )
+        read = asyncio.ensure_future(
+            self._guarded(
+                "read",
+                lambda: self.redis.xreadgroup(
+                    self.group, self.name, streams, count=count, block=self.settings.block_ms
+                ),
             )
-            stop = asyncio.ensure_future(self._stopping.wait())
-            await asyncio.wait({read, stop}, return_when=asyncio.FIRST_COMPLETED)
-            stop.cancel()
-            if not read.done():
-                # entries Redis handed us in this cancelled read stay in our pending
-                # list and are re-read after a restart or reclaimed by a sibling
-                read.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await read
-                return
-            reply = read.result()
-            if reply:
-                await self._dispatch_batch(reply[0][1], deliveries=None)
+        )
+        stop = asyncio.ensure_future(self._stopping.wait())
+        await asyncio.wait({read, stop}, return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if not read.done():
+            # entries Redis handed us in this cancelled read stay in our pending
+            # list and are re-read after a restart or reclaimed by a sibling
+            read.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await read
+            return None
+        reply = read.result()
+        return self._decode_batch(reply[0][1], None) if reply else []
+
+    async def _check_and_read(self, unchecked: list[Decoded], count: int) -> list[Decoded]:
+        """Check ``unchecked`` and start handling it, reading up to ``count`` new entries and
+        acknowledging the successes waiting in the same call; returns what it read
+        (unchecked). Redis failing leaves ``unchecked`` as it is, to be checked again:
+        handling it unchecked could repeat a handled event."""
+        event_ids = [d[4].id for d in unchecked if isinstance(d[4], CloudEvent)]
+        if self._ack_entry_ids and not self._ack_lock.locked():
+            async with self._ack_lock:  # free: taken without waiting
+                acks = min(len(self._ack_entry_ids), MOST_PER_CALL)
+                reply = await self._guarded(
+                    "read",
+                    lambda: self._ack_check_read(acks=acks, check=event_ids, read=count),
+                )
+        else:
+            reply = await self._guarded(
+                "read", lambda: self._ack_check_read(check=event_ids, read=count)
+            )
+        if reply is None:
+            return unchecked
+        flags, entries = reply
+        self._admit(unchecked, {i for i, flag in zip(event_ids, flags, strict=True) if flag})
+        return self._decode_batch(entries, None) if entries else []
 
     async def _recover_own_pending(self) -> None:
         """Page through our own pending list once, in id order, before reading new entries."""
@@ -163,6 +227,11 @@ class ReadsEntries(HandlesEntries):
             already_done = await self._already_handled(
                 [d[4].id for d in decoded if isinstance(d[4], CloudEvent)]
             )
+        self._admit(decoded, already_done)
+
+    def _admit(self, decoded: list[Decoded], already_done: set[str]) -> None:
+        """Start handling each of ``decoded`` that is neither in hand already nor among the
+        events ``already_done`` (acknowledged at once)."""
         to_handle: list[Decoded] = []
         for entry in decoded:
             entry_id, fields, attempt, first_seen, parsed = entry
@@ -186,25 +255,30 @@ class ReadsEntries(HandlesEntries):
         and left out (it is not ours to handle)."""
         decoded: list[Decoded] = []
         for raw_id, raw_fields in entries:
-            entry_id = as_text(raw_id)
-            # XREADGROUP replies carry a dict; a script's XCLAIM reply a flat list
-            fields = (
-                raw_fields
-                if isinstance(raw_fields, dict)
-                else dict(zip(raw_fields[::2], raw_fields[1::2], strict=True))
-            )
-            target, carried, first_seen = carried_routing(fields, entry_id)
-            if target is not None and target != self._group_bytes:
-                # another group's retry: not ours to handle, only to acknowledge
-                self._record(Outcome(entry_id, NOT_OURS, None, "ack", counted=False))
-                continue
+            entry_id = raw_id.decode() if type(raw_id) is bytes else str(raw_id)
             redelivered = 0 if deliveries is None else deliveries.get(entry_id, 1) - 1
-            attempt = carried + redelivered
-            parsed: CloudEvent | Exception
-            try:
-                parsed = event_from_entry(fields)
-            except EntryDecodeError as error:
-                parsed = error
+            if type(raw_fields) is dict:
+                fields = raw_fields
+                event_json = fields.get(_EVENT_FIELD) if len(fields) == 1 else None
+            elif len(raw_fields) == 2 and raw_fields[0] == _EVENT_FIELD:
+                # a script's reply: the fields as a flat list
+                fields = {_EVENT_FIELD: raw_fields[1]}
+                event_json = raw_fields[1]
+            else:
+                fields = dict(zip(raw_fields[::2], raw_fields[1::2], strict=True))
+                event_json = None
+            if event_json is not None:
+                # a first publication (the usual entry): no routing fields to read
+                attempt, first_seen = 1 + redelivered, id_ms(entry_id)
+                parsed = decoded_event(fields, event_json)
+            else:
+                target, carried, first_seen = carried_routing(fields, entry_id)
+                if target is not None and target != self._group_bytes:
+                    # another group's retry: not ours to handle, only to acknowledge
+                    self._record(Outcome(entry_id, NOT_OURS, None, "ack", counted=False))
+                    continue
+                attempt = carried + redelivered
+                parsed = decoded_event(fields, None)
             decoded.append((entry_id, fields, attempt, first_seen, parsed))
         return decoded
 
@@ -238,11 +312,8 @@ class ReadsEntries(HandlesEntries):
         """Event ids this group handled within the idempotency window (one script call)."""
         if not event_ids:
             return set()
-        oldest_ms = int(time.time() * 1000) - self.settings.idempotency_ttl_s * 1000
         try:
-            flags = await scripts.HANDLED(
-                self.redis, keys=[self.done_key], args=[oldest_ms, json.dumps(event_ids)]
-            )
+            flags, _entries = await self._ack_check_read(check=event_ids)
         except REDIS_DOWN:
             return set()  # handling again is safe: effects are idempotent downstream
         return {event_id for event_id, flag in zip(event_ids, flags, strict=True) if flag}

@@ -23,6 +23,10 @@ DUPLICATE_IN_HAND_WAIT_MS = 1_000
 #: errors that mean "Redis is unreachable right now": wait and try again
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 
+#: outcomes applied (or acknowledgements carried) per script call at most: bounds a
+#: call's arguments
+MOST_PER_CALL = 1_000
+
 #: the outcome type of another group's retry: acknowledged, never counted as handled
 NOT_OURS = "another-group"
 
@@ -39,6 +43,38 @@ class Message(Generic[PayloadT]):
     #: when this group first received the event (ms since the epoch), carried across retries
     #: and deferrals: how long an event has been waiting, whatever its attempt count says
     first_seen_ms: int = 0
+
+    @classmethod
+    def of(
+        cls,
+        event: CloudEvent,
+        payload: PayloadT,
+        entry_id: str,
+        stream: str,
+        attempt: int,
+        first_seen_ms: int,
+    ) -> Message[PayloadT]:
+        """The same message as the constructor makes, in half its time (~0.4 against
+        ~0.9 µs): a frozen dataclass sets each field through ``object.__setattr__``, this
+        sets the instance's dict in one go. The consumer makes one per message."""
+        message = _new_object(cls)
+        _set_attribute(
+            message,
+            "__dict__",
+            {
+                "event": event,
+                "payload": payload,
+                "entry_id": entry_id,
+                "stream": stream,
+                "attempt": attempt,
+                "first_seen_ms": first_seen_ms,
+            },
+        )
+        return message
+
+
+_new_object = object.__new__
+_set_attribute = object.__setattr__
 
 
 #: a handler gets a message and returns the events it wants published (or None);
