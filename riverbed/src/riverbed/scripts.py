@@ -66,8 +66,8 @@ HEARTBEAT: Final = _runtime("consumer_heartbeat")
 #: reset the idle time of entries still held; returns those no longer held
 KEEPALIVE: Final = _runtime("consumer_keepalive")
 #: acknowledge handled entries (remembering their event ids), check event ids against
-#: what the group handled, read the next batch: any of the three, in one call
-ACK_CHECK_READ: Final = _runtime("consumer_ack_check_read")
+#: what the group handled: either, or both in one call
+ACK_CHECK: Final = _runtime("consumer_ack_check")
 #: copy an entry to the dead-letter stream and acknowledge it
 DEAD_LETTER: Final = _runtime("consumer_dead_letter")
 

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import structlog
-from redis.exceptions import ResponseError
+from redis.exceptions import NoScriptError, ResponseError
 
 from riverbed import keys, metrics, scripts
 from riverbed.backoff import Backoff
@@ -167,28 +167,39 @@ class ConsumerBase:
     async def _ack_check_read(
         self, *, acks: int = 0, check: Sequence[str] = (), read: int = 0
     ) -> tuple[list[int], list[Any]]:
-        """One :data:`~riverbed.scripts.ACK_CHECK_READ` call: acknowledge the ``acks``
-        oldest waiting successes (the caller holds ``_ack_lock``), check the event ids
-        ``check`` and read up to ``read`` new entries. Returns the flags of ``check``
-        (1: handled within the idempotency window) and the entries read. A failed call
-        raises and leaves the successes waiting."""
-        reply = await scripts.ACK_CHECK_READ(
-            self.redis,
-            keys=[self.stream_key, self.done_key],
-            args=[
-                self.group,
-                self.name,
-                int(time.time() * 1000),
-                self.settings.idempotency_ttl_s * 1000,
-                json.dumps(self._ack_entry_ids[:acks]),
-                json.dumps([i for i in self._ack_event_ids[:acks] if i is not None]),
-                json.dumps(check if isinstance(check, list) else list(check)),
-                read,
-            ],
-        )
+        """Acknowledge the ``acks`` oldest waiting successes (the caller holds
+        ``_ack_lock``), check the event ids ``check`` (:data:`~riverbed.scripts.ACK_CHECK`)
+        and read up to ``read`` new entries (``XREADGROUP`` without blocking), all in one
+        write. Returns the flags of ``check`` (1: handled within the idempotency window)
+        and the entries read. A failed call raises and leaves the successes waiting; had
+        the read gone through, its entries stay pending and are reclaimed once idle."""
+        keys = [self.stream_key, self.done_key]
+        args: list[str | int] = [
+            self.group,
+            int(time.time() * 1000),
+            self.settings.idempotency_ttl_s * 1000,
+            json.dumps(self._ack_entry_ids[:acks]),
+            json.dumps([i for i in self._ack_event_ids[:acks] if i is not None]),
+            json.dumps(check if isinstance(check, list) else list(check)),
+        ]
+        entries: Any = []
+        if read:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.evalsha(scripts.ACK_CHECK.sha, len(keys), *keys, *args)
+            pipe.xreadgroup(self.group, self.name, {self.stream_key: ">"}, count=read)
+            checked, entries = await pipe.execute(raise_on_error=False)
+            if isinstance(entries, Exception):
+                raise entries
+            if isinstance(checked, NoScriptError):  # a restarted or flushed Redis
+                checked = await scripts.ACK_CHECK(self.redis, keys=keys, args=args)
+            elif isinstance(checked, Exception):
+                raise checked
+            entries = entries[0][1] if entries else []
+        else:
+            checked = await scripts.ACK_CHECK(self.redis, keys=keys, args=args)
         if acks:
             self._drop_acknowledged(acks)
-        _acknowledged, flags, entries = reply
+        _acknowledged, flags = checked
         return flags, entries
 
     def _drop_acknowledged(self, count: int) -> None:

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from riverbed import metrics, tracing
 from riverbed.consumer.base import ConsumerBase
+from riverbed.consumer.decoding import event_id_of, event_when_handled
 from riverbed.consumer.types import Decoded, Message, Outcome
 from riverbed.errors import PermanentError, RetryLater
 from riverbed.logging import bind_message_context, enter_event_context, leave_message_context
@@ -106,14 +107,20 @@ class HandlesEntries(ConsumerBase):
 
     def _release_unstarted(self, entry: Decoded) -> None:
         """Let go of an entry without an outcome: it stays pending and is delivered again."""
-        parsed = entry[4]
-        self._release(entry[0], parsed.id if isinstance(parsed, CloudEvent) else None)
+        self._release(entry[0], event_id_of(entry[4]))
 
     async def _handle(self, entry: Decoded, tally: Tally) -> None:
-        entry_id, fields, attempt, first_seen_ms, event = entry
+        entry_id, fields, attempt, first_seen_ms, parsed = entry
+        # only its id was read so far: parse it now, while the next batch is on its way
+        held_id = parsed if isinstance(parsed, str) else None
+        event = event_when_handled(fields, parsed) if isinstance(parsed, str) else parsed
         if not isinstance(event, CloudEvent):
             self._conclude_undecodable(entry_id, fields, attempt, first_seen_ms, event)
+            if held_id is not None:
+                self._release(entry_id, held_id)
             return
+        if held_id is not None:
+            entry = (entry_id, fields, attempt, first_seen_ms, event)
         context = enter_event_context(event, self.stream, entry_id, attempt)
         try:
             if attempt > self.settings.max_deliveries:

@@ -15,6 +15,13 @@ from typing import Any
 import structlog
 
 from riverbed import metrics, scripts
+from riverbed.consumer.decoding import (
+    EVENT_FIELD,
+    carried_routing,
+    decoded_event,
+    event_id_of,
+    sniffed_event_id,
+)
 from riverbed.consumer.handling import HandlesEntries
 from riverbed.consumer.types import (
     DUPLICATE_IN_HAND_WAIT_MS,
@@ -24,53 +31,21 @@ from riverbed.consumer.types import (
     Decoded,
     Outcome,
 )
-from riverbed.delay import ATTEMPT_FIELD, FIRST_SEEN_FIELD, GROUP_FIELD
 from riverbed.entry_ids import as_text, id_ms, id_order
-from riverbed_contracts import CloudEvent, EntryDecodeError, event_from_entry, event_from_json
-from riverbed_contracts.envelope import ENTRY_FIELD
+from riverbed_contracts import CloudEvent
 
 # the package's name, not this module's: log lines keep the logger they always had
 log = structlog.get_logger(__package__)
-
-_EVENT_FIELD = ENTRY_FIELD.encode()
-_GROUP_FIELD = GROUP_FIELD.encode()
-_ATTEMPT_FIELD = ATTEMPT_FIELD.encode()
-_FIRST_SEEN_FIELD = FIRST_SEEN_FIELD.encode()
-
-
-def carried_routing(fields: dict[bytes, bytes], entry_id: str) -> tuple[bytes | None, int, int]:
-    """(target group or None, attempt carried, first seen ms) of an entry: a promoted retry
-    carries all three; a first publication none (attempt 1, first seen = the entry's time)."""
-    target = fields.get(_GROUP_FIELD)
-    attempt = fields.get(_ATTEMPT_FIELD)
-    first_seen = fields.get(_FIRST_SEEN_FIELD)
-    try:
-        return (
-            target,
-            int(attempt) if attempt is not None else 1,
-            int(first_seen) if first_seen is not None else id_ms(entry_id),
-        )
-    except ValueError:  # a hand-written entry with a bad number: count from here
-        return target, 1, id_ms(entry_id)
-
-
-def decoded_event(fields: dict[bytes, bytes], event_json: bytes | None) -> CloudEvent | Exception:
-    """The event of an entry (``event_json``: its ``event`` field when that is its only
-    one, for the shorter path), or why it is not one."""
-    try:
-        return event_from_json(event_json) if event_json is not None else event_from_entry(fields)
-    except EntryDecodeError as error:
-        return error
 
 
 class ReadsEntries(HandlesEntries):
     """Reads and claims entries and starts a handler for each one not already in hand."""
 
     async def _read_loop(self) -> None:
-        """Read new entries until stopping. While entries keep coming, one call a batch
-        (:data:`~riverbed.scripts.ACK_CHECK_READ`) checks the batch in hand against the
-        idempotency set, reads the next one and takes the waiting acknowledgements along;
-        only an empty stream is waited on, with a blocking ``XREADGROUP``."""
+        """Read new entries until stopping. While entries keep coming, one round trip a
+        batch checks the batch in hand against the idempotency set, reads the next one and
+        takes the waiting acknowledgements along (:meth:`_ack_check_read`); only an empty
+        stream is waited on, with a blocking ``XREADGROUP``."""
         unchecked: list[Decoded] = []  # read, not yet checked against the idempotency set
         try:
             while not self._stopping.is_set():
@@ -127,14 +102,14 @@ class ReadsEntries(HandlesEntries):
                 await read
             return None
         reply = read.result()
-        return self._decode_batch(reply[0][1], None) if reply else []
+        return self._decode_batch(reply[0][1], None, sniff=True) if reply else []
 
     async def _check_and_read(self, unchecked: list[Decoded], count: int) -> list[Decoded]:
         """Check ``unchecked`` and start handling it, reading up to ``count`` new entries and
         acknowledging the successes waiting in the same call; returns what it read
         (unchecked). Redis failing leaves ``unchecked`` as it is, to be checked again:
         handling it unchecked could repeat a handled event."""
-        event_ids = [d[4].id for d in unchecked if isinstance(d[4], CloudEvent)]
+        event_ids = [i for i in map(event_id_of, [d[4] for d in unchecked]) if i is not None]
         if self._ack_entry_ids and not self._ack_lock.locked():
             async with self._ack_lock:  # free: taken without waiting
                 acks = min(len(self._ack_entry_ids), MOST_PER_CALL)
@@ -150,7 +125,7 @@ class ReadsEntries(HandlesEntries):
             return unchecked
         flags, entries = reply
         self._admit(unchecked, {i for i, flag in zip(event_ids, flags, strict=True) if flag})
-        return self._decode_batch(entries, None) if entries else []
+        return self._decode_batch(entries, None, sniff=True) if entries else []
 
     async def _recover_own_pending(self) -> None:
         """Page through our own pending list once, in id order, before reading new entries."""
@@ -237,32 +212,50 @@ class ReadsEntries(HandlesEntries):
             entry_id, fields, attempt, first_seen, parsed = entry
             if entry_id in self._in_flight:
                 continue  # claimed back while still running here: it is already in hand
-            if isinstance(parsed, CloudEvent) and parsed.id in already_done:
-                metrics.DUPLICATES_SKIPPED.labels(self.stream, self.group).inc()
-                self._record(Outcome(entry_id, parsed.type, parsed.id, "ack", attempt=attempt))
+            event_id = event_id_of(parsed)
+            if event_id is None:
+                to_handle.append(entry)  # not an event: dead-lettered when handled
                 continue
-            if self.subscription.idempotent and isinstance(parsed, CloudEvent):
-                if parsed.id in self._events_in_hand:
-                    self._set_aside_duplicate(entry_id, fields, attempt, first_seen, parsed)
-                    continue
-                self._events_in_hand[parsed.id] = entry_id
+            if event_id in already_done:
+                event = self._parsed_now(entry)
+                event_type = event.type if isinstance(event, CloudEvent) else "unknown"
+                metrics.DUPLICATES_SKIPPED.labels(self.stream, self.group).inc()
+                self._record(Outcome(entry_id, event_type, event_id, "ack", attempt=attempt))
+                continue
+            if self.subscription.idempotent:
+                if event_id in self._events_in_hand:
+                    event = self._parsed_now(entry)
+                    if isinstance(event, CloudEvent):
+                        self._set_aside_duplicate(entry_id, fields, attempt, first_seen, event)
+                        continue
+                else:
+                    self._events_in_hand[event_id] = entry_id
             to_handle.append(entry)
         if to_handle:
             self._start_handlers(to_handle)
 
-    def _decode_batch(self, entries: list[Any], deliveries: dict[str, int] | None) -> list[Decoded]:
-        """Each entry with its attempt and event; another group's retry is acknowledged here
-        and left out (it is not ours to handle)."""
+    @staticmethod
+    def _parsed_now(entry: Decoded) -> CloudEvent | Exception:
+        """The entry's event, parsed now if only its id was read so far."""
+        parsed = entry[4]
+        return decoded_event(entry[1], None) if isinstance(parsed, str) else parsed
+
+    def _decode_batch(
+        self, entries: list[Any], deliveries: dict[str, int] | None, *, sniff: bool = False
+    ) -> list[Decoded]:
+        """Each entry with its attempt and event (with ``sniff``, of the usual entry only its
+        event id: its handler parses it); another group's retry is acknowledged here and
+        left out (it is not ours to handle)."""
         decoded: list[Decoded] = []
         for raw_id, raw_fields in entries:
             entry_id = raw_id.decode() if type(raw_id) is bytes else str(raw_id)
             redelivered = 0 if deliveries is None else deliveries.get(entry_id, 1) - 1
             if type(raw_fields) is dict:
                 fields = raw_fields
-                event_json = fields.get(_EVENT_FIELD) if len(fields) == 1 else None
-            elif len(raw_fields) == 2 and raw_fields[0] == _EVENT_FIELD:
+                event_json = fields.get(EVENT_FIELD) if len(fields) == 1 else None
+            elif len(raw_fields) == 2 and raw_fields[0] == EVENT_FIELD:
                 # a script's reply: the fields as a flat list
-                fields = {_EVENT_FIELD: raw_fields[1]}
+                fields = {EVENT_FIELD: raw_fields[1]}
                 event_json = raw_fields[1]
             else:
                 fields = dict(zip(raw_fields[::2], raw_fields[1::2], strict=True))
@@ -270,7 +263,9 @@ class ReadsEntries(HandlesEntries):
             if event_json is not None:
                 # a first publication (the usual entry): no routing fields to read
                 attempt, first_seen = 1 + redelivered, id_ms(entry_id)
-                parsed = decoded_event(fields, event_json)
+                parsed = (sniff and sniffed_event_id(event_json)) or decoded_event(
+                    fields, event_json
+                )
             else:
                 target, carried, first_seen = carried_routing(fields, entry_id)
                 if target is not None and target != self._group_bytes:

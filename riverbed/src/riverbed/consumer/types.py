@@ -95,8 +95,9 @@ class Subscription:
     handler_timeout_s: float | None = None  # None: ConsumerSettings.handler_timeout_s
 
 
-#: one entry read or claimed: (entry id, fields, attempt, first seen ms, event or why not)
-Decoded = tuple[str, dict[bytes, bytes], int, int, CloudEvent | Exception]
+#: one entry read or claimed: (entry id, fields, attempt, first seen ms, event or why not,
+#: or the event's id alone when its document is parsed as its handler starts)
+Decoded = tuple[str, dict[bytes, bytes], int, int, CloudEvent | Exception | str]
 
 
 @dataclass
