@@ -21,6 +21,18 @@ generator) against one ``XADD`` or pipeline (measured by the baseline's tasks). 
 baseline writes the same CloudEvent JSON the gateway writes, encoded before the clock
 starts, from this process.
 
+Those latencies are at equal concurrency (as many calls in flight on both sides), where
+Little's law ties latency to throughput: mean latency = calls in flight / throughput, so a
+side with a fifth of the other's throughput has five times its mean latency, whatever its
+tail. They say how long a caller waits at saturation, not how slow the gateway is when it
+is not saturated. ``gateway-single-fixed-rate-p50``/``-p99`` compare latency at the same
+offered load instead: ``FIXED_RATE_SHARE`` (half) of the gateway's measured single-event
+throughput, for ``FIXED_RATE_SECONDS`` a round, open loop on both sides (each request or
+``XADD`` sent at its due time whatever the answers before it, in a task of its own; latency
+counts from the due time, so a sender that falls behind counts its own lateness too);
+baseline ``raw-xadd-fixed-rate``: one ``XADD`` a call from this process at the same rate.
+The round with the lowest p99 of each side is printed.
+
 Goals (issue #3, reported, never asserted): ≥ 4,000 single events/s with p99 ≤ 25 ms;
 ≥ 50,000 events/s in batches.
 
@@ -63,6 +75,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
+import redis.asyncio
 from _common import (
     Options,
     RawRedis,
@@ -90,6 +103,11 @@ SINGLE_CONCURRENCY = 32  # requests (or baseline XADDs) in flight
 BATCH_CONCURRENCY = 16  # batch requests (or baseline pipelines) in flight
 BATCH = 100  # events per batch request / per baseline pipeline
 WARM_UP_REQUESTS = 1_000  # singles, and a tenth as many batches
+#: the fixed-rate comparison: offered rate, as a share of the gateway's measured single-event
+#: throughput (well below both sides' capacity); how long each side is offered it
+FIXED_RATE_SHARE = 0.5
+FIXED_RATE_SECONDS = 8.0  # s
+OPEN_LOOP_CONNECTIONS = 256  # the load generator's keep-alive connections at most, open loop
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 30.0
 PROFILE_TOP = 25
@@ -166,11 +184,14 @@ async def warm_session(
 
 
 async def _generate_load(plan: dict[str, Any]) -> dict[str, Any]:
-    """Post every body of the plan, ``concurrency`` at a time, over keep-alive connections."""
+    """Post every body of the plan over keep-alive connections: ``concurrency`` at a time
+    (closed loop), or, when the plan has a ``rate``, each at its own time whatever the
+    answers before it (open loop, latency from that time)."""
     import aiohttp  # only the load generator needs it
 
     bodies = [body.encode() for body in plan["bodies"]]
     concurrency = int(plan["concurrency"])
+    rate = plan.get("rate")
     headers = {
         "Authorization": f"Bearer {plan['api_key']}",
         "Content-Type": "application/json",
@@ -181,36 +202,45 @@ async def _generate_load(plan: dict[str, Any]) -> dict[str, Any]:
     entry_ids: list[str] = []
     accepted = 0
     next_index = 0
-    async with warm_session(
-        plan["base_url"], headers, limit=concurrency, warm=concurrency
-    ) as session:
+    # open loop: as many connections as requests may overlap, a bounded number
+    limit = OPEN_LOOP_CONNECTIONS if rate else concurrency
+    async with warm_session(plan["base_url"], headers, limit=limit, warm=concurrency) as session:
+
+        async def post(body: bytes, started: float) -> None:
+            nonlocal accepted
+            try:
+                async with session.post(plan["path"], data=body) as response:
+                    answer = await response.read()
+                    status = response.status
+            except (aiohttp.ClientError, TimeoutError) as error:
+                failures.append(f"{type(error).__name__}: {error}")
+                return
+            latencies.append(time.perf_counter() - started)
+            statuses[status] += 1
+            if status == 202:
+                document = json.loads(answer)
+                accepted_here = document.get("events", [document])
+                accepted += len(accepted_here)
+                entry_ids.extend(item["entry_id"] for item in accepted_here)
 
         async def worker() -> None:
-            nonlocal next_index, accepted
+            nonlocal next_index
             while next_index < len(bodies):
                 body = bodies[next_index]
                 next_index += 1
-                started = time.perf_counter()
-                try:
-                    async with session.post(plan["path"], data=body) as response:
-                        answer = await response.read()
-                        status = response.status
-                except (aiohttp.ClientError, TimeoutError) as error:
-                    failures.append(f"{type(error).__name__}: {error}")
-                    continue
-                latencies.append(time.perf_counter() - started)
-                statuses[status] += 1
-                if status == 202:
-                    document = json.loads(answer)
-                    accepted_here = document.get("events", [document])
-                    accepted += len(accepted_here)
-                    entry_ids.extend(item["entry_id"] for item in accepted_here)
+                await post(body, time.perf_counter())
+
+        async def load() -> None:
+            if rate:
+                await _at_fixed_rate(bodies, float(rate), post)
+            else:
+                await asyncio.gather(*(worker() for _ in range(concurrency)))
 
         watched = {name: int(pid) for name, pid in plan["watch_pids"].items()}
         cpu_before = {name: _cpu_seconds(pid) for name, pid in watched.items()}
         own_before = time.process_time()
         started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        await load()
         seconds = time.perf_counter() - started
         cpu = {"load generator": (time.process_time() - own_before) / seconds}
         for name, pid in watched.items():
@@ -227,6 +257,25 @@ async def _generate_load(plan: dict[str, Any]) -> dict[str, Any]:
         "entry_ids": entry_ids,
         "cpu": cpu,
     }
+
+
+async def _at_fixed_rate(
+    items: Sequence[Any], rate: float, call: Callable[[Any, float], Awaitable[None]]
+) -> None:
+    """``call(item, due)`` for each item at its due time, ``rate`` a second, each in a task of
+    its own so that no answer delays the next call (open loop). ``due`` is a
+    ``time.perf_counter()`` time: latency counts from it, so a caller that falls behind
+    (a busy process) counts its own lateness too instead of hiding it."""
+    start = time.perf_counter() + 0.01  # s
+    interval = 1.0 / rate  # s
+    calls: list[asyncio.Task[None]] = []
+    for index, item in enumerate(items):
+        due = start + index * interval
+        ahead = due - time.perf_counter()
+        if ahead > 0:
+            await asyncio.sleep(ahead)
+        calls.append(asyncio.create_task(call(item, due)))
+    await asyncio.gather(*calls)
 
 
 def _cpu_seconds(pid: int) -> float | None:
@@ -397,12 +446,16 @@ class GatewaySide:
         if redis_pid is not None:
             self.watch_pids["redis"] = redis_pid
 
-    async def round(self, bodies: list[str], path: str, concurrency: int) -> Run:
+    async def round(
+        self, bodies: list[str], path: str, concurrency: int, rate: float | None = None
+    ) -> Run:
+        """Post ``bodies``: ``concurrency`` in flight, or (``rate``) open loop at that rate."""
         plan = {
             "base_url": self.gateway.base_url,
             "api_key": self.gateway.api_key,
             "path": path,
             "concurrency": concurrency,
+            "rate": rate,
             "watch_pids": self.watch_pids,
             "bodies": bodies,
         }
@@ -498,6 +551,87 @@ async def _raw_round(
         seconds=seconds,
         latencies_ms=sorted(latency * 1000 for latency in latencies),
     )
+
+
+async def _raw_round_at_rate(
+    client: RawRedis, monitor: RawRedis, entries: list[dict[str, str]], rate: float
+) -> Run:
+    """One ``XADD`` a call, ``rate`` calls a second, open loop (``_at_fixed_rate``); ``client``
+    has a blocking pool of ``OPEN_LOOP_CONNECTIONS``, as the load generator has connections:
+    a call waiting for one counts that wait."""
+    stream = unique_stream("gateway.raw-rate")
+    key = keys.stream_key(stream)
+    latencies: list[float] = []
+
+    async def one(entry: dict[str, str], due: float) -> None:
+        await client.xadd(key, entry)  # type: ignore[arg-type]
+        latencies.append(time.perf_counter() - due)
+
+    gc.collect()
+    try:
+        started = time.perf_counter()
+        await _at_fixed_rate(entries, rate, one)
+        seconds = time.perf_counter() - started
+    finally:
+        await delete_stream_family(monitor, stream)
+    return Run(
+        events=len(entries),
+        seconds=seconds,
+        latencies_ms=sorted(latency * 1000 for latency in latencies),
+    )
+
+
+async def _fixed_rate(
+    comparison: Comparison,
+    side: GatewaySide,
+    raw_url: str,
+    monitor: RawRedis,
+    measured: Run,
+    repeat: int,
+) -> list[str]:
+    """Latency at the same offered load on both sides: ``FIXED_RATE_SHARE`` of the gateway's
+    measured single-event throughput, open loop, for ``FIXED_RATE_SECONDS`` each round;
+    rounds alternate; the round with the lowest p99 of each side is printed."""
+    rate = max(100.0, round(measured.per_second * FIXED_RATE_SHARE, -2))  # events/s
+    count = min(len(comparison.bodies), int(rate * FIXED_RATE_SECONDS))
+    bodies = comparison.bodies[:count]
+    entries = [batch[0] for batch in comparison.raw_batches[:count]]
+    note(
+        f"gateway-single-fixed-rate: {count} single events at {rate:,.0f}/s "
+        f"({FIXED_RATE_SHARE:.0%} of the gateway's {measured.per_second:,.0f}/s), open loop, "
+        "on each side; latency from each request's due time"
+    )
+    http_runs: list[Run] = []
+    raw_runs: list[Run] = []
+    pool = redis.asyncio.BlockingConnectionPool.from_url(
+        raw_url, max_connections=OPEN_LOOP_CONNECTIONS, timeout=None
+    )
+    raw_client = RawRedis(connection_pool=pool)
+    try:
+        for round_ in range(repeat):
+            if round_ % 2:
+                raw_runs.append(await _raw_round_at_rate(raw_client, monitor, entries, rate))
+            http_runs.append(
+                await side.round(bodies, comparison.path, comparison.concurrency, rate)
+            )
+            if not round_ % 2:
+                raw_runs.append(await _raw_round_at_rate(raw_client, monitor, entries, rate))
+    finally:
+        await raw_client.aclose()
+        await pool.aclose()
+    _report_refusals("gateway-single-fixed-rate", http_runs)
+    http = min(http_runs, key=lambda run: run.percentile_ms(99))
+    raw = min(raw_runs, key=lambda run: run.percentile_ms(99))
+    note(
+        f"gateway-single-fixed-rate: achieved {http.per_second:,.0f}/s through the gateway, "
+        f"{raw.per_second:,.0f}/s raw"
+    )
+    name, baseline = "gateway-single-fixed-rate", "raw-xadd-fixed-rate"
+    lines = []
+    for q in (50, 99):
+        http_ms, raw_ms = http.percentile_ms(q), raw.percentile_ms(q)
+        lines.append(emit(ms_line(f"{name}-p{q}", http_ms, f"{baseline}-p{q}", raw_ms)))
+    return lines
 
 
 @dataclass(frozen=True)
@@ -876,6 +1010,9 @@ async def run(url: str, options: Options) -> list[str]:
                                 )
                             )
                         )
+                lines += await _fixed_rate(
+                    comparisons[0], side, url, monitor, results[0], options.repeat
+                )
             finally:
                 await side.finish()
         _goals(*results)
