@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import redis.asyncio
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from redis.asyncio.cluster import RedisCluster
 
 from riverbed import keys, metrics, scripts
 from riverbed.consumer import Message
@@ -95,6 +96,11 @@ async def test_a_backlog_takes_one_call_a_batch(
 
     await wait_for(all_acknowledged, what="every event acknowledged")
     calls = sum(counts.values())
+    if isinstance(redis_client, RedisCluster):
+        # a Cluster's pipeline refuses scripts: the check and the read go as two calls at once
+        assert calls <= 2 * (total // batch) + 5, counts
+        assert counts[f"EVALSHA {scripts.ACK_CHECK.sha}"] >= total // batch - 1, counts
+        return
     # one blocking read to start, one call a batch, a last flush or two of acknowledgements
     assert calls <= total // batch + 5, counts
     read_with_the_check = f"pipeline EVALSHA {scripts.ACK_CHECK.sha} + XREADGROUP"

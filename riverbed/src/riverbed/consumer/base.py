@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import structlog
-from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError, ResponseError
 
 from riverbed import keys, metrics, scripts
@@ -71,6 +71,7 @@ class ConsumerBase:
         self.handler_timeout_s = subscription.handler_timeout_s or settings.handler_timeout_s
         self._group_bytes = self.group.encode()
         self.done_key = keys.idempotency_key(self.stream, self.group)
+        self._new_entries: dict[Any, Any] = {self.stream_key: ">"}  # XREADGROUP's STREAMS
         self.heartbeats_key = keys.heartbeats_key(self.stream, self.group)
         self.backoff = subscription.backoff or Backoff(
             base_ms=settings.retry_base_ms,
@@ -182,7 +183,7 @@ class ConsumerBase:
         """Acknowledge the ``acks`` oldest waiting successes (the caller holds
         ``_ack_lock``), check the event ids ``check`` (:data:`~riverbed.scripts.ACK_CHECK`)
         and read up to ``read`` new entries (``XREADGROUP`` without blocking), all in one
-        write. Returns the flags of ``check`` (1: handled within the idempotency window)
+        write (on a Cluster, two calls at once). Returns the flags of ``check`` (1: handled within the idempotency window)
         and the entries read. A failed call raises and leaves the successes waiting; had
         the read gone through, its entries stay pending and are reclaimed once idle."""
         keys = [self.stream_key, self.done_key]
@@ -196,20 +197,29 @@ class ConsumerBase:
         ]
         entries: Any = []
         if read:
-            pipe = self.redis.pipeline(transaction=False)
-            if isinstance(pipe, Pipeline):
-                # Redis's replies as they come (not a Cluster's pipeline, which converts on
-                # its nodes): redis-py's conversion of a read into dicts cost more than the
-                # decoding that follows needs (~1 µs an entry)
+            if isinstance(self.redis, RedisCluster):
+                # a Cluster's pipeline refuses scripts: two calls at once, to the one node
+                # that holds the stream's slot
+                checked, entries = await asyncio.gather(
+                    scripts.ACK_CHECK(self.redis, keys=keys, args=args),
+                    self.redis.xreadgroup(
+                        self.group, self.name, {self.stream_key: ">"}, count=read
+                    ),
+                    return_exceptions=True,
+                )
+            else:
+                pipe = self.redis.pipeline(transaction=False)
+                # Redis's replies as they come: redis-py's conversion of a read into dicts
+                # cost more than the decoding that follows needs (~1 µs an entry)
                 pipe.response_callbacks = {}
-            pipe.evalsha(scripts.ACK_CHECK.sha, len(keys), *keys, *args)
-            pipe.xreadgroup(self.group, self.name, {self.stream_key: ">"}, count=read)
-            checked, entries = await pipe.execute(raise_on_error=False)
-            if isinstance(entries, Exception):
+                pipe.evalsha(scripts.ACK_CHECK.sha, len(keys), *keys, *args)
+                pipe.xreadgroup(self.group, self.name, self._new_entries, count=read)
+                checked, entries = await pipe.execute(raise_on_error=False)
+            if isinstance(entries, BaseException):
                 raise entries
             if isinstance(checked, NoScriptError):  # a restarted or flushed Redis
                 checked = await scripts.ACK_CHECK(self.redis, keys=keys, args=args)
-            elif isinstance(checked, Exception):
+            elif isinstance(checked, BaseException):
                 raise checked
             entries = read_entries(entries)
         else:
