@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -75,3 +76,25 @@ async def test_publishing_is_counted_by_stream_and_type(publisher: Publisher, un
     await publisher.publish(make_event(9), stream=stream)
     labels = {"stream": stream, "type": TEST_TYPE}
     assert REGISTRY.get_sample_value("riverbed_published_total", labels) == 4
+
+
+async def test_coalesced_appends_of_one_turn_each_get_their_own_entry(
+    redis_client: redis.asyncio.Redis, unique: str
+) -> None:
+    good, bad = f"t.{unique}", f"t.{unique}.bad"
+    await redis_client.set(keys.stream_key(bad), "not a stream")  # every XADD to it fails
+    publisher = Publisher(redis_client, routes={"payment.succeeded": good, "email.sent": bad})
+    events = [make_event(i) for i in range(20)]
+    refused = [CloudEvent(type="email.sent.v1", data={}) for _ in range(3)]
+    # one turn: the appends to both streams are asked for before any is sent
+    outcomes = await asyncio.gather(
+        *(publisher.publish_coalesced(event) for event in events),
+        *(publisher.publish_coalesced(event, validated=True) for event in refused),
+        return_exceptions=True,
+    )
+    entry_ids, failures = outcomes[: len(events)], outcomes[len(events) :]
+    stored = await redis_client.xrange(keys.stream_key(good))
+    assert [entry_id.decode() for entry_id, _ in stored] == entry_ids
+    assert [json.loads(fields[b"event"])["id"] for _, fields in stored] == [e.id for e in events]
+    assert all(isinstance(failure, redis.ResponseError) for failure in failures), failures
+    assert await redis_client.get(keys.stream_key(bad)) == b"not a stream"

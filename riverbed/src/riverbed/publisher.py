@@ -197,11 +197,14 @@ class Publisher:
 
 
 class _CoalescedAppends:
-    """``XADD``s asked for during one turn of the event loop, sent in one pipeline.
+    """``XADD``s asked for during one turn of the event loop, sent together.
 
     The first append of a turn schedules the send for the next turn; every append asked
-    for until then joins it. Under load that is one write and one round trip for many
-    requests instead of one each (redis-py's per-command cost, two system calls).
+    for until then joins it. The turn's appends to one stream go in one call of the
+    append-all script (one command to pack and one reply to parse, instead of a pipeline
+    of ``XADD``s, each packed and parsed on its own by redis-py); one stream's failure
+    (say, its key holds another type) fails only the callers of that stream, as every
+    ``XADD`` of it would have failed alike.
     """
 
     def __init__(self, redis: Redis) -> None:
@@ -222,34 +225,49 @@ class _CoalescedAppends:
 
     def _send_waiting(self) -> None:
         batch, self._waiting = self._waiting, []
-        task = asyncio.get_running_loop().create_task(self._send(batch))
-        self._sending.add(task)
-        task.add_done_callback(self._sending.discard)
+        by_stream: dict[tuple[str, int | None], list[tuple[str, asyncio.Future[Any]]]] = {}
+        for key, document, max_length, future in batch:
+            by_stream.setdefault((key, max_length), []).append((document, future))
+        loop = asyncio.get_running_loop()
+        for (key, max_length), appends in by_stream.items():
+            task = loop.create_task(self._send(key, max_length, appends))
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
 
-    async def _send(self, batch: list[tuple[str, str, int | None, asyncio.Future[Any]]]) -> None:
+    async def _send(
+        self, key: str, max_length: int | None, appends: list[tuple[str, asyncio.Future[Any]]]
+    ) -> None:
         try:
-            if len(batch) == 1:  # alone in its turn: a pipeline would only add work
-                key, document, max_length, _ = batch[0]
-                results: list[Any] = [
-                    await self._redis.xadd(
-                        key, {ENTRY_FIELD: document}, maxlen=max_length, approximate=True
-                    )
-                ]
+            if len(appends) == 1 or max_length == 0:
+                # alone in its turn: a plain XADD; a cap of 0, which the script reads as none
+                results: list[Any] = await asyncio.gather(
+                    *(
+                        self._redis.xadd(
+                            key, {ENTRY_FIELD: document}, maxlen=max_length, approximate=True
+                        )
+                        for document, _ in appends
+                    ),
+                    return_exceptions=True,
+                )
             else:
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    for key, document, max_length, _ in batch:
-                        pipe.xadd(key, {ENTRY_FIELD: document}, maxlen=max_length, approximate=True)
-                    results = await pipe.execute(raise_on_error=False)
+                results = await _APPEND_ALL(
+                    self._redis,
+                    keys=[key],
+                    args=[ENTRY_FIELD, max_length or 0, *(document for document, _ in appends)],
+                )
         except asyncio.CancelledError:
-            for *_, future in batch:
+            for _, future in appends:
                 future.cancel()
             raise
-        except Exception as error:  # the connection failed: every caller of the turn learns it
-            results = [error] * len(batch)
-        for (*_, future), result in zip(batch, results, strict=True):
+        except Exception as error:  # the stream's appends failed: each of its callers learns it
+            for _, future in appends:
+                if not future.done():  # its caller was cancelled meanwhile
+                    future.set_exception(error)
+            return
+        for (_, future), result in zip(appends, results, strict=True):
             if future.done():  # its caller was cancelled meanwhile
                 continue
-            if isinstance(result, Exception):
+            if isinstance(result, BaseException):
                 future.set_exception(result)
             else:
                 future.set_result(result)
