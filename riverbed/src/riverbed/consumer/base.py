@@ -183,15 +183,17 @@ class ConsumerBase:
         """Acknowledge the ``acks`` oldest waiting successes (the caller holds
         ``_ack_lock``), check the event ids ``check`` (:data:`~riverbed.scripts.ACK_CHECK`)
         and read up to ``read`` new entries (``XREADGROUP`` without blocking), all in one
-        write (on a Cluster, two calls at once). Returns the flags of ``check`` (1: handled within the idempotency window)
-        and the entries read. A failed call raises and leaves the successes waiting; had
-        the read gone through, its entries stay pending and are reclaimed once idle."""
+        write (on a Cluster, two calls at once). Returns the flags of ``check`` (1: handled
+        within the idempotency window) and the entries read. A failed call raises and
+        leaves the successes waiting; had the read gone through, its entries stay pending
+        and are reclaimed once idle."""
         keys = [self.stream_key, self.done_key]
         args: list[str | int] = [
             self.group,
             int(time.time() * 1000),
             self.settings.idempotency_ttl_s * 1000,
-            json.dumps(self._ack_entry_ids[:acks]),
+            # entry ids are digits and a dash: JSON as they are, without an encoder pass
+            '["' + '","'.join(self._ack_entry_ids[:acks]) + '"]' if acks else "[]",
             json.dumps([i for i in self._ack_event_ids[:acks] if i is not None]),
             json.dumps(check if isinstance(check, list) else list(check)),
         ]
