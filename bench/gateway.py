@@ -268,14 +268,28 @@ async def _at_fixed_rate(
     (a busy process) counts its own lateness too instead of hiding it."""
     start = time.perf_counter() + 0.01  # s
     interval = 1.0 / rate  # s
-    calls: list[asyncio.Task[None]] = []
+    # only the calls still running are kept: thousands of finished tasks held to the end
+    # would be walked by every full garbage collection, a pause growing through the round
+    running: set[asyncio.Task[None]] = set()
+    failures: list[BaseException] = []
+
+    def finished(task: asyncio.Task[None]) -> None:
+        running.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            failures.append(task.exception())  # type: ignore[arg-type]
+
     for index, item in enumerate(items):
         due = start + index * interval
         ahead = due - time.perf_counter()
         if ahead > 0:
             await asyncio.sleep(ahead)
-        calls.append(asyncio.create_task(call(item, due)))
-    await asyncio.gather(*calls)
+        task = asyncio.create_task(call(item, due))
+        running.add(task)
+        task.add_done_callback(finished)
+    while running:
+        await asyncio.wait(set(running))
+    if failures:
+        raise failures[0]
 
 
 def _cpu_seconds(pid: int) -> float | None:
