@@ -20,7 +20,8 @@ import structlog
 from structlog.contextvars import merge_contextvars
 from structlog.processors import JSONRenderer
 
-from riverbed.logging import _OUTPUT, _StdoutLogger, merge_message_context, redact_secrets
+from riverbed.log_context import merge_message_context
+from riverbed.logging import _OUTPUT, _StdoutLogger, redact_secrets
 
 __all__ = ["info"]
 

@@ -22,7 +22,7 @@ from riverbed.consumer.base import ConsumerBase
 from riverbed.consumer.decoding import event_id_of, event_when_handled
 from riverbed.consumer.types import Decoded, Message, Outcome
 from riverbed.errors import PermanentError, RetryLater
-from riverbed.logging import bind_message_context, enter_event_context, leave_message_context
+from riverbed.log_context import bind_message_context, enter_event_context, leave_message_context
 from riverbed_contracts import CloudEvent
 from riverbed_contracts.registry import UnknownEventType, get_spec
 
