@@ -17,10 +17,11 @@ from pathlib import Path
 import httpx
 import pytest
 import redis.asyncio
+import structlog
 from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
-from riverbed import keys
+from riverbed import keys, redis_config
 from riverbed.connection import Redis, connect
 from riverbed.redis_config import EX_CONFIG, UnsafeRedisConfiguration, check_eviction_policy
 from riverbed.redis_health import RedisHealth, node_name, nodes_of
@@ -227,8 +228,10 @@ async def test_a_policy_that_can_evict_streams_refuses_the_start(
 
 @pytest.mark.parametrize("policy", ["noeviction", "volatile-lru", "volatile-ttl"])
 async def test_safe_policies_start_and_no_maxmemory_warns(
-    own_redis: RedisServer, policy: str
+    own_redis: RedisServer, policy: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # a fresh logger: one an earlier test used is cached past capture_logs' reach
+    monkeypatch.setattr(redis_config, "log", structlog.get_logger(redis_config.__name__))
     admin = redis.asyncio.Redis.from_url(own_redis.url)
     await admin.config_set("maxmemory-policy", policy)
     with capture_logs() as logs:
