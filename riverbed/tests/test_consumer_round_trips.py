@@ -15,6 +15,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from riverbed import keys, metrics, scripts
 from riverbed.consumer import Message
+from riverbed.consumer.base import ConsumerBase
 from riverbed.publisher import Publisher
 from riverbed.testing import ConsumerFactory, fast_settings, make_event, wait_for
 
@@ -32,11 +33,13 @@ def _command_name(args: tuple[Any, ...]) -> str | None:
     return name if name in ("XREADGROUP", "XACK") else None
 
 
-def _count_round_trips(client: redis.asyncio.Redis, counts: Counter[str]) -> None:
-    """Count the client's round trips on the per-batch path from now on: each command,
-    and each pipeline as one (named by its commands)."""
+def _count_round_trips(
+    client: redis.asyncio.Redis, counts: Counter[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Count round trips on the per-batch path from now on: each command of the client, and
+    each write of the consumer's own read connection (named by its commands)."""
     execute: Callable[..., Awaitable[Any]] = client.execute_command
-    make_pipeline = client.pipeline
+    pipelined = ConsumerBase._pipelined
 
     async def counting(*args: Any, **options: Any) -> Any:
         name = _command_name(args)
@@ -44,25 +47,12 @@ def _count_round_trips(client: redis.asyncio.Redis, counts: Counter[str]) -> Non
             counts[name] += 1
         return await execute(*args, **options)
 
-    def counted_pipeline(*args: Any, **options: Any) -> Any:
-        pipe = make_pipeline(*args, **options)
-        run = pipe.execute
-
-        async def execute_counted(*run_args: Any, **run_options: Any) -> Any:
-            names = [_command_name(c.args if hasattr(c, "args") else c[0]) for c in _queued(pipe)]
-            counts["pipeline " + " + ".join(str(n) for n in names)] += 1
-            return await run(*run_args, **run_options)
-
-        pipe.execute = execute_counted  # type: ignore[method-assign]
-        return pipe
+    async def counted_pipelined(self: ConsumerBase, *commands: tuple[Any, ...]) -> list[Any]:
+        counts["pipeline " + " + ".join(str(_command_name(c)) for c in commands)] += 1
+        return await pipelined(self, *commands)
 
     client.execute_command = counting  # type: ignore[method-assign]
-    client.pipeline = counted_pipeline  # type: ignore[method-assign]
-
-
-def _queued(pipe: Any) -> list[Any]:
-    """The commands queued on a pipeline (a plain one's stack, or a Cluster one's)."""
-    return list(getattr(pipe, "command_stack", None) or getattr(pipe, "_command_queue", []))
+    monkeypatch.setattr(ConsumerBase, "_pipelined", counted_pipelined)
 
 
 @pytest.mark.integration
@@ -71,6 +61,7 @@ async def test_a_backlog_takes_one_call_a_batch(
     publisher: Publisher,
     redis_client: redis.asyncio.Redis,
     unique: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Reading the next batch, checking the one in hand against the idempotency set and
     acknowledging the last one share a call: 2,000 events in batches of 100 take about 20
@@ -85,7 +76,7 @@ async def test_a_backlog_takes_one_call_a_batch(
 
     await publisher.publish_many([make_event(i) for i in range(total)], stream=stream)
     counts: Counter[str] = Counter()
-    _count_round_trips(redis_client, counts)
+    _count_round_trips(redis_client, counts, monkeypatch)
     start_consumer(stream, handler, settings=fast_settings(batch_size=batch, block_ms=2_000))
 
     async def all_acknowledged() -> bool:

@@ -108,6 +108,12 @@ _OBSERVE = {family: metrics.REDIS_COMMAND_SECONDS.labels(family).observe for fam
 _PIPELINE = _OBSERVE["pipeline"]
 
 
+def observe_pipeline(seconds: float) -> None:
+    """Time a pipeline sent another way than through a client's ``pipeline()`` (the
+    consumer's own read connection), as ``riverbed_redis_command_seconds{family="pipeline"}``."""
+    _PIPELINE(seconds)
+
+
 async def _timed(call: Any, args: tuple[Any, ...], options: dict[str, Any]) -> Any:
     started = time.perf_counter()
     try:

@@ -72,6 +72,7 @@ class ReadsEntries(HandlesEntries):
                         self._admit(read, already_done=set())
         finally:
             self._ride_acks_along(False)
+            await self._close_read_connection()
 
     def _ride_acks_along(self, riding: bool) -> None:
         """Whether the read loop's next call takes the waiting acknowledgements along; when
