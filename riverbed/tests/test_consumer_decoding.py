@@ -11,7 +11,7 @@ import redis.asyncio
 
 from riverbed import keys
 from riverbed.consumer import Message
-from riverbed.consumer.decoding import event_when_handled, sniffed_event_id
+from riverbed.consumer.decoding import event_when_handled, plain_ids_json, sniffed_event_id
 from riverbed.publisher import Publisher
 from riverbed.testing import ConsumerFactory, make_event, wait_for
 from riverbed_contracts import CloudEvent, EntryDecodeError
@@ -29,6 +29,7 @@ from riverbed_contracts import CloudEvent, EntryDecodeError
         (b'{"id":""}', None),
         (b'{"id":"unterminated', None),
         (b'{"id":"\xff\xfe"}', None),  # not UTF-8
+        (b'{"id":"a\x01b"}', None),  # a control character: the parser refuses it
         (b"", None),
     ],
 )
@@ -36,6 +37,14 @@ def test_an_id_is_read_off_the_document_only_when_it_is_plainly_first(
     document: bytes, sniffed: str | None
 ) -> None:
     assert sniffed_event_id(document) == sniffed
+
+
+def test_sniffed_ids_make_json_without_an_encoder() -> None:
+    ids = [sniffed_event_id(f'{{"id":"{i}"}}'.encode()) for i in ("a-1", "caf\u00e9", "x y")]
+    assert None not in ids
+    plain = [i for i in ids if i is not None]
+    assert json.loads(plain_ids_json(plain)) == plain
+    assert json.loads(plain_ids_json([])) == []
 
 
 def test_what_riverbed_writes_has_its_id_read_off_and_the_parse_agrees() -> None:

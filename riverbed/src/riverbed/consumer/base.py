@@ -185,15 +185,15 @@ class ConsumerBase:
         )
 
     async def _ack_check_read(
-        self, *, acks: int = 0, check: Sequence[str] = (), read: int = 0
+        self, *, acks: int = 0, check: Sequence[str] | str = (), read: int = 0
     ) -> tuple[list[int], list[Any]]:
         """Acknowledge the ``acks`` oldest waiting successes (the caller holds
-        ``_ack_lock``), check the event ids ``check`` (:data:`~riverbed.scripts.ACK_CHECK`)
-        and read up to ``read`` new entries (``XREADGROUP`` without blocking), all in one
-        write (on a Cluster, two calls at once). Returns the flags of ``check`` (1: handled
-        within the idempotency window) and the entries read. A failed call raises and
-        leaves the successes waiting; had the read gone through, its entries stay pending
-        and are reclaimed once idle."""
+        ``_ack_lock``), check the event ids ``check`` (or their JSON array; see
+        :data:`~riverbed.scripts.ACK_CHECK`) and read up to ``read`` new entries
+        (``XREADGROUP`` without blocking), all in one write (on a Cluster, two calls at
+        once). Returns the flags of ``check`` (1: handled within the idempotency window)
+        and the entries read. A failed call raises and leaves the successes waiting; had
+        the read gone through, its entries stay pending and are reclaimed once idle."""
         keys = [self.stream_key, self.done_key]
         args: list[str | int] = [
             self.group,
@@ -202,7 +202,7 @@ class ConsumerBase:
             # entry ids are digits and a dash: JSON as they are, without an encoder pass
             '["' + '","'.join(self._ack_entry_ids[:acks]) + '"]' if acks else "[]",
             json.dumps([i for i in self._ack_event_ids[:acks] if i is not None]),
-            json.dumps(check if isinstance(check, list) else list(check)),
+            check if isinstance(check, str) else json.dumps(list(check)),
         ]
         entries: Any = []
         if read:

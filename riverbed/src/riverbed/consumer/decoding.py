@@ -10,6 +10,7 @@ off the document's first bytes; any other document is parsed at once instead.
 
 from __future__ import annotations
 
+import re
 from typing import Final
 
 from riverbed.delay import ATTEMPT_FIELD, FIRST_SEEN_FIELD, GROUP_FIELD
@@ -22,7 +23,8 @@ _GROUP_FIELD: Final = GROUP_FIELD.encode()
 _ATTEMPT_FIELD: Final = ATTEMPT_FIELD.encode()
 _FIRST_SEEN_FIELD: Final = FIRST_SEEN_FIELD.encode()
 #: how a document Riverbed wrote begins: its id is the first attribute, without spaces
-_ID_FIRST: Final = b'{"id":"'
+#: (matched up to its closing quote, but never past an escape or a control character)
+_ID_FIRST: Final = re.compile(rb'\{"id":"([^"\\\x00-\x1f]+)"').match
 
 
 def carried_routing(fields: dict[bytes, bytes], entry_id: str) -> tuple[bytes | None, int, int]:
@@ -52,18 +54,23 @@ def decoded_event(fields: dict[bytes, bytes], event_json: bytes | None) -> Cloud
 
 def sniffed_event_id(event_json: bytes) -> str | None:
     """The event's id when its document begins with it (``{"id":"…",``), read without
-    parsing the document (~0.3 µs against several for the parse); None otherwise. An id
-    holding an escape is left to the parser, which alone knows what it stands for."""
-    if not event_json.startswith(_ID_FIRST):
-        return None
-    end = event_json.find(b'"', len(_ID_FIRST))
-    raw = event_json[len(_ID_FIRST) : end]
-    if end < 0 or not raw or b"\\" in raw:
+    parsing the document (~0.35 µs against several for the parse); None otherwise. An id
+    holding an escape is left to the parser, which alone knows what it stands for; one
+    holding a control character is left to it too (it refuses the document). So a sniffed
+    id needs no escaping in JSON (:func:`plain_ids_json`)."""
+    found = _ID_FIRST(event_json)
+    if found is None:
         return None
     try:
-        return raw.decode()
+        return found[1].decode()
     except UnicodeDecodeError:
         return None
+
+
+def plain_ids_json(event_ids: list[str]) -> str:
+    """The JSON array of ids as :func:`sniffed_event_id` returns them (no quote, backslash
+    or control character: nothing to escape), without an encoder pass."""
+    return '["' + '","'.join(event_ids) + '"]' if event_ids else "[]"
 
 
 def event_when_handled(fields: dict[bytes, bytes], sniffed_id: str) -> CloudEvent | Exception:

@@ -20,6 +20,7 @@ from riverbed.consumer.decoding import (
     carried_routing,
     decoded_event,
     event_id_of,
+    plain_ids_json,
     sniffed_event_id,
 )
 from riverbed.consumer.handling import HandlesEntries
@@ -110,17 +111,21 @@ class ReadsEntries(HandlesEntries):
         acknowledging the successes waiting in the same call; returns what it read
         (unchecked). Redis failing leaves ``unchecked`` as it is, to be checked again:
         handling it unchecked could repeat a handled event."""
-        event_ids = [i for i in map(event_id_of, [d[4] for d in unchecked]) if i is not None]
+        parsed = [d[4] for d in unchecked]
+        event_ids = [i for i in map(event_id_of, parsed) if i is not None]
+        # ids sniffed off their documents need no escaping: their JSON without an encoder
+        plain = len(event_ids) == len(parsed) and all(type(p) is str for p in parsed)
+        check = plain_ids_json(event_ids) if plain else event_ids
         if self._ack_entry_ids and not self._ack_lock.locked():
             async with self._ack_lock:  # free: taken without waiting
                 acks = min(len(self._ack_entry_ids), MOST_PER_CALL)
                 reply = await self._guarded(
                     "read",
-                    lambda: self._ack_check_read(acks=acks, check=event_ids, read=count),
+                    lambda: self._ack_check_read(acks=acks, check=check, read=count),
                 )
         else:
             reply = await self._guarded(
-                "read", lambda: self._ack_check_read(check=event_ids, read=count)
+                "read", lambda: self._ack_check_read(check=check, read=count)
             )
         if reply is None:
             return unchecked
