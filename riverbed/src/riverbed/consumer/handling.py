@@ -94,7 +94,24 @@ class HandlesEntries(ConsumerBase):
             while queue:
                 entry = queue.popleft()
                 try:
-                    await self._handle(entry, tally)
+                    prepared = self._prepared(entry)
+                    if prepared is None:
+                        continue  # concluded without its handler
+                    entry, event = prepared
+                    # one frame fewer than a coroutine per entry: this loop runs the handler
+                    context = enter_event_context(event, self.stream, entry[0], entry[2])
+                    try:
+                        if tracing.tracing_enabled():
+                            await self._run_traced(entry, event, tally)
+                        else:
+                            await self._run_handler(entry, event, tally)
+                    finally:
+                        leave_message_context(context)
+                    self._release(entry[0], event.id)
+                except asyncio.CancelledError:
+                    # cut off at shutdown: stays pending, redelivered
+                    self._release_unstarted(entry)
+                    raise
                 except Exception:  # a bug here must not strand the entries behind this one
                     log.exception("handling an entry failed unexpectedly", entry_id=entry[0])
                     self._release_unstarted(entry)
@@ -109,7 +126,9 @@ class HandlesEntries(ConsumerBase):
         """Let go of an entry without an outcome: it stays pending and is delivered again."""
         self._release(entry[0], event_id_of(entry[4]))
 
-    async def _handle(self, entry: Decoded, tally: Tally) -> None:
+    def _prepared(self, entry: Decoded) -> tuple[Decoded, CloudEvent] | None:
+        """The entry with its event parsed, ready for its handler; None once concluded
+        without one (not an event, or delivered too often)."""
         entry_id, fields, attempt, first_seen_ms, parsed = entry
         # only its id was read so far: parse it now, while the next batch is on its way
         held_id = parsed if isinstance(parsed, str) else None
@@ -118,32 +137,29 @@ class HandlesEntries(ConsumerBase):
             self._conclude_undecodable(entry_id, fields, attempt, first_seen_ms, event)
             if held_id is not None:
                 self._release(entry_id, held_id)
-            return
+            return None
         if held_id is not None:
             entry = (entry_id, fields, attempt, first_seen_ms, event)
-        context = enter_event_context(event, self.stream, entry_id, attempt)
-        try:
-            if attempt > self.settings.max_deliveries:
-                # it was delivered that often without an outcome: it keeps killing its consumer
-                outcome = self._outcome_of(entry)
+        if attempt > self.settings.max_deliveries:
+            # it was delivered that often without an outcome: it keeps killing its consumer
+            outcome = self._outcome_of(entry)
+            with bind_message_context(
+                event_id=event.id,
+                event_type=event.type,
+                stream=self.stream,
+                entry_id=entry_id,
+                attempt=attempt,
+            ):
                 self._fail(
                     outcome,
                     RuntimeError(f"delivered {attempt - 1} times without completing"),
                     permanent=True,
                     reason="max_deliveries",
                 )
-                self._record(outcome)
-            elif tracing.tracing_enabled():
-                await self._run_traced(entry, event, tally)
-            else:
-                await self._run_handler(entry, event, tally)
-        except asyncio.CancelledError:
-            # cut off at shutdown: stays pending, redelivered
+            self._record(outcome)
             self._release(entry_id, event.id)
-            raise
-        finally:
-            leave_message_context(context)
-        self._release(entry_id, event.id)
+            return None
+        return entry, event
 
     async def _run_traced(self, entry: Decoded, event: CloudEvent, tally: Tally) -> None:
         entry_id, _fields, attempt, _first_seen_ms, _event = entry
