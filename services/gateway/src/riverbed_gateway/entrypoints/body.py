@@ -23,20 +23,17 @@ from riverbed_contracts.envelope import MAX_JSON_DEPTH, nested_deeper_than
 async def read_json_body(request: Request, max_bytes: int) -> tuple[bytes, Any]:
     """The body as sent (at most ``max_bytes``) and its JSON document; a problem otherwise."""
     headers = request.headers
-    check_declared(headers.get("content-type", ""), headers.get("content-length"), max_bytes)
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > max_bytes:
-            raise _too_large(max_bytes)
-    return bytes(body), decode_json(body)
+    return await receive_json_body(
+        request.receive, headers.get("content-type", ""), headers.get("content-length"), max_bytes
+    )
 
 
 async def receive_json_body(
     receive: Receive, content_type: str, content_length: str | None, max_bytes: int
 ) -> tuple[bytes, Any]:
-    """:func:`read_json_body` straight from ASGI messages (the ingestion fast path, which
-    builds no Request): the same checks and problems, ``ClientDisconnect`` the same way."""
+    """The body as sent (at most ``max_bytes``) and its JSON document, straight from ASGI
+    messages (the ingestion fast path builds no Request); a problem otherwise, and
+    ``ClientDisconnect`` when the client goes away first."""
     check_declared(content_type, content_length, max_bytes)
     message = await receive()
     if message["type"] == "http.request" and not message.get("more_body", False):

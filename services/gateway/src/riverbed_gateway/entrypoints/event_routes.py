@@ -14,8 +14,9 @@ from typing import Any, Final
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from starlette.types import Receive, Scope
 
-from riverbed_gateway.entrypoints.body import read_json_body
+from riverbed_gateway.entrypoints.body import receive_json_body
 from riverbed_gateway.entrypoints.dependencies import IngestionDep
 from riverbed_gateway.entrypoints.event_openapi import (
     INGEST_ERRORS,
@@ -23,10 +24,11 @@ from riverbed_gateway.entrypoints.event_openapi import (
     BatchAccepted,
     body_spec,
 )
-from riverbed_gateway.service_layer.ingestion import Ingestion, Submission
+from riverbed_gateway.service_layer.ingestion import Answer, Ingestion, Submission
 from riverbed_gateway.settings import GatewaySettings
 
 REQUEST_ID_HEADER = "X-Request-Id"
+_REQUEST_ID_KEY: Final = REQUEST_ID_HEADER.lower().encode()  # as ASGI names it
 
 
 def json_body(document: Any) -> bytes:
@@ -37,20 +39,39 @@ def json_body(document: Any) -> bytes:
 
 
 async def answer_ingest(ingestion: Ingestion, request: Request, batch: bool) -> JSONResponse:
-    """Authenticate, read the body, ingest: the one way both routes and the fast path take."""
-    headers = request.headers
-    key = await ingestion.authenticate(headers.get("authorization"))
-    raw, document = await read_json_body(request, ingestion.settings.max_body_bytes)
-    submission = Submission(
-        method=request.method,
-        path=request.scope["path"],
-        batch=batch,
-        correlation_id=headers.get(REQUEST_ID_HEADER),
-        traceparent=headers.get("traceparent"),
-        idempotency_key=headers.get("idempotency-key"),
-    )
-    answer = await ingestion.ingest(key, raw, document, submission)
+    """:func:`ingest_from_asgi` for a route, which has a Request."""
+    answer = await ingest_from_asgi(ingestion, request.scope, request.receive, batch)
     return JSONResponse(answer.body, status_code=answer.status, headers=answer.headers)
+
+
+async def ingest_from_asgi(
+    ingestion: Ingestion, scope: Scope, receive: Receive, batch: bool
+) -> Answer:
+    """Authenticate, read the body, ingest, from the ASGI scope and messages: the one way
+    both routes and the fast path take (which builds no Request). Of a header sent twice,
+    the first counts."""
+    headers: dict[bytes, bytes] = dict(reversed(scope["headers"]))  # the first of a name wins
+    key = await ingestion.authenticate(_header(headers, b"authorization"))
+    raw, document = await receive_json_body(
+        receive,
+        _header(headers, b"content-type") or "",
+        _header(headers, b"content-length"),
+        ingestion.settings.max_body_bytes,
+    )
+    submission = Submission(
+        method=scope["method"],
+        path=scope["path"],
+        batch=batch,
+        correlation_id=_header(headers, _REQUEST_ID_KEY),
+        traceparent=_header(headers, b"traceparent"),
+        idempotency_key=_header(headers, b"idempotency-key"),
+    )
+    return await ingestion.ingest(key, raw, document, submission)
+
+
+def _header(headers: dict[bytes, bytes], name: bytes) -> str | None:
+    value = headers.get(name)
+    return None if value is None else value.decode("latin-1")
 
 
 #: path, batch or not, answer's model, route name (the operationId's start), summary

@@ -16,9 +16,7 @@ from riverbed import hot_log, tracing
 from riverbed.problems import Responder
 from riverbed_gateway import metrics
 from riverbed_gateway.entrypoints import problems
-from riverbed_gateway.entrypoints.body import receive_json_body
-from riverbed_gateway.entrypoints.event_routes import json_body
-from riverbed_gateway.service_layer.ingestion import Answer, Ingestion, Submission
+from riverbed_gateway.entrypoints.event_routes import ingest_from_asgi, json_body
 
 ACCESS_LOGGER: Final = "riverbed_gateway.access"
 
@@ -107,7 +105,7 @@ class IngestFastPath:
         scope["route"] = self.routes[scope["path"]]  # the access log's route label
         response: Response
         try:
-            answer = await _ingest(ingestion, scope, receive, batch)
+            answer = await ingest_from_asgi(ingestion, scope, receive, batch)
         except ClientDisconnect:
             response = problems.client_gone(scope["method"], scope["path"])
         except Exception as error:
@@ -169,34 +167,6 @@ class GatewayApp(FastAPI):
         except RuntimeError:
             return False
         return True
-
-
-async def _ingest(ingestion: Ingestion, scope: Scope, receive: Receive, batch: bool) -> Answer:
-    """:func:`~riverbed_gateway.entrypoints.event_routes.answer_ingest` from the ASGI scope
-    and messages, without a Request: the same header values (the first of each name), the
-    same body checks, the same order."""
-    headers: dict[bytes, bytes] = dict(reversed(scope["headers"]))  # the first of a name wins
-    key = await ingestion.authenticate(_header(headers, b"authorization"))
-    raw, document = await receive_json_body(
-        receive,
-        _header(headers, b"content-type") or "",
-        _header(headers, b"content-length"),
-        ingestion.settings.max_body_bytes,
-    )
-    submission = Submission(
-        method=scope["method"],
-        path=scope["path"],
-        batch=batch,
-        correlation_id=_header(headers, b"x-request-id"),
-        traceparent=_header(headers, b"traceparent"),
-        idempotency_key=_header(headers, b"idempotency-key"),
-    )
-    return await ingestion.ingest(key, raw, document, submission)
-
-
-def _header(headers: dict[bytes, bytes], name: bytes) -> str | None:
-    value = headers.get(name)
-    return None if value is None else value.decode("latin-1")
 
 
 def _sane_request_id(value: str) -> bool:
