@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,18 +14,9 @@ from riverbed.logging import REDACTED, bind_message_context, configure_logging, 
 
 
 @pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
+def _restore_logging(restored_logging: None) -> Iterator[None]:
     yield
-    for handler in list(root.handlers):
-        if handler not in handlers:
-            root.removeHandler(handler)
-            handler.close()
-    root.setLevel(level)
     configure_logging("INFO", "json")  # hot_log follows the last configuration
-    structlog.reset_defaults()
-    structlog.contextvars.clear_contextvars()
 
 
 def _fields() -> dict[str, Any]:

@@ -109,8 +109,8 @@ class Publisher:
 
     async def publish_coalesced(self, event: CloudEvent, *, validated: bool = False) -> str:
         """:meth:`publish` now, for one event, sharing a round trip: the appends asked for
-        during one turn of the event loop go to Redis in one non-transactional pipeline
-        (each its own ``XADD``: one failing fails only its caller). For many concurrent
+        during one turn of the event loop go to Redis together, one call a stream (see
+        :class:`_CoalescedAppends`: one stream failing fails only its callers). For many concurrent
         callers of one event each (the gateway's single-event requests); with tracing on,
         each append stays a command of its own, a child of its caller's span."""
         if tracing.tracing_enabled():

@@ -24,6 +24,7 @@ from redis.exceptions import NoScriptError, ResponseError
 from riverbed import keys, metrics, scripts
 from riverbed.backoff import Backoff
 from riverbed.connection import Redis
+from riverbed.consumer.decoding import plain_ids_json
 from riverbed.consumer.types import NOT_OURS, REDIS_DOWN, Outcome, Subscription
 from riverbed.delay import DelayStore
 from riverbed.publisher import Publisher
@@ -199,8 +200,7 @@ class ConsumerBase:
             self.group,
             int(time.time() * 1000),
             self.settings.idempotency_ttl_s * 1000,
-            # entry ids are digits and a dash: JSON as they are, without an encoder pass
-            '["' + '","'.join(self._ack_entry_ids[:acks]) + '"]' if acks else "[]",
+            plain_ids_json(self._ack_entry_ids[:acks]),  # digits and a dash: nothing to escape
             json.dumps([i for i in self._ack_event_ids[:acks] if i is not None]),
             check if isinstance(check, str) else json.dumps(list(check)),
         ]
@@ -211,9 +211,7 @@ class ConsumerBase:
                 # that holds the stream's slot
                 checked, entries = await asyncio.gather(
                     scripts.ACK_CHECK(self.redis, keys=keys, args=args),
-                    self.redis.xreadgroup(
-                        self.group, self.name, {self.stream_key: ">"}, count=read
-                    ),
+                    self.redis.xreadgroup(self.group, self.name, self._new_entries, count=read),
                     return_exceptions=True,
                 )
             else:
@@ -287,12 +285,10 @@ class ConsumerBase:
         for event_type, acknowledged in by_type.items():
             self._counters(event_type).acknowledged.inc(acknowledged)
 
-    async def _take_handler_slot(self) -> None:
-        """Wait until fewer than ``concurrency`` handlers run, and count one more: entries
-        in hand wait here in the order they came (one waiter woken a freed slot)."""
-        if self._handlers_running < self.settings.concurrency and not self._slot_waiters:
-            self._handlers_running += 1
-            return
+    async def _wait_for_handler_slot(self) -> None:
+        """Wait for a handler slot when all ``concurrency`` are taken (a free one the caller
+        takes itself, without a call): entries in hand wait here in the order they came, one
+        waiter woken a freed slot, which it gets counted as its own."""
         waiter = asyncio.get_running_loop().create_future()
         self._slot_waiters.append(waiter)
         try:

@@ -143,19 +143,16 @@ class HandlesEntries(ConsumerBase):
         if attempt > self.settings.max_deliveries:
             # it was delivered that often without an outcome: it keeps killing its consumer
             outcome = self._outcome_of(entry)
-            with bind_message_context(
-                event_id=event.id,
-                event_type=event.type,
-                stream=self.stream,
-                entry_id=entry_id,
-                attempt=attempt,
-            ):
+            context = enter_event_context(event, self.stream, entry_id, attempt)
+            try:
                 self._fail(
                     outcome,
                     RuntimeError(f"delivered {attempt - 1} times without completing"),
                     permanent=True,
                     reason="max_deliveries",
                 )
+            finally:
+                leave_message_context(context)
             self._record(outcome)
             self._release(entry_id, event.id)
             return None
@@ -253,7 +250,7 @@ class HandlesEntries(ConsumerBase):
         if self._handlers_running < self.settings.concurrency and not self._slot_waiters:
             self._handlers_running += 1  # a slot is free: taken without a call (the usual)
         else:
-            await self._take_handler_slot()
+            await self._wait_for_handler_slot()
         run_times = tally.started(event.type)
         # a dict entry, not a timer per handler: the timeout loop cancels what overstays
         started = self._handler_started[entry_id] = time.perf_counter()

@@ -84,12 +84,15 @@ class ReadsEntries(HandlesEntries):
 
     async def _blocking_read(self, count: int) -> list[Decoded] | None:
         """Wait for new entries (``XREADGROUP ... BLOCK``); None once stopping."""
-        streams: dict[Any, Any] = {self.stream_key: ">"}
         read = asyncio.ensure_future(
             self._guarded(
                 "read",
                 lambda: self.redis.xreadgroup(
-                    self.group, self.name, streams, count=count, block=self.settings.block_ms
+                    self.group,
+                    self.name,
+                    self._new_entries,
+                    count=count,
+                    block=self.settings.block_ms,
                 ),
             )
         )
@@ -116,16 +119,12 @@ class ReadsEntries(HandlesEntries):
         # ids sniffed off their documents need no escaping: their JSON without an encoder
         plain = len(event_ids) == len(parsed) and all(type(p) is str for p in parsed)
         check = plain_ids_json(event_ids) if plain else event_ids
-        if self._ack_entry_ids and not self._ack_lock.locked():
-            async with self._ack_lock:  # free: taken without waiting
-                acks = min(len(self._ack_entry_ids), MOST_PER_CALL)
-                reply = await self._guarded(
-                    "read",
-                    lambda: self._ack_check_read(acks=acks, check=check, read=count),
-                )
-        else:
+        # the waiting acknowledgements go along unless the flush loop is sending them now
+        take_acks = bool(self._ack_entry_ids) and not self._ack_lock.locked()
+        async with self._ack_lock if take_acks else contextlib.nullcontext():
+            acks = min(len(self._ack_entry_ids), MOST_PER_CALL) if take_acks else 0
             reply = await self._guarded(
-                "read", lambda: self._ack_check_read(check=check, read=count)
+                "read", lambda: self._ack_check_read(acks=acks, check=check, read=count)
             )
         if reply is None:
             return unchecked
@@ -206,7 +205,7 @@ class ReadsEntries(HandlesEntries):
         already_done: set[str] = set()
         if self.subscription.idempotent:
             already_done = await self._already_handled(
-                [d[4].id for d in decoded if isinstance(d[4], CloudEvent)]
+                [i for i in map(event_id_of, [d[4] for d in decoded]) if i is not None]
             )
         self._admit(decoded, already_done)
 
@@ -254,7 +253,7 @@ class ReadsEntries(HandlesEntries):
         left out (it is not ours to handle)."""
         decoded: list[Decoded] = []
         for raw_id, raw_fields in entries:
-            entry_id = raw_id.decode() if type(raw_id) is bytes else str(raw_id)
+            entry_id = as_text(raw_id)
             redelivered = 0 if deliveries is None else deliveries.get(entry_id, 1) - 1
             if type(raw_fields) is dict:
                 fields = raw_fields
